@@ -1,0 +1,300 @@
+"""Console reports in the format of the Go-Metal mixed-precision demo.
+
+`Reporter` prints the demo's blocks (title, phase headers, epoch tables, the performance
+comparison and its summary) with rich. It only reads `TrainingRun` and `Comparison` records;
+it never trains. On a terminal it uses colour; otherwise it writes plain text. When the
+console's encoding cannot carry emoji they are replaced by ASCII tags (see `EMOJI_ASCII`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Mapping, Sequence
+
+from rich.console import Console
+from rich.text import Text
+
+from gometal_keras.compare import BASIS_PER_EPOCH, Comparison, ConvergenceVerdict, SpeedupVerdict
+from gometal_keras.record import TrainingRun
+
+#: ASCII stand-ins for the emoji the report uses, for consoles that cannot encode them.
+EMOJI_ASCII: dict[str, str] = {
+    "🚀": "[DEMO]",
+    "📊": "[BASE]",
+    "⚡": "[MIXED]",
+    "📈": "[PERF]",
+    "✅": "[OK]",
+    "🎉": "[GREAT]",
+    "👍": "[GOOD]",
+    "⚠️": "[WARN]",
+    "❌": "[FAIL]",
+    "🏁": "[DONE]",
+}
+
+_LABELS = {"float32": "FP32", "float16": "FP16", "bfloat16": "BF16"}
+
+
+def label_for(precision: str) -> str:
+    """Short display label of a dtype-policy name.
+
+    Args:
+        precision: Keras dtype-policy name, e.g. ``"mixed_float16"``.
+
+    Returns:
+        ``"FP32"``, ``"FP16"`` or ``"BF16"`` for the known policies; any other name
+        (e.g. an auto-chosen one) unchanged.
+
+    Example:
+        >>> label_for("mixed_bfloat16")
+        'BF16'
+    """
+    return _LABELS.get(precision.removeprefix("mixed_"), precision)
+
+
+def epoch_rows(epochs: int) -> list[int]:
+    """Epoch numbers the epoch table shows: 1-5, every 10th, and the last, once each.
+
+    Args:
+        epochs: Number of epochs that ran.
+
+    Returns:
+        The 1-based epoch numbers, ascending.
+
+    Example:
+        >>> epoch_rows(23)
+        [1, 2, 3, 4, 5, 10, 20, 23]
+    """
+    rows = {e for e in range(1, epochs + 1) if e <= 5 or e % 10 == 0}
+    if epochs > 0:
+        rows.add(epochs)
+    return sorted(rows)
+
+
+def _can_encode(encoding: str) -> bool:
+    try:
+        "".join(EMOJI_ASCII).encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def _seconds(*values: float) -> list[str]:
+    """Format times with one shared number of decimals, enough to tell them apart."""
+    finite = [v for v in values if math.isfinite(v) and v > 0]
+    smallest = min(finite, default=1.0)
+    decimals = 2 if smallest >= 0.1 else 3 if smallest >= 0.01 else 4
+    return [f"{v:.{decimals}f}" for v in values]
+
+
+class Reporter:
+    """Prints the demo's report blocks to a rich console.
+
+    Args:
+        console: Where to print; a new ``Console(highlight=False)`` when ``None``.
+        plain: ``True`` for text without colour, ``False`` for colour; ``None`` (auto) is
+            plain when the console is not a terminal or cannot encode emoji.
+        emoji: Whether to print emoji; ``None`` (auto) when the console's encoding can
+            encode them. Without emoji, `EMOJI_ASCII` tags are printed instead.
+
+    Example:
+        >>> import io
+        >>> out = io.StringIO()
+        >>> Reporter(Console(file=out, width=100)).title("Demo")
+        >>> out.getvalue().splitlines()[1]
+        '======='
+    """
+
+    def __init__(
+        self, console: Console | None = None, plain: bool | None = None, emoji: bool | None = None
+    ) -> None:
+        self.console = console if console is not None else Console(highlight=False)
+        encodable = _can_encode(self.console.encoding)
+        self.emoji = encodable if emoji is None else emoji
+        self.plain = (not self.console.is_terminal or not encodable) if plain is None else plain
+
+    def _render(self, text: str) -> str:
+        """Replace emoji by ASCII tags when needed and drop what the encoding cannot carry."""
+        if not self.emoji:
+            for icon, tag in EMOJI_ASCII.items():
+                text = text.replace(icon, tag)
+            text = text.replace("⚠", EMOJI_ASCII["⚠️"])
+        encoding = self.console.encoding
+        if not _can_encode(encoding):
+            with contextlib.suppress(LookupError):
+                text = text.encode(encoding, "replace").decode(encoding)
+        return text
+
+    def _print(self, text: str = "", style: str = "") -> None:
+        """Print one line as literal text (no markup, no emoji codes, no highlighting)."""
+        line = Text(self._render(text), style="" if self.plain else style)
+        self.console.print(line, markup=False, emoji=False, highlight=False, soft_wrap=True)
+
+    def _heading(self, text: str, style: str = "bold cyan") -> None:
+        """Print a heading underlined with '=' to its displayed width."""
+        self._print(text, style)
+        self._print("=" * Text(self._render(text)).cell_len, style)
+
+    def title(self, name: str = "gometal_keras Mixed Precision Training Demo") -> None:
+        """Print the demo title, underlined, and a blank line.
+
+        Args:
+            name: Title text.
+
+        Example:
+            >>> Reporter(Console(width=100)).title()  # doctest: +SKIP
+        """
+        self._heading(f"🚀 {name}", "bold")
+        self._print()
+
+    def phase_header(
+        self, index: int, label: str, config: Mapping[str, object], title: str | None = None
+    ) -> None:
+        """Print a phase heading, its configuration and "Starting training...".
+
+        Args:
+            index: Phase number; phase 1 is the baseline, later phases mixed precision.
+            label: Precision label, e.g. ``"FP32"`` (see `label_for`).
+            config: Human-readable setting names and values, e.g. ``{"Batch Size": 64}``.
+            title: Heading after "Phase N: "; default ``"<label> Baseline Training"`` for
+                phase 1 and ``"<label> Mixed Precision Training"`` otherwise.
+
+        Example:
+            >>> Reporter().phase_header(1, "FP32", {"Batch Size": 64})  # doctest: +SKIP
+        """
+        icon = "📊" if index == 1 else "⚡"
+        kind = "Baseline" if index == 1 else "Mixed Precision"
+        self._heading(f"{icon} Phase {index}: {title or f'{label} {kind} Training'}")
+        self._print(f"{label} Training Configuration:")
+        for key, value in config.items():
+            self._print(f"  {key}: {value}")
+        self._print()
+        self._print("Starting training...")
+
+    def phase_result(self, run: TrainingRun) -> None:
+        """Print a run's epoch table, how it ran, its precision choice and any early stop.
+
+        Args:
+            run: The finished run.
+
+        Example:
+            >>> Reporter().phase_result(TrainingRun("float32", [0.5], [0.1]))  # doctest: +SKIP
+        """
+        self._print("Epoch | Loss     | Time (ms)", "bold")
+        self._print("------|----------|----------")
+        for epoch in epoch_rows(run.epochs_run):
+            seconds = run.epoch_seconds[epoch - 1] if epoch <= len(run.epoch_seconds) else math.nan
+            self._print(f"{epoch:5d} | {run.losses[epoch - 1]:8.6f} | {seconds * 1000:8.2f}")
+        parts = [f"Precision: {run.precision}", f"Device: {run.device}"]
+        if run.loop:
+            parts.append(f"Loop: {run.loop}")
+        self._print("  ".join(parts))
+        self._decision(run.decision)
+        if run.stopped_early:
+            self._print(f"Stopped early at epoch {run.epochs_run} (loss below threshold)", "yellow")
+        self._print()
+
+    def _decision(self, decision: object) -> None:
+        """Print an automatic precision choice: each candidate's ms/step, the choice, why."""
+        keys = {"candidates", "chosen", "reason"}
+        if not isinstance(decision, Mapping) or not keys <= set(decision):
+            return
+        candidates, chosen = decision["candidates"], decision["chosen"]
+        if not isinstance(candidates, Mapping):
+            return
+        self._print("Precision candidates (measured step time):")
+        width = max((len(str(name)) for name in candidates), default=0)
+        for name, seconds in candidates.items():
+            try:
+                ms = float(seconds) * 1000 if seconds is not None else math.nan
+            except (TypeError, ValueError):
+                ms = math.nan
+            shown = f"{ms:8.2f} ms/step" if math.isfinite(ms) else "rejected"
+            mark = "  <- chosen" if name == chosen else ""
+            self._print(f"  {name!s:<{width}} | {shown}{mark}")
+        self._print(f"Chosen: {chosen}")
+        self._print(f"Reason: {decision['reason']}")
+
+    def comparison(self, cmp: Comparison, notes: Sequence[str] = ()) -> None:
+        """Print the performance comparison, the summary and the closing line.
+
+        Args:
+            cmp: The comparison to print (from `compare_runs`).
+            notes: Extra summary lines from the caller, e.g. why mixed precision cannot
+                help on this device.
+
+        Example:
+            >>> Reporter().comparison(compare_runs(fp32_run, fp16_run))  # doctest: +SKIP
+        """
+        base, cand = cmp.baseline, cmp.candidate
+        b, c = label_for(base.precision), label_for(cand.precision)
+        if b == c:
+            b, c = f"{b} (baseline)", f"{c} (candidate)"
+        who = "mixed precision" if cand.precision.startswith("mixed") else c
+        self._heading("📈 Performance Comparison")
+        self._print()
+        steady = cmp.timing == "steady"
+        if cmp.basis == BASIS_PER_EPOCH:
+            scope = "steady state, epoch 1 excluded" if steady else "total, compilation included"
+            counts = f"runs of {base.epochs_run} and {cand.epochs_run} epochs"
+            self._print(f"Time per Epoch ({scope}; {counts}):")
+            self._print(f"  {b}: {cmp.baseline_seconds * 1000:.2f} ms/epoch")
+            self._print(f"  {c}: {cmp.candidate_seconds * 1000:.2f} ms/epoch")
+        else:
+            n = base.epochs_run
+            scope = f"steady state, epochs 2-{n}" if steady and n > 1 else "total"
+            self._print(f"Training Time ({scope}):")
+            shown = _seconds(cmp.baseline_seconds, cmp.candidate_seconds)
+            self._print(f"  {b}: {shown[0]} seconds")
+            self._print(f"  {c}: {shown[1]} seconds")
+        pct = cmp.speedup_percent
+        if not math.isfinite(pct):
+            self._print("  Speedup: n/a (timing unavailable)", "yellow")
+        elif pct > 0:
+            self._print(f"  Speedup: {pct:.1f}%", "green")
+        else:
+            why = "was slower" if pct < 0 else "was no faster"
+            self._print(f"  Speedup: {pct:.1f}% ({who} {why})", "yellow")
+        if steady:
+            self._print()
+            self._print("Total Time (including compilation):")
+            shown = _seconds(cmp.baseline_total_seconds, cmp.candidate_total_seconds)
+            self._print(f"  {b}: {shown[0]} seconds")
+            self._print(f"  {c}: {shown[1]} seconds")
+        self._print()
+        self._print("Final Loss:")
+        self._print(f"  {b}: {base.final_loss:.6f}")
+        self._print(f"  {c}: {cand.final_loss:.6f}")
+        self._print(f"  Loss Difference: {cmp.loss_difference:.6f}")
+        self._print()
+        self._heading("✅ Summary")
+        self._summary(cmp, who, b)
+        for note in notes:
+            self._print(note)
+        self._print()
+        self._print("🏁 Mixed precision training demo completed!", "bold")
+
+    def _summary(self, cmp: Comparison, who: str, baseline_label: str) -> None:
+        """Print the speedup and convergence verdict lines."""
+        pct = cmp.speedup_percent
+        verdict = cmp.speedup_verdict
+        if verdict == SpeedupVerdict.EXCELLENT:
+            self._print(f"🎉 Excellent speedup achieved: {pct:.1f}%", "bold green")
+        elif verdict == SpeedupVerdict.GOOD:
+            self._print(f"👍 Good speedup achieved: {pct:.1f}%", "green")
+        elif verdict == SpeedupVerdict.MODEST:
+            self._print(f"Modest speedup: {pct:.1f}%", "yellow")
+        elif not math.isfinite(pct):
+            self._print("⚠️ No speedup: the run times could not be compared", "yellow")
+        else:
+            # Slowdown in time taken: how much longer the candidate took than the baseline.
+            slower = (cmp.candidate_seconds / cmp.baseline_seconds - 1.0) * 100.0
+            how = f"was {slower:.1f}% slower than" if slower > 0 else "was no faster than"
+            self._print(f"⚠️ No speedup: {who} {how} {baseline_label} here", "yellow")
+        lines = {
+            ConvergenceVerdict.WELL_PRESERVED: ("✅ Loss convergence well preserved", "green"),
+            ConvergenceVerdict.MINOR: ("⚠️ Minor loss difference", "yellow"),
+            ConvergenceVerdict.SIGNIFICANT: ("❌ Significant loss difference", "red"),
+            ConvergenceVerdict.DIVERGED: ("❌ Training diverged", "bold red"),
+        }
+        self._print(*lines[cmp.convergence_verdict])
