@@ -27,13 +27,17 @@ def _resolve_policy(dtype_policy: PolicyLike) -> keras.DTypePolicy | None:
     if dtype_policy is None or isinstance(dtype_policy, keras.DTypePolicy):
         return dtype_policy
     if not isinstance(dtype_policy, str):
-        raise TypeError(f"dtype_policy must be None, a policy name or a keras.DTypePolicy, "
-                        f"got {dtype_policy!r}.")
+        raise TypeError(
+            f"dtype_policy must be None, a policy name or a keras.DTypePolicy, "
+            f"got {dtype_policy!r}."
+        )
     try:
         return keras.DTypePolicy(dtype_policy)
     except (ValueError, TypeError):
-        raise ValueError(f"Unknown dtype_policy {dtype_policy!r}; expected a name such as "
-                         "'float32', 'bfloat16', 'mixed_float16' or 'mixed_bfloat16'.") from None
+        raise ValueError(
+            f"Unknown dtype_policy {dtype_policy!r}; expected a name such as "
+            "'float32', 'bfloat16', 'mixed_float16' or 'mixed_bfloat16'."
+        ) from None
 
 
 class ModelBuilder:
@@ -59,10 +63,13 @@ class ModelBuilder:
         if not isinstance(input_shape, list | tuple):
             raise TypeError(f"input_shape must be a list or tuple of ints, got {input_shape!r}.")
         if len(input_shape) not in (2, 4) or not all(
-                isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0
-                for d in input_shape):
-            raise ValueError(f"input_shape must be [batch, features] or [batch, channels, height, "
-                             f"width] of positive ints, got {list(input_shape)!r}.")
+            isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0
+            for d in input_shape
+        ):
+            raise ValueError(
+                f"input_shape must be [batch, features] or [batch, channels, height, "
+                f"width] of positive ints, got {list(input_shape)!r}."
+            )
         self._batch_size = int(input_shape[0])
         self._input_shape = tuple(int(d) for d in input_shape[1:])
         self._layers: list[LayerSpec] = []
@@ -98,27 +105,33 @@ class ModelBuilder:
         return len(self._layers)
 
     def __repr__(self) -> str:
-        return (f"ModelBuilder(input_shape={[self._batch_size, *self._input_shape]}, "
-                f"layers={len(self)}, total_parameters={self.total_parameters})")
+        return (
+            f"ModelBuilder(input_shape={[self._batch_size, *self._input_shape]}, "
+            f"layers={len(self)}, total_parameters={self.total_parameters})"
+        )
 
     def _add(self, kind: str, name: str | None, **args: Any) -> ModelBuilder:
         index = len(self._layers) + 1
         if name is not None and not isinstance(name, str):
             raise TypeError(f"Layer {index} ({kind}): name must be a str or None, got {name!r}.")
         if name is not None and (not name or "/" in name):
-            raise ValueError(f"Layer {index} ({kind}): name must be non-empty without '/', "
-                             f"got {name!r}.")
+            raise ValueError(
+                f"Layer {index} ({kind}): name must be non-empty without '/', got {name!r}."
+            )
         label = f"layer '{name}' ({kind})" if name else f"layer {index} ({kind})"
         spec = make_spec(kind, name or kind, args, self.output_shape, label)
         taken = {n for layer in self._layers for n in layer.keras_names}
         if name is None:
             n = sum(layer.kind == kind for layer in self._layers) + 1
             while not taken.isdisjoint(
-                    (spec := make_spec(kind, f"{kind}_{n}", args, spec.input_shape)).keras_names):
+                (spec := make_spec(kind, f"{kind}_{n}", args, spec.input_shape)).keras_names
+            ):
                 n += 1
         elif clash := sorted(taken.intersection(spec.keras_names)):
-            raise ValueError(f"Layer '{name}' ({kind}): the name {clash[0]!r} is already used; "
-                             "expected a unique layer name.")
+            raise ValueError(
+                f"Layer '{name}' ({kind}): the name {clash[0]!r} is already used; "
+                "expected a unique layer name."
+            )
         self._layers.append(spec)
         return self
 
@@ -126,14 +139,29 @@ class ModelBuilder:
         """Fully connected layer; flattens an image input itself (Keras in (H, W, C) order)."""
         return self._add("dense", name, units=units, use_bias=use_bias)
 
-    def add_conv2d(self, filters: int, kernel_size: int, stride: int = 1, padding: int = 0,
-                   use_bias: bool = True, name: str | None = None) -> ModelBuilder:
+    def add_conv2d(
+        self,
+        filters: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        use_bias: bool = True,
+        name: str | None = None,
+    ) -> ModelBuilder:
         """2-D convolution, square kernel, zero padding of ``padding`` pixels on each side."""
-        return self._add("conv2d", name, filters=filters, kernel_size=kernel_size, stride=stride,
-                         padding=padding, use_bias=use_bias)
+        return self._add(
+            "conv2d",
+            name,
+            filters=filters,
+            kernel_size=kernel_size,
+            stride=stride,
+            padding=padding,
+            use_bias=use_bias,
+        )
 
-    def add_maxpool2d(self, pool_size: int, stride: int | None = None,
-                      name: str | None = None) -> ModelBuilder:
+    def add_maxpool2d(
+        self, pool_size: int, stride: int | None = None, name: str | None = None
+    ) -> ModelBuilder:
         """Max pooling, no padding; ``stride`` defaults to ``pool_size``."""
         return self._add("maxpool2d", name, pool_size=pool_size, stride=stride)
 
@@ -169,14 +197,20 @@ class ModelBuilder:
         """Dropout with ``rate`` in [0, 1), active in training only."""
         return self._add("dropout", name, rate=rate)
 
-    def add_batchnorm(self, num_features: int | None = None, eps: float = 1e-5,
-                      momentum: float = 0.1, affine: bool = True,
-                      name: str | None = None) -> ModelBuilder:
+    def add_batchnorm(
+        self,
+        num_features: int | None = None,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        affine: bool = True,
+        name: str | None = None,
+    ) -> ModelBuilder:
         """Batch norm over channels/features; PyTorch ``momentum`` (Keras gets 1 - momentum)."""
-        return self._add("batchnorm", name, num_features=num_features, eps=eps,
-                         momentum=momentum, affine=affine)
+        return self._add(
+            "batchnorm", name, num_features=num_features, eps=eps, momentum=momentum, affine=affine
+        )
 
-    def compile(self, dtype_policy: PolicyLike = None) -> keras.Sequential:
+    def compile(self, dtype_policy: PolicyLike = None, seed: int | None = None) -> keras.Sequential:
         """Build a new Keras model from the layers (a fresh one on every call).
 
         Under a mixed policy (``mixed_*``, given or global) the last layer's Keras layers run in
@@ -184,6 +218,8 @@ class ModelBuilder:
 
         Args:
             dtype_policy: None (Keras' global policy), a policy name or a ``keras.DTypePolicy``.
+            seed: Seed for initial weights and dropout masks (reproducible without touching
+                Keras' global seed); None draws fresh ones.
 
         Returns:
             A built ``keras.Sequential`` named ``"gometal_model"`` taking ``(H, W, C)`` or
@@ -198,8 +234,15 @@ class ModelBuilder:
         effective = policy if policy is not None else keras.config.dtype_policy()
         mixed = effective.name.startswith("mixed_")
         last = len(self._layers) - 1
-        built = [layer for i, spec in enumerate(self._layers)
-                 for layer in spec.build("float32" if mixed and i == last else policy)]
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"compile(seed=...) must be an int or None, got {seed!r}.")
+        built = [
+            layer
+            for i, spec in enumerate(self._layers)
+            for layer in spec.build(
+                "float32" if mixed and i == last else policy, None if seed is None else seed + i
+            )
+        ]
         taken, input_name, i = {layer.name for layer in built}, "input", 0
         while input_name in taken:
             i, input_name = i + 1, f"input_{i + 1}"
@@ -208,17 +251,26 @@ class ModelBuilder:
 
     def summary(self) -> str:
         """Return a text table: name, kind, output shape (batch first, Go layout), params."""
-        rows = [("Layer", "Kind", "Output shape", "Params"),
-                ("input", "input", str((self._batch_size, *self._input_shape)), "0")]
-        rows += [(s.name, s.kind, str((self._batch_size, *s.output_shape)), f"{s.params:,}")
-                 for s in self._layers]
+        rows = [
+            ("Layer", "Kind", "Output shape", "Params"),
+            ("input", "input", str((self._batch_size, *self._input_shape)), "0"),
+        ]
+        rows += [
+            (s.name, s.kind, str((self._batch_size, *s.output_shape)), f"{s.params:,}")
+            for s in self._layers
+        ]
         widths = [max(len(row[i]) for row in rows) for i in range(4)]
-        lines = ["  ".join(cell.rjust(w) if i == 3 else cell.ljust(w)
-                           for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
-                 for row in rows]
+        lines = [
+            "  ".join(
+                cell.rjust(w) if i == 3 else cell.ljust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+            for row in rows
+        ]
         rule = "-" * len(max(lines, key=len))
-        return "\n".join([lines[0], rule, *lines[1:], rule,
-                          f"Total parameters: {self.total_parameters:,}"])
+        return "\n".join(
+            [lines[0], rule, *lines[1:], rule, f"Total parameters: {self.total_parameters:,}"]
+        )
 
     AddDense = add_dense
     AddConv2D = add_conv2d

@@ -70,19 +70,28 @@ def _real(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) ->
 
 def _check_window(label: str, what: str, size: int, s: Shape, pad: int = 0) -> None:
     if len(s) != 3:
-        raise _fail(label, f"needs an image input (C, H, W) but its input shape is {s}; "
-                    "put it before any dense layer and start from [batch, C, H, W]")
+        raise _fail(
+            label,
+            f"needs an image input (C, H, W) but its input shape is {s}; "
+            "put it before any dense layer and start from [batch, C, H, W]",
+        )
     h, w = s[1] + 2 * pad, s[2] + 2 * pad
     if size > h or size > w:
-        raise _fail(label, f"{what} {size} is larger than its {h}x{w} "
-                    f"{'padded ' if pad else ''}input; expected at most {min(h, w)}")
+        raise _fail(
+            label,
+            f"{what} {size} is larger than its {h}x{w} "
+            f"{'padded ' if pad else ''}input; expected at most {min(h, w)}",
+        )
 
 
 def _check_batchnorm(label: str, a: dict, s: Shape) -> None:
     if a["num_features"] is not None and a["num_features"] != s[0]:
         unit = "channel" if len(s) == 3 else "feature"
-        raise _fail(label, f"num_features is {a['num_features']} but its input's {unit} count is "
-                    f"{s[0]}; expected {s[0]} or None")
+        raise _fail(
+            label,
+            f"num_features is {a['num_features']} but its input's {unit} count is "
+            f"{s[0]}; expected {s[0]} or None",
+        )
 
 
 def keras_axis(axis: int, shape: Shape) -> int:
@@ -119,17 +128,40 @@ def _window_out(channels: int, s: Shape, k: int, stride: int, pad: int = 0) -> S
     return (channels, *((n + 2 * pad - k) // stride + 1 for n in s[1:]))
 
 
+def _glorot(seed: int | None) -> keras.initializers.Initializer:
+    return keras.initializers.GlorotUniform(seed=seed)
+
+
 def _make_dense(name: str, a: dict, s: Shape, dtype: Any) -> list[keras.layers.Layer]:
     head = [keras.layers.Flatten(name=f"{name}_flatten", dtype=dtype)] if len(s) == 3 else []
-    return [*head, keras.layers.Dense(a["units"], use_bias=a["use_bias"], name=name, dtype=dtype)]
+    return [
+        *head,
+        keras.layers.Dense(
+            a["units"],
+            use_bias=a["use_bias"],
+            name=name,
+            dtype=dtype,
+            kernel_initializer=_glorot(a["seed"]),
+        ),
+    ]
 
 
 def _make_conv(name: str, a: dict, s: Shape, dtype: Any) -> list[keras.layers.Layer]:
     p = a["padding"]
     head = [keras.layers.ZeroPadding2D(p, name=f"{name}_pad", dtype=dtype)] if p else []
-    return [*head, keras.layers.Conv2D(a["filters"], a["kernel_size"], strides=a["stride"],
-                                       padding="valid", use_bias=a["use_bias"], name=name,
-                                       dtype=dtype)]
+    return [
+        *head,
+        keras.layers.Conv2D(
+            a["filters"],
+            a["kernel_size"],
+            strides=a["stride"],
+            padding="valid",
+            use_bias=a["use_bias"],
+            name=name,
+            dtype=dtype,
+            kernel_initializer=_glorot(a["seed"]),
+        ),
+    ]
 
 
 @dataclass(frozen=True)
@@ -161,51 +193,95 @@ def _act(fn: str) -> LayerKind:
     return _activation(lambda n, a, d: keras.layers.Activation(fn, name=n, dtype=d))
 
 
-LAYER_KINDS: Mapping[str, LayerKind] = MappingProxyType({
-    "dense": LayerKind(
-        fields={"units": _positive_int, "use_bias": _flag}, make=_make_dense,
-        out=lambda a, s: (a["units"],),
-        params=lambda a, s: math.prod(s) * a["units"] + a["units"] * a["use_bias"],
-        extra_names=lambda a, s: ("_flatten",) if len(s) == 3 else ()),
-    "conv2d": LayerKind(
-        fields={"filters": _positive_int, "kernel_size": _positive_int, "stride": _positive_int,
-                "padding": _non_negative_int, "use_bias": _flag},
-        make=_make_conv,
-        check=lambda lb, a, s: _check_window(lb, "kernel_size", a["kernel_size"], s, a["padding"]),
-        out=lambda a, s: _window_out(a["filters"], s, a["kernel_size"], a["stride"], a["padding"]),
-        params=lambda a, s: (s[0] * a["kernel_size"] ** 2 + a["use_bias"]) * a["filters"],
-        extra_names=lambda a, s: ("_pad",) if a["padding"] else ()),
-    "maxpool2d": LayerKind(
-        fields={"pool_size": _positive_int, "stride": _optional_positive_int},
-        check=lambda lb, a, s: _check_window(lb, "pool_size", a["pool_size"], s),
-        out=lambda a, s: _window_out(s[0], s, a["pool_size"], a["stride"] or a["pool_size"]),
-        make=lambda n, a, s, d: [keras.layers.MaxPooling2D(
-            a["pool_size"], strides=a["stride"] or a["pool_size"], padding="valid", name=n,
-            dtype=d)]),
-    "relu": _activation(lambda n, a, d: keras.layers.ReLU(name=n, dtype=d)),
-    "leaky_relu": _activation(
-        lambda n, a, d: keras.layers.LeakyReLU(negative_slope=a["negative_slope"], name=n,
-                                               dtype=d),
-        negative_slope=_real(0.0, math.inf, hi_open=True)),
-    "elu": _activation(lambda n, a, d: keras.layers.ELU(alpha=a["alpha"], name=n, dtype=d),
-                       alpha=_real(-math.inf, math.inf, True, True)),
-    "sigmoid": _act("sigmoid"),
-    "tanh": _act("tanh"),
-    "swish": _act("swish"),
-    "softmax": LayerKind(
-        fields={"axis": _integer}, check=_check_softmax,
-        make=lambda n, a, s, d: [keras.layers.Softmax(axis=keras_axis(a["axis"], s), name=n,
-                                                      dtype=d)]),
-    "dropout": _activation(lambda n, a, d: keras.layers.Dropout(a["rate"], name=n, dtype=d),
-                           rate=_real(0.0, 1.0, hi_open=True)),
-    "batchnorm": LayerKind(
-        fields={"num_features": _optional_positive_int, "eps": _real(0.0, math.inf, True, True),
-                "momentum": _real(0.0, 1.0), "affine": _flag},
-        check=_check_batchnorm, params=lambda a, s: 2 * s[0] if a["affine"] else 0,
-        make=lambda n, a, s, d: [keras.layers.BatchNormalization(
-            axis=-1, epsilon=a["eps"], momentum=1.0 - a["momentum"], center=a["affine"],
-            scale=a["affine"], name=n, dtype=d)]),
-})
+LAYER_KINDS: Mapping[str, LayerKind] = MappingProxyType(
+    {
+        "dense": LayerKind(
+            fields={"units": _positive_int, "use_bias": _flag},
+            make=_make_dense,
+            out=lambda a, s: (a["units"],),
+            params=lambda a, s: math.prod(s) * a["units"] + a["units"] * a["use_bias"],
+            extra_names=lambda a, s: ("_flatten",) if len(s) == 3 else (),
+        ),
+        "conv2d": LayerKind(
+            fields={
+                "filters": _positive_int,
+                "kernel_size": _positive_int,
+                "stride": _positive_int,
+                "padding": _non_negative_int,
+                "use_bias": _flag,
+            },
+            make=_make_conv,
+            check=lambda lb, a, s: _check_window(
+                lb, "kernel_size", a["kernel_size"], s, a["padding"]
+            ),
+            out=lambda a, s: _window_out(
+                a["filters"], s, a["kernel_size"], a["stride"], a["padding"]
+            ),
+            params=lambda a, s: (s[0] * a["kernel_size"] ** 2 + a["use_bias"]) * a["filters"],
+            extra_names=lambda a, s: ("_pad",) if a["padding"] else (),
+        ),
+        "maxpool2d": LayerKind(
+            fields={"pool_size": _positive_int, "stride": _optional_positive_int},
+            check=lambda lb, a, s: _check_window(lb, "pool_size", a["pool_size"], s),
+            out=lambda a, s: _window_out(s[0], s, a["pool_size"], a["stride"] or a["pool_size"]),
+            make=lambda n, a, s, d: [
+                keras.layers.MaxPooling2D(
+                    a["pool_size"],
+                    strides=a["stride"] or a["pool_size"],
+                    padding="valid",
+                    name=n,
+                    dtype=d,
+                )
+            ],
+        ),
+        "relu": _activation(lambda n, a, d: keras.layers.ReLU(name=n, dtype=d)),
+        "leaky_relu": _activation(
+            lambda n, a, d: keras.layers.LeakyReLU(
+                negative_slope=a["negative_slope"], name=n, dtype=d
+            ),
+            negative_slope=_real(0.0, math.inf, hi_open=True),
+        ),
+        "elu": _activation(
+            lambda n, a, d: keras.layers.ELU(alpha=a["alpha"], name=n, dtype=d),
+            alpha=_real(-math.inf, math.inf, True, True),
+        ),
+        "sigmoid": _act("sigmoid"),
+        "tanh": _act("tanh"),
+        "swish": _act("swish"),
+        "softmax": LayerKind(
+            fields={"axis": _integer},
+            check=_check_softmax,
+            make=lambda n, a, s, d: [
+                keras.layers.Softmax(axis=keras_axis(a["axis"], s), name=n, dtype=d)
+            ],
+        ),
+        "dropout": _activation(
+            lambda n, a, d: keras.layers.Dropout(a["rate"], seed=a["seed"], name=n, dtype=d),
+            rate=_real(0.0, 1.0, hi_open=True),
+        ),
+        "batchnorm": LayerKind(
+            fields={
+                "num_features": _optional_positive_int,
+                "eps": _real(0.0, math.inf, True, True),
+                "momentum": _real(0.0, 1.0),
+                "affine": _flag,
+            },
+            check=_check_batchnorm,
+            params=lambda a, s: 2 * s[0] if a["affine"] else 0,
+            make=lambda n, a, s, d: [
+                keras.layers.BatchNormalization(
+                    axis=-1,
+                    epsilon=a["eps"],
+                    momentum=1.0 - a["momentum"],
+                    center=a["affine"],
+                    scale=a["affine"],
+                    name=n,
+                    dtype=d,
+                )
+            ],
+        ),
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -238,13 +314,16 @@ class LayerSpec:
         extra = LAYER_KINDS[self.kind].extra_names(dict(self.args), self.input_shape)
         return (*(self.name + suffix for suffix in extra), self.name)
 
-    def build(self, dtype: str | keras.DTypePolicy | None = None) -> list[keras.layers.Layer]:
+    def build(
+        self, dtype: str | keras.DTypePolicy | None = None, seed: int | None = None
+    ) -> list[keras.layers.Layer]:
         """Make fresh Keras layers for this spec (channels-last).
 
         Dense after an image flattens Keras' (H, W, C) order, not Go-Metal's (C, H, W) order.
 
         Args:
             dtype: Keras dtype policy (name or object) for every layer; None = global policy.
+            seed: Seed for the initial weights and dropout masks; None draws fresh ones.
 
         Returns:
             The Keras layers, in call order.
@@ -255,11 +334,13 @@ class LayerSpec:
             >>> [layer.name for layer in spec.build("float32")]
             ['c1_pad', 'c1']
         """
-        return LAYER_KINDS[self.kind].make(self.name, dict(self.args), self.input_shape, dtype)
+        args = {**self.args, "seed": seed}
+        return LAYER_KINDS[self.kind].make(self.name, args, self.input_shape, dtype)
 
 
-def make_spec(kind: str, name: str, args: Mapping[str, Any], input_shape: Shape,
-              label: str | None = None) -> LayerSpec:
+def make_spec(
+    kind: str, name: str, args: Mapping[str, Any], input_shape: Shape, label: str | None = None
+) -> LayerSpec:
     """Validate a layer's arguments against its input and compute its shape and parameters.
 
     Args:
@@ -281,10 +362,18 @@ def make_spec(kind: str, name: str, args: Mapping[str, Any], input_shape: Shape,
         raise ValueError(f"Unknown layer kind {kind!r}; expected one of {sorted(LAYER_KINDS)}.")
     table = LAYER_KINDS[kind]
     if set(args) != set(table.fields):
-        raise TypeError(f"{label.capitalize()}: arguments {sorted(args)} do not match the "
-                        f"expected {sorted(table.fields)}.")
+        raise TypeError(
+            f"{label.capitalize()}: arguments {sorted(args)} do not match the "
+            f"expected {sorted(table.fields)}."
+        )
     clean = {key: check(label, key, args[key]) for key, check in table.fields.items()}
     shape = tuple(input_shape)
     table.check(label, clean, shape)
-    return LayerSpec(kind, name, MappingProxyType(clean), shape, table.out(clean, shape),
-                     table.params(clean, shape))
+    return LayerSpec(
+        kind,
+        name,
+        MappingProxyType(clean),
+        shape,
+        table.out(clean, shape),
+        table.params(clean, shape),
+    )

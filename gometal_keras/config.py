@@ -1,0 +1,155 @@
+"""`TrainerConfig`: Go-Metal's training configuration, validated when it is made."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+OPTIMIZERS = ("adam", "sgd", "rmsprop", "adagrad", "adadelta", "nadam", "adamw")
+PROBLEM_TYPES = ("classification", "regression")
+CLASSIFICATION_LOSSES = (
+    "sparse_categorical_crossentropy",
+    "categorical_crossentropy",
+    "binary_crossentropy",
+    "bce_with_logits",
+)
+REGRESSION_LOSSES = ("mse", "mae", "huber")
+LOSSES = CLASSIFICATION_LOSSES + REGRESSION_LOSSES
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
+LOOPS = ("auto", "fused", "step")
+
+
+def _choice(field: str, value: Any, valid: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in valid:
+        raise ValueError(f"TrainerConfig.{field} is {value!r}; expected one of {', '.join(valid)}.")
+
+
+def _positive(field: str, value: Any, kind: type = float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+        raise TypeError(f"TrainerConfig.{field} is {value!r}; expected a {kind.__name__}.")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"TrainerConfig.{field} is {value!r}; expected a positive number.")
+
+
+def _in_range(field: str, value: Any, low: float, high: float, high_open: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"TrainerConfig.{field} is {value!r}; expected a number.")
+    upper_ok = value < high if high_open else value <= high
+    if not (math.isfinite(value) and value >= low and upper_ok):
+        bracket = ")" if high_open else "]"
+        raise ValueError(
+            f"TrainerConfig.{field} is {value!r}; expected a number in [{low}, {high}{bracket}."
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+    """Go-Metal's `TrainerConfig`, fields in snake_case, defaults as in Go-Metal.
+
+    Go-Metal's `EngineType` has no meaning on Keras and is absent; its loss-scale growth
+    and back-off factors are Keras' fixed 2.0 and 0.5.
+
+    Args:
+        batch_size: Samples per step; an epoch runs full batches only.
+        learning_rate: Optimizer step size.
+        optimizer: One of ``OPTIMIZERS`` (L-BFGS has no Keras optimizer).
+        beta1, beta2, epsilon, weight_decay: Adam-family settings.
+        momentum, alpha, centered: SGD / RMSProp settings (``alpha`` is RMSProp's rho).
+        problem_type: ``"classification"`` or ``"regression"``; the loss must fit it.
+        loss: One of ``LOSSES``.
+        use_mixed_precision: Go-Metal's switch; means ``"mixed_float16"`` when
+            ``precision`` is None.
+        precision: None, ``"float32"``, ``"mixed_float16"``, ``"mixed_bfloat16"`` or
+            ``"auto"`` (measure the candidates the device runs fast and keep the fastest).
+        initial_loss_scale: Starting loss scale under mixed_float16.
+        loss_scale_growth_interval: Finite steps before the loss scale doubles.
+        seed: Seed for weights, dropout and the auto trial data; None draws one.
+        jit_compile: Compile with XLA: True, False, or None to decide by device and measurement.
+        loop: ``"fused"`` (a whole epoch per device call), ``"step"`` (one call per batch)
+            or ``"auto"`` (fused when the data fits on the device).
+
+    Example:
+        >>> cfg = TrainerConfig(batch_size=64, use_mixed_precision=True)
+        >>> cfg.resolved_precision
+        'mixed_float16'
+    """
+
+    batch_size: int = 32
+    learning_rate: float = 0.001
+    optimizer: str = "adam"
+    beta1: float = 0.9
+    beta2: float = 0.999
+    epsilon: float = 1e-8
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    alpha: float = 0.99
+    centered: bool = False
+    problem_type: str = "classification"
+    loss: str = "sparse_categorical_crossentropy"
+    use_mixed_precision: bool = False
+    precision: str | None = None
+    initial_loss_scale: float = 65536.0
+    loss_scale_growth_interval: int = 2000
+    seed: int | None = None
+    jit_compile: bool | None = None
+    loop: str = "auto"
+
+    def __post_init__(self) -> None:
+        _positive("batch_size", self.batch_size, int)
+        _positive("learning_rate", self.learning_rate)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _in_range("beta1", self.beta1, 0.0, 1.0, high_open=True)
+        _in_range("beta2", self.beta2, 0.0, 1.0, high_open=True)
+        _positive("epsilon", self.epsilon)
+        _in_range("weight_decay", self.weight_decay, 0.0, math.inf)
+        _in_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        _in_range("alpha", self.alpha, 0.0, 1.0, high_open=True)
+        _choice("problem_type", self.problem_type, PROBLEM_TYPES)
+        _choice("loss", self.loss, LOSSES)
+        fitting = (
+            CLASSIFICATION_LOSSES if self.problem_type == "classification" else REGRESSION_LOSSES
+        )
+        if self.loss not in fitting:
+            raise ValueError(
+                f"TrainerConfig.loss {self.loss!r} does not fit problem_type "
+                f"{self.problem_type!r}; expected one of {', '.join(fitting)}."
+            )
+        for flag in ("centered", "use_mixed_precision"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(
+                    f"TrainerConfig.{flag} is {getattr(self, flag)!r}; expected a bool."
+                )
+        if self.precision is not None:
+            _choice("precision", self.precision, PRECISIONS)
+        _positive("initial_loss_scale", self.initial_loss_scale)
+        _positive("loss_scale_growth_interval", self.loss_scale_growth_interval, int)
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int)
+        ):
+            raise TypeError(f"TrainerConfig.seed is {self.seed!r}; expected an int or None.")
+        if self.jit_compile is not None and not isinstance(self.jit_compile, bool):
+            raise TypeError(
+                f"TrainerConfig.jit_compile is {self.jit_compile!r}; expected a bool or None."
+            )
+        _choice("loop", self.loop, LOOPS)
+
+    @property
+    def resolved_precision(self) -> str:
+        """The precision asked for: `precision`, else what `use_mixed_precision` means."""
+        if self.precision is not None:
+            return self.precision
+        return "mixed_float16" if self.use_mixed_precision else "float32"
+
+    def replace(self, **changes: Any) -> TrainerConfig:
+        """Return a copy with `changes` applied (and validated).
+
+        Example:
+            >>> TrainerConfig().replace(batch_size=128).batch_size
+            128
+        """
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the configuration as JSON-ready data."""
+        return dataclasses.asdict(self)

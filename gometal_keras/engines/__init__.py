@@ -1,0 +1,112 @@
+"""The backend seam: everything that differs between TensorFlow, JAX and PyTorch.
+
+The rest of the library talks to one `Engine`; `current()` returns the one for the Keras
+backend in use. An engine knows its device, moves data onto it, waits for queued work,
+and builds a `Program`: the compiled training step and whole-epoch loop of one model.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+from gometal_keras.precision import DeviceInfo
+
+LossFn = Callable[[Any, Any], Any]
+
+
+class Program(abc.ABC):
+    """A model's compiled training step and epoch. Calls update the model's variables."""
+
+    @abc.abstractmethod
+    def step(self, x: Any, y: Any) -> Any:
+        """Run one optimizer step on one batch; return its (unscaled) loss as a tensor."""
+
+    @abc.abstractmethod
+    def epoch(self, xs: Any, ys: Any) -> Any:
+        """Run one step per leading index of `xs`/`ys` as one device program.
+
+        Args:
+            xs: Batches stacked on a leading axis, ``(steps, batch, ...)``, on the device.
+            ys: Labels stacked the same way.
+
+        Returns:
+            The per-step losses, shape ``(steps,)``, as a tensor.
+        """
+
+
+class Engine(abc.ABC):
+    """One Keras backend on one device."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def describe_device(self) -> DeviceInfo:
+        """Return what the default device is and what it runs fast."""
+
+    @abc.abstractmethod
+    def to_device(self, array: np.ndarray) -> Any:
+        """Copy a host array onto the default device once."""
+
+    @abc.abstractmethod
+    def sync(self, model: keras.Model | None = None) -> None:
+        """Wait until all work queued on the device (for `model`) has finished."""
+
+    @abc.abstractmethod
+    def free_memory_bytes(self) -> int | None:
+        """Bytes free on the device for data, or None when unknown."""
+
+    @abc.abstractmethod
+    def program(self, model: keras.Model, loss_fn: LossFn, optimizer: Any, jit: bool) -> Program:
+        """Compile the training step and epoch loop of `model`.
+
+        Args:
+            model: A built Keras model.
+            loss_fn: ``loss_fn(y_true, y_pred)`` returning a scalar.
+            optimizer: A Keras optimizer (a `LossScaleOptimizer` under float16).
+            jit: Compile with XLA where the backend can.
+        """
+
+    def jit_options(self, device: DeviceInfo, precision: str) -> tuple[bool, ...]:
+        """The XLA settings worth timing for `precision` on `device` (first = default)."""
+        return (True,) if device.xla else (False,)
+
+
+def host_free_memory_bytes() -> int | None:
+    """Bytes of host memory available (Linux / macOS), or None when unknown."""
+    try:
+        import os
+
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+@functools.cache
+def _engine(backend: str) -> Engine:
+    if backend == "tensorflow":
+        from gometal_keras.engines.tensorflow import TensorFlowEngine as Chosen
+    elif backend == "jax":
+        from gometal_keras.engines.jax import JaxEngine as Chosen
+    elif backend == "torch":
+        from gometal_keras.engines.torch import TorchEngine as Chosen
+    else:
+        raise ValueError(
+            f"Keras backend {backend!r} is not supported; expected tensorflow, jax or torch."
+        )
+    return Chosen()
+
+
+def current() -> Engine:
+    """Return the engine of the Keras backend in use (`keras.backend.backend()`).
+
+    Example:
+        >>> current().name in ("tensorflow", "jax", "torch")
+        True
+    """
+    return _engine(keras.backend.backend())

@@ -1,0 +1,87 @@
+"""PyTorch engine: eager autograd steps over device-resident tensors (no XLA)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import torch
+
+from gometal_keras.engines import Engine, LossFn, Program, host_free_memory_bytes
+from gometal_keras.precision import DeviceInfo, cpu_device
+
+
+class TorchProgram(Program):
+    """Eager training step; an epoch loops over device-resident batches without copies."""
+
+    def __init__(self, model: keras.Model, loss_fn: LossFn, optimizer: Any, jit: bool):
+        variables = model.trainable_variables
+        if not optimizer.built:
+            optimizer.build(variables)
+        self._model, self._loss_fn, self._optimizer, self._vars = (
+            model,
+            loss_fn,
+            optimizer,
+            variables,
+        )
+
+    def step(self, x: Any, y: Any) -> Any:
+        model, optimizer, variables = self._model, self._optimizer, self._vars
+        y_pred = model(x, training=True)
+        loss = self._loss_fn(y, y_pred)
+        if model.losses:
+            loss = loss + sum(model.losses)
+        for v in variables:
+            v.value.grad = None
+        optimizer.scale_loss(loss).backward()
+        grads = [v.value.grad for v in variables]
+        with torch.no_grad():
+            optimizer.apply(grads, variables)
+        return loss.detach().float()
+
+    def epoch(self, xs: Any, ys: Any) -> Any:
+        return torch.stack([self.step(xs[i], ys[i]) for i in range(xs.shape[0])])
+
+
+class TorchEngine(Engine):
+    """Keras on PyTorch: CPU, CUDA GPUs and Apple GPUs (MPS)."""
+
+    name = "torch"
+
+    def describe_device(self) -> DeviceInfo:
+        if torch.cuda.is_available():
+            cc = torch.cuda.get_device_capability(0)
+            return DeviceInfo(
+                self.name,
+                "cuda",
+                torch.cuda.get_device_name(0),
+                xla=False,
+                fp16_fast=cc >= (7, 0),
+                bf16_fast=cc >= (8, 0),
+                tf32=cc >= (8, 0) and torch.backends.cuda.matmul.allow_tf32,
+                compute_capability=cc,
+            )
+        if torch.backends.mps.is_available():
+            return DeviceInfo(self.name, "metal", "Apple GPU (MPS)", False, True, False)
+        return cpu_device(self.name, xla=False)
+
+    def jit_options(self, device: DeviceInfo, precision: str) -> tuple[bool, ...]:
+        return (False,)
+
+    def to_device(self, array: np.ndarray) -> Any:
+        return keras.ops.convert_to_tensor(array)
+
+    def sync(self, model: keras.Model | None = None) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        elif torch.backends.mps.is_available():
+            torch.mps.synchronize()
+
+    def free_memory_bytes(self) -> int | None:
+        if torch.cuda.is_available():
+            return int(torch.cuda.mem_get_info()[0])
+        return host_free_memory_bytes()
+
+    def program(self, model: keras.Model, loss_fn: LossFn, optimizer: Any, jit: bool) -> Program:
+        return TorchProgram(model, loss_fn, optimizer, jit)

@@ -1,0 +1,85 @@
+"""What the trainer optimises: the Keras loss and optimizer a `TrainerConfig` names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from gometal_keras.config import TrainerConfig
+from gometal_keras.precision import MIXED_FLOAT16
+
+
+def outputs_probabilities(model: keras.Model) -> bool:
+    """Whether `model` ends in a softmax or sigmoid (so its loss takes probabilities)."""
+    last = model.layers[-1] if model.layers else None
+    if isinstance(last, keras.layers.Softmax):
+        return True
+    if isinstance(last, keras.layers.Activation):
+        name = getattr(last.activation, "__name__", "")
+        return name in ("softmax", "sigmoid")
+    return False
+
+
+def make_loss(config: TrainerConfig, model: keras.Model) -> keras.losses.Loss:
+    """Return the Keras loss for `config.loss`, reading logits or probabilities as `model` gives.
+
+    Go-Metal's cross-entropy losses take logits; a model ending in softmax/sigmoid gives
+    probabilities, and the loss is told so. `bce_with_logits` always takes logits.
+    """
+    logits = not outputs_probabilities(model)
+    name = config.loss
+    if name == "sparse_categorical_crossentropy":
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=logits)
+    if name == "categorical_crossentropy":
+        return keras.losses.CategoricalCrossentropy(from_logits=logits)
+    if name in ("binary_crossentropy", "bce_with_logits"):
+        return keras.losses.BinaryCrossentropy(from_logits=logits or name == "bce_with_logits")
+    return {
+        "mse": keras.losses.MeanSquaredError,
+        "mae": keras.losses.MeanAbsoluteError,
+        "huber": keras.losses.Huber,
+    }[name]()
+
+
+def make_optimizer(config: TrainerConfig, precision: str) -> Any:
+    """Return the Keras optimizer for `config`, loss-scaled under mixed_float16.
+
+    Args:
+        config: The training configuration.
+        precision: The policy the model trains under.
+
+    Returns:
+        A Keras optimizer; under ``"mixed_float16"`` a `keras.optimizers.LossScaleOptimizer`
+        with the configured initial scale and growth interval.
+    """
+    c, opt = config, keras.optimizers
+    lr, wd = c.learning_rate, (c.weight_decay or None)
+    if c.optimizer == "adam":
+        inner = opt.Adam(lr, c.beta1, c.beta2, c.epsilon, weight_decay=wd)
+    elif c.optimizer == "adamw":
+        inner = opt.AdamW(lr, c.weight_decay, c.beta1, c.beta2, c.epsilon)
+    elif c.optimizer == "nadam":
+        inner = opt.Nadam(lr, c.beta1, c.beta2, c.epsilon, weight_decay=wd)
+    elif c.optimizer == "sgd":
+        inner = opt.SGD(lr, momentum=c.momentum, weight_decay=wd)
+    elif c.optimizer == "rmsprop":
+        inner = opt.RMSprop(
+            lr,
+            rho=c.alpha,
+            momentum=c.momentum,
+            epsilon=c.epsilon,
+            centered=c.centered,
+            weight_decay=wd,
+        )
+    elif c.optimizer == "adagrad":
+        inner = opt.Adagrad(lr, epsilon=c.epsilon, weight_decay=wd)
+    else:
+        inner = opt.Adadelta(lr, epsilon=c.epsilon, weight_decay=wd)
+    if precision != MIXED_FLOAT16:
+        return inner
+    return opt.LossScaleOptimizer(
+        inner,
+        initial_scale=c.initial_loss_scale,
+        dynamic_growth_steps=c.loss_scale_growth_interval,
+    )

@@ -1,0 +1,112 @@
+"""Input checks run before any training or inference step touches the model.
+
+Every check raises `ValueError` or `TypeError` with one sentence that says what was wrong
+and what was expected, so a bad call can never leave half-updated weights behind.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+SPARSE_LOSSES = ("sparse_categorical_crossentropy",)
+ONE_HOT_LOSSES = ("categorical_crossentropy",)
+
+
+def as_features(x: Any, sample_shape: tuple[int, ...], what: str = "x") -> np.ndarray:
+    """Return `x` as a finite float32 array of samples shaped `sample_shape`.
+
+    Args:
+        x: Array-like of shape ``(n, *sample_shape)``.
+        sample_shape: The model's per-sample input shape (channels-last for images).
+        what: Name used in error messages.
+
+    Returns:
+        A float32 numpy array (a copy only when a conversion is needed).
+    """
+    arr = _numeric(x, what)
+    if arr.ndim == 0 or len(arr) == 0:
+        raise ValueError(f"{what} is empty; expected at least one sample of shape {sample_shape}.")
+    if tuple(arr.shape[1:]) != tuple(sample_shape):
+        raise ValueError(
+            f"{what} has samples of shape {tuple(arr.shape[1:])}; the model expects "
+            f"{tuple(sample_shape)} (images channels-last: height, width, channels)."
+        )
+    arr = arr.astype(np.float32, copy=False)
+    _finite(arr, what)
+    return arr
+
+
+def as_targets(
+    y: Any, n: int, loss: str, outputs: int, output_shape: tuple[int, ...]
+) -> np.ndarray:
+    """Return `y` checked against the loss and the model's output.
+
+    Args:
+        y: Labels: class indices for sparse losses, else one value per output.
+        n: Number of samples in x.
+        loss: The configured loss name.
+        outputs: Width of the model's last axis (number of classes or targets).
+        output_shape: The model's per-sample output shape.
+
+    Returns:
+        int32 class indices for sparse losses, float32 targets otherwise.
+    """
+    arr = _numeric(y, "y")
+    if arr.ndim == 0 or len(arr) == 0:
+        raise ValueError("y is empty; expected one label per sample of x.")
+    if len(arr) != n:
+        raise ValueError(f"x has {n} samples but y has {len(arr)}; expected one label per sample.")
+    if loss in SPARSE_LOSSES:
+        if arr.ndim == 2 and arr.shape[1] == 1:
+            arr = arr[:, 0]
+        if arr.ndim != 1:
+            raise ValueError(
+                f"y has shape {arr.shape}; {loss} expects one class index per sample, shape ({n},)."
+            )
+        _finite(arr, "y")
+        if not np.all(np.equal(np.mod(arr, 1), 0)):
+            raise TypeError(f"y holds non-integer values; {loss} expects integer class indices.")
+        low, high = arr.min(), arr.max()
+        if low < 0 or high >= outputs:
+            raise ValueError(
+                f"y holds class indices from {int(low)} to {int(high)}; the model has {outputs} "
+                f"outputs, so expected indices in [0, {outputs})."
+            )
+        return arr.astype(np.int32)
+    arr = arr.astype(np.float32, copy=False)
+    if arr.ndim == 1 and output_shape == (1,):
+        arr = arr[:, None]
+    if tuple(arr.shape[1:]) != tuple(output_shape):
+        kind = "one-hot width" if loss in ONE_HOT_LOSSES else "target shape"
+        raise ValueError(
+            f"y has {kind} {tuple(arr.shape[1:])}; the model outputs {tuple(output_shape)} "
+            "per sample, so expected the same."
+        )
+    _finite(arr, "y")
+    return arr
+
+
+def _numeric(value: Any, what: str) -> np.ndarray:
+    if value is None:
+        raise TypeError(f"{what} is None; expected a numeric array.")
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as err:
+        raise TypeError(
+            f"{what} cannot be read as an array ({err}); expected a numeric array."
+        ) from None
+    if arr.dtype == object or arr.dtype.kind in "USVmMO":
+        raise TypeError(
+            f"{what} has dtype {arr.dtype}; expected a numeric (int, float or bool) array."
+        )
+    if arr.dtype.kind == "c":
+        raise TypeError(f"{what} is complex; expected real numbers.")
+    return arr
+
+
+def _finite(arr: np.ndarray, what: str) -> None:
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = int(np.size(arr) - np.isfinite(arr).sum())
+        raise ValueError(f"{what} holds {bad} NaN or infinite values; expected finite numbers.")
