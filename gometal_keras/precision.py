@@ -51,12 +51,11 @@ class DeviceInfo:
     cpu_features: tuple[str, ...] = ()
 
     def describe(self) -> str:
-        """One line for reports, e.g. ``"NVIDIA H200 (cuda sm_90, jax, XLA)"``."""
-        bits = [self.kind]
+        """One line for reports, e.g. ``"NVIDIA H200 (cuda sm_90, jax, XLA available)"``."""
+        bits = [] if self.kind == "cpu" else [self.kind]
         if self.compute_capability:
-            bits[0] += " sm_{}{}".format(*self.compute_capability)
-        bits.append(self.backend)
-        bits.append("XLA" if self.xla else "no XLA")
+            bits[-1] += " sm_{}{}".format(*self.compute_capability)
+        bits += [self.backend, "XLA available" if self.xla else "no XLA"]
         return f"{self.name} ({', '.join(bits)})"
 
 
@@ -83,7 +82,7 @@ def cpu_device(backend: str, xla: bool) -> DeviceInfo:
     feats = cpu_features()
     fp16 = xla and bool({"avx512_fp16", "amx_fp16", "fphp"} & set(feats))
     bf16 = bool({"avx512_bf16", "amx_bf16", "bf16"} & set(feats))
-    name = f"CPU ({platform.machine() or 'unknown'}, {os.cpu_count() or '?'} cores)"
+    name = f"{platform.machine() or 'unknown'} CPU, {os.cpu_count() or '?'} cores"
     return DeviceInfo(backend, "cpu", name, xla, fp16, bf16, cpu_features=feats)
 
 
@@ -186,6 +185,22 @@ def choose(
     if best != FLOAT32 and base is not None and sound[best] > base * (1 - MIN_GAIN):
         return Decision(FLOAT32, seconds, _reason(FLOAT32, sound, device, skipped), skipped)
     return Decision(best, seconds, _reason(best, sound, device, skipped), skipped)
+
+
+def sole_candidate(device: DeviceInfo) -> Decision:
+    """The decision where `device` leaves float32 as the only candidate: nothing to time.
+
+    Example:
+        >>> cpu = DeviceInfo("torch", "cpu", "CPU", False, False, False)
+        >>> sole_candidate(cpu).chosen
+        'float32'
+    """
+    skipped = rejected(device)
+    if len(candidates(device)) != 1:
+        raise ValueError(f"{device.describe()} has several candidate precisions; time them.")
+    why = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+    reason = f"float32 kept on {device.kind}: no mixed precision runs fast here ({why})."
+    return Decision(FLOAT32, {}, reason, skipped)
 
 
 def _reason(chosen: str, sound: dict[str, float], device: DeviceInfo, skipped: dict) -> str:

@@ -117,7 +117,8 @@ class Trainer:
                 )
             return [own], lambda p: _clone(source), source
         raise TypeError(
-            f"model_or_builder is a {type(source).__name__}; expected a ModelBuilder or a keras.Model."
+            f"model_or_builder is a {type(source).__name__}; "
+            "expected a ModelBuilder or a keras.Model."
         )
 
     def _choose(
@@ -130,44 +131,30 @@ class Trainer:
         }
         auto = self.config.resolved_precision == "auto"
         if len(names) == 1 and len(options[names[0]]) == 1:
-            decision = None
-            if auto:
-                skipped = prec.rejected(self.device)
-                reason = prec.Decision(names[0], {}, "", skipped)
-                decision = reason.to_dict() | {
-                    "reason": f"{names[0]} kept on {self.device.kind}: no mixed precision runs fast "
-                    "here (" + "; ".join(f"{k}: {v}" for k, v in skipped.items()) + ")."
-                }
-            return names[0], options[names[0]][0], decision
+            if not auto:
+                return names[0], options[names[0]][0], None
+            only = prec.sole_candidate(self.device)
+            return names[0], options[names[0]][0], _decision(only, options[names[0]][0], {})
         best_jit: dict[str, bool] = {}
         timings: dict[str, float] = {}
 
         def measure(name: str) -> float:
             for jit in options[name]:
-                timings[f"{name} ({'XLA' if jit else 'no XLA'})"] = self._trial(factory, name, jit)
-            finite = {j: timings[f"{name} ({'XLA' if j else 'no XLA'})"] for j in options[name]}
+                timings[_label(name, jit)] = self._trial(factory, name, jit)
+            finite = {j: timings[_label(name, j)] for j in options[name]}
             finite = {j: s for j, s in finite.items() if math.isfinite(s)}
             if not finite:
                 return math.nan
             best_jit[name] = min(finite, key=finite.__getitem__)
             return finite[best_jit[name]]
 
-        choice = prec.choose(self.device, measure, names) if len(names) > 1 or auto else None
-        if choice is None:
-            measure(names[0])
-            chosen, reason = names[0], "XLA setting chosen by measurement."
-            skipped: dict[str, str] = {}
+        if len(names) > 1 or auto:
+            choice = prec.choose(self.device, measure, names)
         else:
-            chosen, reason, skipped = choice.chosen, choice.reason, choice.skipped
-        jit = best_jit.get(chosen, options[chosen][0])
-        decision = {
-            "chosen": chosen,
-            "jit": jit,
-            "candidates": timings,
-            "reason": reason,
-            "skipped": skipped,
-        }
-        return chosen, jit, decision
+            measure(names[0])
+            choice = prec.Decision(names[0], {}, "XLA on or off chosen by measurement.")
+        jit = best_jit.get(choice.chosen, options[choice.chosen][0])
+        return choice.chosen, jit, _decision(choice, jit, timings)
 
     def _trial(self, factory: Callable[[str], keras.Model], name: str, jit: bool) -> float:
         """Seconds per step of a throw-away copy of the model under `name` (NaN if unsound)."""
@@ -328,6 +315,20 @@ class Trainer:
     TrainBatch = train_batch
     Predict = predict
     InferBatch = predict
+
+
+def _decision(choice: prec.Decision, jit: bool, timings: dict[str, float]) -> dict[str, Any]:
+    """The run record's view of a choice: timings keyed by precision and XLA setting."""
+    return choice.to_dict() | {
+        "chosen": _label(choice.chosen, jit),
+        "precision": choice.chosen,
+        "jit": jit,
+        "candidates": timings,
+    }
+
+
+def _label(precision: str, jit: bool) -> str:
+    return f"{precision} ({'XLA' if jit else 'no XLA'})"
 
 
 def _clone(model: keras.Model) -> keras.Model:
