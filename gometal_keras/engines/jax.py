@@ -23,6 +23,10 @@ class JaxProgram(Program):
         if not optimizer.built:
             optimizer.build(model.trainable_variables)
         self._model, self._optimizer = model, optimizer
+        # Commit every value to the device now: the program's outputs are committed, and a
+        # first call on uncommitted inputs would otherwise compile the program twice.
+        device = jax.devices()[0]
+        self._write_back(tuple([jax.device_put(v, device) for v in group] for group in self._state()))
 
         def scaled_loss(trainable, non_trainable, opt_vars, x, y):
             y_pred, non_trainable, losses = model.stateless_call(

@@ -1,0 +1,154 @@
+"""The two ceilings of a roofline, measured with the Keras backend in use, and the floor.
+
+* Matrix rate: a square ``n x n`` matrix product in the compute dtype of a precision
+  (float32 as the backend runs it by default, i.e. TF32 on a recent NVIDIA GPU;
+  ``float32-full`` with full float32 products; float16; bfloat16), compiled where the
+  backend compiles (``jax.jit``, ``tf.function(jit_compile=True)``, torch eager).
+  FLOP = ``2 n^3``.
+* Memory bandwidth: ``y = x + s`` over a large float32 buffer; bytes = read + write.
+
+Both are timed on random data, after a warm-up, as the median of several calls, each
+finished by copying one element of the result to the host (which waits for the device).
+The backend's modules are imported only when that backend is in use, so the JAX path
+never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+#: The dtype whose matrix rate bounds each precision.
+MATMUL_DTYPE = {
+    "float32": "float32",
+    "float32-full": "float32",
+    "mixed_float16": "float16",
+    "mixed_bfloat16": "bfloat16",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Rates:
+    """Measured ceilings: FLOP/s per precision name, and bytes/s of a device copy."""
+
+    flops: dict[str, float]
+    bandwidth: float
+    matmul_n: int
+    copy_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def floor_seconds(flops: float, nbytes: float, rate: float, bandwidth: float) -> float:
+    """The roofline floor: ``max(flops / rate, nbytes / bandwidth)`` seconds."""
+    return max(flops / rate, nbytes / bandwidth)
+
+
+@contextlib.contextmanager
+def full_float32():
+    """Full-precision float32 matrix products (no TF32) for the current backend, then restore."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        with jax.default_matmul_precision("highest"):
+            yield
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        before = tf.config.experimental.is_tensor_float_32_execution_enabled()
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+        try:
+            yield
+        finally:
+            tf.config.experimental.enable_tensor_float_32_execution(before)
+    elif backend == "torch":
+        import torch
+
+        before = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
+        torch.set_float32_matmul_precision("highest")
+        torch.backends.cudnn.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.set_float32_matmul_precision(before[0])
+            torch.backends.cudnn.allow_tf32 = before[1]
+    else:
+        yield
+
+
+def _compiler() -> tuple[Callable[[Callable], Callable], Callable[[np.ndarray, str], Any]]:
+    """(compile function, host array -> device tensor of a dtype) for the backend in use."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        return jax.jit, lambda a, d: jax.device_put(jnp.asarray(a, dtype=d))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        device = "/GPU:0" if tf.config.list_physical_devices("GPU") else "/CPU:0"
+
+        def put(a: np.ndarray, d: str) -> Any:
+            with tf.device(device):
+                return tf.cast(tf.identity(tf.convert_to_tensor(a)), d)
+
+        return (lambda f: tf.function(f, jit_compile=True)), put
+    return (lambda f: f), lambda a, d: keras.ops.cast(keras.ops.convert_to_tensor(a), d)
+
+
+def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    def run() -> float:
+        start = time.perf_counter()
+        out = fn()
+        float(keras.ops.convert_to_numpy(keras.ops.reshape(out, (-1,))[0]))  # waits
+        return time.perf_counter() - start
+
+    run()  # compile and warm up
+    return statistics.median(run() for _ in range(repeats))
+
+
+def matmul_rate(dtype: str, n: int, repeats: int = 5, chain: int = 4) -> float:
+    """FLOP/s of ``chain`` dependent ``n x n`` products in `dtype` (one compiled call)."""
+    compile_fn, put = _compiler()
+    rng = np.random.default_rng(0)
+    a = put(rng.standard_normal((n, n), dtype=np.float32) / np.sqrt(n), dtype)
+    b = put(rng.standard_normal((n, n), dtype=np.float32) / np.sqrt(n), dtype)
+
+    def body(a, b):
+        for _ in range(chain):
+            a = keras.ops.matmul(a, b)
+        return a
+
+    fn = compile_fn(body)
+    return chain * 2.0 * n**3 / _median_seconds(lambda: fn(a, b), repeats)
+
+
+def copy_bandwidth(nbytes: int, repeats: int = 5) -> float:
+    """Bytes/s (read + write) of ``x + s`` over `nbytes` of float32."""
+    compile_fn, put = _compiler()
+    x = put(np.random.default_rng(1).standard_normal(nbytes // 4, dtype=np.float32), "float32")
+    s = put(np.float32(0.5), "float32")
+    fn = compile_fn(lambda x, s: x + s)
+    return 2.0 * (nbytes // 4) * 4 / _median_seconds(lambda: fn(x, s), repeats)
+
+
+def measure(precisions: list[str], gpu: bool, quick: bool) -> Rates:
+    """Measure the matrix rate of each precision and the copy bandwidth."""
+    n = 8192 if gpu else (512 if quick else 1024)
+    nbytes = (2 << 30) if gpu else (64 << 20 if quick else 256 << 20)
+    flops = {}
+    for p in precisions:
+        ctx = full_float32() if p == "float32-full" else contextlib.nullcontext()
+        with ctx:
+            flops[p] = matmul_rate(MATMUL_DTYPE[p], n, repeats=3 if quick else 10)
+    return Rates(flops, copy_bandwidth(nbytes, repeats=3 if quick else 10), n, nbytes)

@@ -1,0 +1,87 @@
+"""The terminal table of a benchmark result (rich when it is installed, else plain text)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+HEADERS = (
+    "config", "precision", "runner", "ms/step", "TFLOP/s", "floor ms", "bound",
+    "x floor", "vs fp32", "loss",
+)
+
+
+def _num(value: Any, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return format(value, fmt)
+
+
+def rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
+    """One row of strings per measured (config, precision, runner)."""
+    out = []
+    for r in result["results"]:
+        if r.get("error"):
+            out.append((r["config"], r["precision"], r["runner"], "error: " + r["error"][:60],
+                        *("",) * (len(HEADERS) - 4)))
+            continue
+        out.append((
+            r["config"],
+            r["precision"],
+            r["runner"],
+            _num(r["seconds_per_step"] * 1e3, ".3f"),
+            _num(r["tflops"], ".3g"),
+            _num(r["floor_seconds"] * 1e3, ".3f"),
+            r["bound"],
+            _num(r["ratio_to_floor"], ".1f"),
+            _num(r["speedup_vs_float32"], ".2f"),
+            _num(r["loss"], ".4f"),
+        ))
+    return out
+
+
+def header_lines(result: dict[str, Any]) -> list[str]:
+    rates = result["rates"]
+    flops = ", ".join(f"{k} {v / 1e12:.3g}" for k, v in rates["matmul_flops"].items())
+    return [
+        f"device: {result['device']['description']}   backend: {result['backend']}",
+        f"measured matrix rate (TFLOP/s, n={rates['matmul_n']}): {flops};"
+        f" copy bandwidth {rates['bandwidth'] / 1e9:.3g} GB/s",
+    ]
+
+
+def plain(result: dict[str, Any]) -> str:
+    """The table as plain text (also what RESULTS.md can hold)."""
+    table = [HEADERS, *rows(result)]
+    widths = [max(len(r[i]) for r in table) for i in range(len(HEADERS))]
+    lines = header_lines(result)
+    for j, row in enumerate(table):
+        lines.append("  ".join(c.rjust(w) if i >= 3 else c.ljust(w)
+                               for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    lines += [f"skipped {s['config']}/{s['precision']}/{s['runner']}: {s['reason']}"
+              for s in result["skipped"]]
+    return "\n".join(lines)
+
+
+def show(result: dict[str, Any]) -> None:
+    """Print the table to the terminal."""
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        print(plain(result))
+        return
+    console = Console()
+    for line in header_lines(result):
+        console.print(line, highlight=False)
+    table = Table(*HEADERS)
+    for i in range(3, len(HEADERS)):
+        table.columns[i].justify = "right"
+    for row in rows(result):
+        table.add_row(*row)
+    console.print(table)
+    for s in result["skipped"]:
+        console.print(f"skipped {s['config']}/{s['precision']}/{s['runner']}: {s['reason']}",
+                      highlight=False)
