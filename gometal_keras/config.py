@@ -18,6 +18,7 @@ REGRESSION_LOSSES = ("mse", "mae", "huber")
 LOSSES = CLASSIFICATION_LOSSES + REGRESSION_LOSSES
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 LOOPS = ("auto", "fused", "step")
+LR_SCHEDULES = ("step", "exponential", "cosine", "plateau")
 
 
 def _choice(field: str, value: Any, valid: tuple[str, ...]) -> None:
@@ -68,6 +69,14 @@ class TrainerConfig:
         jit_compile: Compile with XLA: True, False, or None to decide by device and measurement.
         loop: ``"fused"`` (a whole epoch per device call), ``"step"`` (one call per batch)
             or ``"auto"`` (fused when the data fits on the device).
+        lr_schedule: Go-Metal's learning-rate schedulers, stepped once per epoch: None,
+            ``"step"`` (StepLR: times `lr_gamma` every `lr_step_size` epochs),
+            ``"exponential"`` (ExponentialLR: times `lr_gamma` every epoch), ``"cosine"``
+            (CosineAnnealingLR: from the learning rate to `lr_eta_min` over `lr_t_max`
+            epochs) or ``"plateau"`` (ReduceLROnPlateau: times `lr_factor` after
+            `lr_patience` epochs without a lower loss, never below `lr_min`).
+        lr_step_size, lr_gamma, lr_t_max, lr_eta_min, lr_patience, lr_factor, lr_min: The
+            schedules' settings (PyTorch's names and defaults).
 
     Example:
         >>> cfg = TrainerConfig(batch_size=64, use_mixed_precision=True)
@@ -94,6 +103,14 @@ class TrainerConfig:
     seed: int | None = None
     jit_compile: bool | None = None
     loop: str = "auto"
+    lr_schedule: str | None = None
+    lr_step_size: int = 30
+    lr_gamma: float = 0.1
+    lr_t_max: int = 50
+    lr_eta_min: float = 0.0
+    lr_patience: int = 10
+    lr_factor: float = 0.1
+    lr_min: float = 0.0
 
     def __post_init__(self) -> None:
         _positive("batch_size", self.batch_size, int)
@@ -133,6 +150,14 @@ class TrainerConfig:
                 f"TrainerConfig.jit_compile is {self.jit_compile!r}; expected a bool or None."
             )
         _choice("loop", self.loop, LOOPS)
+        if self.lr_schedule is not None:
+            _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        for field in ("lr_step_size", "lr_t_max", "lr_patience"):
+            _positive(field, getattr(self, field), int)
+        _in_range("lr_gamma", self.lr_gamma, 0.0, 1.0)
+        _in_range("lr_factor", self.lr_factor, 0.0, 1.0, high_open=True)
+        _in_range("lr_eta_min", self.lr_eta_min, 0.0, math.inf)
+        _in_range("lr_min", self.lr_min, 0.0, math.inf)
 
     @property
     def resolved_precision(self) -> str:
