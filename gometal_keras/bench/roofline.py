@@ -44,7 +44,9 @@ class Rates:
     copy_bytes: int
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """JSON-ready: ``matmul_flops``, ``bandwidth``, ``matmul_n``, ``copy_bytes``."""
+        d = dataclasses.asdict(self)
+        return {"matmul_flops": d.pop("flops"), **d}
 
 
 def floor_seconds(flops: float, nbytes: float, rate: float, bandwidth: float) -> float:
@@ -110,7 +112,8 @@ def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
     def run() -> float:
         start = time.perf_counter()
         out = fn()
-        float(keras.ops.convert_to_numpy(keras.ops.reshape(out, (-1,))[0]))  # waits
+        first = keras.ops.cast(keras.ops.reshape(out, (-1,))[0], "float32")
+        float(keras.ops.convert_to_numpy(first))  # waits for the device
         return time.perf_counter() - start
 
     run()  # compile and warm up

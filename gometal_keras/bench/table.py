@@ -74,6 +74,8 @@ def show(result: dict[str, Any]) -> None:
         print(plain(result))
         return
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 140))
     for line in header_lines(result):
         console.print(line, highlight=False)
     table = Table(*HEADERS)
