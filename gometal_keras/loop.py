@@ -77,10 +77,16 @@ class TrainingLoop:
         return data
 
     def run_epoch(self, data: EpochData) -> np.ndarray:
-        """Run one epoch; return the per-step losses on the host (this waits for the device)."""
+        """Run one epoch and wait for it.
+
+        Returns:
+            The per-step values on the host, shape ``(steps, width)``: column 0 the loss,
+            then the program's metrics.
+        """
         if self.mode == "step":
-            losses = [self._step(data, i) for i in range(data.steps)]
-            return np.asarray([float(v) for v in losses], dtype=np.float64)
+            return np.stack(
+                [np.asarray(self._step(data, i), np.float64) for i in range(data.steps)]
+            )
         if data.resident:
             return np.asarray(self.program.epoch(data.xs, data.ys), dtype=np.float64)
         parts = []
@@ -88,8 +94,8 @@ class TrainingLoop:
             stop = min(start + data.chunk, data.steps)
             xs = self.engine.to_device(data.xs[start:stop])
             ys = self.engine.to_device(data.ys[start:stop])
-            parts.append(self.program.epoch(xs, ys))
-        return np.concatenate([np.asarray(p, dtype=np.float64) for p in parts])
+            parts.append(np.asarray(self.program.epoch(xs, ys), dtype=np.float64))
+        return np.concatenate(parts)
 
     def _step(self, data: EpochData, i: int) -> Any:
         if data.resident:

@@ -1,4 +1,4 @@
-"""What the trainer optimises: the Keras loss and optimizer a `TrainerConfig` names."""
+"""What the trainer optimises and watches: the loss, metrics and optimizer a config names."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 import keras
 
 from gometal_keras.config import TrainerConfig
+from gometal_keras.engines import Objective
 from gometal_keras.precision import MIXED_FLOAT16
 
 
@@ -40,6 +41,45 @@ def make_loss(config: TrainerConfig, model: keras.Model) -> keras.losses.Loss:
         "mae": keras.losses.MeanAbsoluteError,
         "huber": keras.losses.Huber,
     }[name]()
+
+
+def make_objective(config: TrainerConfig, model: keras.Model, precision: str) -> Objective:
+    """Return the loss, the per-batch metrics and the non-finite guard for a trainer.
+
+    Metrics: accuracy for classification; MAE and MSE for regression (an epoch's RMSE is
+    the root of its mean MSE). The guard is off under mixed_float16, where the loss-scale
+    optimizer already skips steps with non-finite gradients.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        >>> make_objective(TrainerConfig(), m, "float32").metric_names
+        ('accuracy',)
+    """
+    ops, logits = keras.ops, not outputs_probabilities(model)
+    loss = make_loss(config, model)
+    guard = precision != MIXED_FLOAT16
+    if config.problem_type == "regression":
+
+        def errors(y, y_pred):
+            diff = ops.cast(y_pred, "float32") - ops.cast(
+                ops.reshape(y, ops.shape(y_pred)), "float32"
+            )
+            return [ops.mean(ops.abs(diff)), ops.mean(ops.square(diff))]
+
+        return Objective(loss, ("mae", "mse"), errors, guard)
+
+    def accuracy(y, y_pred):
+        y_pred = ops.cast(y_pred, "float32")
+        if config.loss == "sparse_categorical_crossentropy":
+            hit = ops.argmax(y_pred, axis=-1) == ops.cast(ops.reshape(y, (-1,)), "int32")
+        elif config.loss == "categorical_crossentropy":
+            hit = ops.argmax(y_pred, axis=-1) == ops.argmax(y, axis=-1)
+        else:
+            cut = 0.0 if (logits or config.loss == "bce_with_logits") else 0.5
+            hit = (y_pred > cut) == (ops.cast(y, "float32") > 0.5)
+        return [ops.mean(ops.cast(hit, "float32"))]
+
+    return Objective(loss, ("accuracy",), accuracy, guard)
 
 
 def make_optimizer(config: TrainerConfig, precision: str) -> Any:

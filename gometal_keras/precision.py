@@ -13,6 +13,7 @@ import math
 import os
 import platform
 from collections.abc import Callable, Sequence
+from typing import Any
 
 FLOAT32 = "float32"
 MIXED_FLOAT16 = "mixed_float16"
@@ -57,6 +58,23 @@ class DeviceInfo:
             bits[-1] += " sm_{}{}".format(*self.compute_capability)
         bits += [self.backend, "XLA available" if self.xla else "no XLA"]
         return f"{self.name} ({', '.join(bits)})"
+
+
+def policy_of(model: Any) -> str:
+    """The dtype policy a Keras model trains under: its layers' mixed policy if any.
+
+    A Sequential's own policy can differ from its layers' (a model built with per-layer
+    policies keeps the default), so the layers that hold weights decide.
+
+    Example:
+        >>> import keras
+        >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, dtype="mixed_bfloat16")])
+        >>> policy_of(m)
+        'mixed_bfloat16'
+    """
+    names = {layer.dtype_policy.name for layer in model.layers if layer.weights}
+    mixed = sorted(n for n in names if n.startswith("mixed_"))
+    return mixed[0] if mixed else model.dtype_policy.name
 
 
 _CPU_FLAGS = ("avx512_fp16", "amx_fp16", "avx512_bf16", "amx_bf16", "amx_tile", "fphp", "bf16")

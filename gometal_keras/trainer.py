@@ -10,26 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
 
-from gometal_keras import engines
-from gometal_keras import precision as prec
+from gometal_keras import autotune, engines
 from gometal_keras.builder import ModelBuilder
 from gometal_keras.config import TrainerConfig
 from gometal_keras.loop import TrainingLoop
-from gometal_keras.objectives import make_loss, make_optimizer
+from gometal_keras.objectives import make_objective, make_optimizer
 from gometal_keras.record import TrainingRun
+from gometal_keras.schedules import LearningRateSchedule
 from gometal_keras.timing import EpochTimer
-from gometal_keras.trial import synthetic_batches
 from gometal_keras.validation import as_features, as_targets
-
-#: A trial times TRIAL_REPEATS calls of TRIAL_STEPS steps and keeps the fastest call.
-TRIAL_STEPS, TRIAL_REPEATS = 16, 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +32,7 @@ class BatchResult:
     """Result of one `Trainer.train_batch` step.
 
     Attributes:
-        loss: The batch's loss before the step, as a Python float.
+        loss: The batch's loss (computed before the update), as a Python float.
     """
 
     loss: float
@@ -62,6 +57,7 @@ class Trainer:
         precision: The dtype-policy name in force.
         device: The `DeviceInfo` of the device it trains on.
         decision: How precision and XLA were chosen (measured step times), or None.
+        epoch: Epochs completed so far (across `fit` calls and checkpoints).
 
     Example:
         >>> b = ModelBuilder([32, 4]).add_dense(8).add_relu().add_dense(3)
@@ -79,102 +75,18 @@ class Trainer:
         self.config = config
         self._engine = engines.current()
         self.device = self._engine.describe_device()
-        seed = (
-            config.seed
-            if config.seed is not None
-            else int(np.random.SeedSequence().entropy % 2**31)
-        )
-        self._seed = seed
-        names, factory, given = self._plan(model_or_builder)
-        self.precision, jit, self.decision = self._choose(names, factory)
-        self.model = given if given is not None else factory(self.precision)
+        entropy = np.random.SeedSequence().entropy  # fresh, without touching global state
+        self.seed = config.seed if config.seed is not None else int(entropy % 2**31)
+        chosen = autotune.select(model_or_builder, config, self._engine, self.seed)
+        self.precision, self.jit, self.decision = chosen.precision, chosen.jit, chosen.decision
+        self.model = chosen.model
         self.optimizer = make_optimizer(config, self.precision)
-        self._loss = make_loss(config, self.model)
-        program = self._engine.program(self.model, self._loss, self.optimizer, jit)
+        self._objective = make_objective(config, self.model, self.precision)
+        program = self._engine.program(self.model, self._objective, self.optimizer, self.jit)
         mode = "step" if config.loop == "step" else "fused"
-        self._loop = TrainingLoop(self._engine, program, config.batch_size, mode, jit)
-
-    # -- construction ---------------------------------------------------------------------
-
-    def _plan(self, source: Any) -> tuple[list[str], Callable[[str], keras.Model], Any]:
-        asked = self.config.resolved_precision
-        if isinstance(source, ModelBuilder):
-            names = list(prec.candidates(self.device)) if asked == "auto" else [asked]
-            return names, lambda p: source.compile(p, seed=self._seed), None
-        if isinstance(source, keras.Model):
-            if not source.built or not source.inputs:
-                raise ValueError(
-                    "The keras.Model is not built; expected a model with a known input shape."
-                )
-            own = source.dtype_policy.name
-            explicit = (
-                self.config.precision not in (None, "auto") or self.config.use_mixed_precision
-            )
-            if explicit and asked != own:
-                raise ValueError(
-                    f"The keras.Model was built under {own!r} but the config asks for {asked!r}; "
-                    "build the model under that policy or pass a ModelBuilder."
-                )
-            return [own], lambda p: _clone(source), source
-        raise TypeError(
-            f"model_or_builder is a {type(source).__name__}; "
-            "expected a ModelBuilder or a keras.Model."
-        )
-
-    def _choose(
-        self, names: list[str], factory: Callable[[str], keras.Model]
-    ) -> tuple[str, bool, dict | None]:
-        fixed = self.config.jit_compile
-        options = {
-            n: (fixed,) if fixed is not None else self._engine.jit_options(self.device, n)
-            for n in names
-        }
-        auto = self.config.resolved_precision == "auto"
-        if len(names) == 1 and len(options[names[0]]) == 1:
-            if not auto:
-                return names[0], options[names[0]][0], None
-            only = prec.sole_candidate(self.device)
-            return names[0], options[names[0]][0], _decision(only, options[names[0]][0], {})
-        best_jit: dict[str, bool] = {}
-        timings: dict[str, float] = {}
-
-        def measure(name: str) -> float:
-            for jit in options[name]:
-                timings[_label(name, jit)] = self._trial(factory, name, jit)
-            finite = {j: timings[_label(name, j)] for j in options[name]}
-            finite = {j: s for j, s in finite.items() if math.isfinite(s)}
-            if not finite:
-                return math.nan
-            best_jit[name] = min(finite, key=finite.__getitem__)
-            return finite[best_jit[name]]
-
-        if len(names) > 1 or auto:
-            choice = prec.choose(self.device, measure, names)
-        else:
-            measure(names[0])
-            choice = prec.Decision(names[0], {}, "XLA on or off chosen by measurement.")
-        jit = best_jit.get(choice.chosen, options[choice.chosen][0])
-        return choice.chosen, jit, _decision(choice, jit, timings)
-
-    def _trial(self, factory: Callable[[str], keras.Model], name: str, jit: bool) -> float:
-        """Seconds per step of a throw-away copy of the model under `name` (NaN if unsound)."""
-        model = factory(name)
-        program = self._engine.program(
-            model, make_loss(self.config, model), make_optimizer(self.config, name), jit
-        )
-        xs, ys = synthetic_batches(model, self.config, TRIAL_STEPS, self._seed)
-        xs, ys = self._engine.to_device(xs), self._engine.to_device(ys)
-        losses = np.asarray(program.epoch(xs, ys))  # trace, compile and warm up
-        times = []
-        for _ in range(TRIAL_REPEATS):
-            start = time.perf_counter()
-            losses = np.asarray(program.epoch(xs, ys))
-            times.append(time.perf_counter() - start)
-        if not np.isfinite(losses).all():
-            return math.nan
-        return min(times) / TRIAL_STEPS
-
-    # -- training -------------------------------------------------------------------------
+        self._loop = TrainingLoop(self._engine, program, config.batch_size, mode, self.jit)
+        self.schedule = LearningRateSchedule(config, self.optimizer) if config.lr_schedule else None
+        self.epoch = 0
 
     def _arrays(self, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         xa = as_features(x, tuple(self.model.input_shape[1:]))
@@ -191,12 +103,22 @@ class Trainer:
         Returns:
             A `BatchResult` with the batch's loss.
 
+        Raises:
+            FloatingPointError: The loss was not finite (outside mixed_float16, whose loss
+                scaler skips such steps); the step was skipped and the weights are unchanged.
+
         Example:
             >>> # trainer.train_batch(x_batch, y_batch).loss
         """
         xa, ya = self._arrays(x, y)
-        loss = self._loop.program.step(self._engine.to_device(xa), self._engine.to_device(ya))
-        return BatchResult(float(loss))
+        values = self._loop.program.step(self._engine.to_device(xa), self._engine.to_device(ya))
+        loss = float(np.asarray(values)[0])
+        if self._objective.guard and not math.isfinite(loss):
+            raise FloatingPointError(
+                "The batch's loss is not finite; the step was skipped and the weights are "
+                "unchanged. Check the learning rate and the data."
+            )
+        return BatchResult(loss)
 
     def fit(
         self,
@@ -208,11 +130,12 @@ class Trainer:
         callbacks: Sequence[keras.callbacks.Callback] = (),
         verbose: int = 0,
     ) -> TrainingRun:
-        """Train for `epochs` over full batches of (x, y); return what was measured.
+        """Train for `epochs` more epochs over full batches of (x, y); return what was measured.
 
         Each epoch runs as one compiled program over device-resident data where the data
-        fits (in chunks where it does not). Callbacks see epoch-level events; a callback
-        that sets ``model.stop_training`` ends training after its epoch.
+        fits (in chunks where it does not). Callbacks see epoch-level events with logs
+        ``loss``, the metrics and ``val_loss``; one that sets ``model.stop_training`` ends
+        training after its epoch. Epoch numbers continue across calls and checkpoints.
 
         Args:
             x: Samples; the remainder after the last full batch is not used.
@@ -224,7 +147,12 @@ class Trainer:
             verbose: Passed to Keras' progress bar (0 = silent, the default).
 
         Returns:
-            A `TrainingRun` with per-epoch losses and device-synchronised epoch times.
+            A `TrainingRun` with per-epoch losses, metrics and device-synchronised times.
+
+        Raises:
+            FloatingPointError: The loss became non-finite (outside mixed_float16); the
+                message names the epoch and step, and the weights are those of the last
+                finite step.
 
         Example:
             >>> # run = trainer.fit(x, y, epochs=20, early_stop_loss=0.1); run.final_loss
@@ -235,57 +163,66 @@ class Trainer:
         val = self._arrays(*validation_data) if validation_data is not None else None
         data = self._loop.arrange(xa, ya)
         timer = EpochTimer(sync=lambda: self._engine.sync(self.model), time_steps=False)
+        first, last = self.epoch, self.epoch + epochs
         cbs = keras.callbacks.CallbackList(
-            [timer, *callbacks],
+            [timer, *([self.schedule] if self.schedule else []), *callbacks],
             add_progbar=verbose != 0,
             model=self.model,
             verbose=verbose,
-            epochs=epochs,
+            epochs=last,
             steps=data.steps,
         )
-        losses: list[float] = []
-        val_losses: list[float] = []
+        history: dict[str, list[float]] = {}
         stopped = False
         self.model.stop_training = False
         cbs.on_train_begin()
-        for epoch in range(epochs):
+        for epoch in range(first, last):
             cbs.on_epoch_begin(epoch)
-            step_losses = self._loop.run_epoch(data)
-            loss = self._epoch_loss(step_losses, epoch)
-            logs = {"loss": loss}
+            logs = self._epoch_logs(self._loop.run_epoch(data), epoch)
             if val is not None:
                 logs["val_loss"] = self._evaluate_arrays(*val)
-                val_losses.append(logs["val_loss"])
-            losses.append(loss)
+            if self.schedule:
+                logs["learning_rate"] = self.schedule.rates[-1]
+            self.epoch = epoch + 1
+            for key, value in logs.items():
+                history.setdefault(key, []).append(value)
             cbs.on_epoch_end(epoch, logs)
-            if (early_stop_loss is not None and loss < early_stop_loss) or self.model.stop_training:
-                stopped = epoch < epochs - 1
+            below = early_stop_loss is not None and logs["loss"] < early_stop_loss
+            if below or self.model.stop_training:
+                stopped = self.epoch < last
                 break
         cbs.on_train_end()
         return TrainingRun(
             precision=self.precision,
-            losses=losses,
+            losses=history.pop("loss"),
             epoch_seconds=list(timer.epoch_seconds),
             device=self.device.describe(),
             stopped_early=stopped,
             decision=self.decision,
             loop=self._loop.last_layout,
-            val_losses=val_losses,
+            val_losses=history.pop("val_loss", []),
+            metrics=history,
         )
 
-    def _epoch_loss(self, step_losses: np.ndarray, epoch: int) -> float:
-        finite = np.isfinite(step_losses)
-        if finite.all():
-            return float(step_losses.mean())
-        if self.precision == prec.MIXED_FLOAT16 and finite.any():
-            return float(step_losses[finite].mean())  # overflowed steps were skipped
-        step = int(np.argmin(finite))
-        raise FloatingPointError(
-            f"The loss became non-finite in epoch {epoch + 1}, step {step + 1}; check the "
-            "learning rate and the data."
-        )
-
-    # -- inference ------------------------------------------------------------------------
+    def _epoch_logs(self, values: np.ndarray, epoch: int) -> dict[str, float]:
+        """Epoch means of the per-step values; raise on a loss the guard caught."""
+        finite = np.isfinite(values[:, 0])
+        if not finite.all():
+            step = int(np.argmin(finite))
+            if self._objective.guard or not finite.any():
+                raise FloatingPointError(
+                    f"The loss became non-finite in epoch {epoch + 1}, step {step + 1}; "
+                    f"training stopped with the weights from the step before. "
+                    "Check the learning rate and the data."
+                )
+            values = values[finite]  # mixed_float16: the loss scaler skipped those steps
+        means = values.mean(axis=0)
+        logs = {"loss": float(means[0])}
+        for name, mean in zip(self._objective.metric_names, means[1:], strict=True):
+            logs["rmse" if name == "mse" else name] = float(
+                np.sqrt(mean) if name == "mse" else mean
+            )
+        return logs
 
     def predict(self, x: Any) -> np.ndarray:
         """Return the model's float32 outputs for `x` (all samples, in batches).
@@ -293,8 +230,7 @@ class Trainer:
         Example:
             >>> # probabilities_or_logits = trainer.predict(x_test)
         """
-        xa = as_features(x, tuple(self.model.input_shape[1:]))
-        return self._predict_array(xa)
+        return self._predict_array(as_features(x, tuple(self.model.input_shape[1:])))
 
     def _predict_array(self, xa: np.ndarray) -> np.ndarray:
         out = self.model.predict(xa, batch_size=self.config.batch_size, verbose=0)
@@ -310,28 +246,47 @@ class Trainer:
 
     def _evaluate_arrays(self, xa: np.ndarray, ya: np.ndarray) -> float:
         preds = self._predict_array(xa)
-        return float(keras.ops.convert_to_numpy(self._loss(ya, preds)))
+        return float(keras.ops.convert_to_numpy(self._objective.loss(ya, preds)))
+
+    def save(self, path: str) -> None:
+        """Write a checkpoint atomically: model, optimizer state, config, epoch reached.
+
+        Args:
+            path: The checkpoint file (e.g. ``"run.gmk"``); replaced only once complete.
+
+        Example:
+            >>> # trainer.save("run.gmk"); later: Trainer.load("run.gmk").fit(x, y)
+        """
+        from gometal_keras import checkpoint
+
+        checkpoint.save(self, path)
+
+    @classmethod
+    def load(cls, path: str) -> Trainer:
+        """Return the Trainer a checkpoint holds, ready to resume where it stopped.
+
+        Args:
+            path: A file written by `save`.
+
+        Raises:
+            ValueError: The file is not a gometal_keras checkpoint, or it is truncated or
+                corrupted.
+
+        Example:
+            >>> # trainer = Trainer.load("run.gmk")
+        """
+        from gometal_keras import checkpoint
+
+        return checkpoint.load(cls, path)
+
+    def export(self, path: str, format: str = "tf_saved_model") -> None:
+        """Export the model for serving with Keras' `Model.export` (needs TensorFlow).
+
+        Example:
+            >>> # trainer.export("served_model")
+        """
+        self.model.export(path, format=format)
 
     TrainBatch = train_batch
     Predict = predict
     InferBatch = predict
-
-
-def _decision(choice: prec.Decision, jit: bool, timings: dict[str, float]) -> dict[str, Any]:
-    """The run record's view of a choice: timings keyed by precision and XLA setting."""
-    return choice.to_dict() | {
-        "chosen": _label(choice.chosen, jit),
-        "precision": choice.chosen,
-        "jit": jit,
-        "candidates": timings,
-    }
-
-
-def _label(precision: str, jit: bool) -> str:
-    return f"{precision} ({'XLA' if jit else 'no XLA'})"
-
-
-def _clone(model: keras.Model) -> keras.Model:
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    return copy

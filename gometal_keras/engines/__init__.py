@@ -8,6 +8,7 @@ and builds a `Program`: the compiled training step and whole-epoch loop of one m
 from __future__ import annotations
 
 import abc
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -20,12 +21,40 @@ from gometal_keras.precision import DeviceInfo
 LossFn = Callable[[Any, Any], Any]
 
 
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """What a training step computes besides the update.
+
+    Attributes:
+        loss: ``loss(y_true, y_pred)`` returning a scalar.
+        metric_names: Names of the per-batch metrics, in order.
+        metrics: ``metrics(y_true, y_pred)`` returning one float32 scalar per name.
+        guard: Skip the update of a step whose loss is not finite, and of every later step
+            of the same device call, so the weights stay those of the last finite step.
+    """
+
+    loss: LossFn
+    metric_names: tuple[str, ...] = ()
+    metrics: Callable[[Any, Any], list] = lambda y_true, y_pred: []
+    guard: bool = True
+
+    @property
+    def width(self) -> int:
+        """Values per step: the loss, then the metrics."""
+        return 1 + len(self.metric_names)
+
+
 class Program(abc.ABC):
     """A model's compiled training step and epoch. Calls update the model's variables."""
 
     @abc.abstractmethod
     def step(self, x: Any, y: Any) -> Any:
-        """Run one optimizer step on one batch; return its (unscaled) loss as a tensor."""
+        """Run one optimizer step on one batch.
+
+        Returns:
+            A float32 vector of `Objective.width` values: the (unscaled) loss, then the
+            metrics, as a device tensor.
+        """
 
     @abc.abstractmethod
     def epoch(self, xs: Any, ys: Any) -> Any:
@@ -36,7 +65,7 @@ class Program(abc.ABC):
             ys: Labels stacked the same way.
 
         Returns:
-            The per-step losses, shape ``(steps,)``, as a tensor.
+            The per-step values, shape ``(steps, Objective.width)``, as a device tensor.
         """
 
 
@@ -62,12 +91,14 @@ class Engine(abc.ABC):
         """Bytes free on the device for data, or None when unknown."""
 
     @abc.abstractmethod
-    def program(self, model: keras.Model, loss_fn: LossFn, optimizer: Any, jit: bool) -> Program:
+    def program(
+        self, model: keras.Model, objective: Objective, optimizer: Any, jit: bool
+    ) -> Program:
         """Compile the training step and epoch loop of `model`.
 
         Args:
             model: A built Keras model.
-            loss_fn: ``loss_fn(y_true, y_pred)`` returning a scalar.
+            objective: The loss, the metrics and the non-finite guard.
             optimizer: A Keras optimizer (a `LossScaleOptimizer` under float16).
             jit: Compile with XLA where the backend can.
         """

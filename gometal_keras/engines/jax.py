@@ -5,56 +5,71 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import keras
 import numpy as np
 
-from gometal_keras.engines import Engine, LossFn, Program, host_free_memory_bytes
+from gometal_keras.engines import Engine, Objective, Program, host_free_memory_bytes
 from gometal_keras.precision import DeviceInfo, cpu_device
 
 
 class JaxProgram(Program):
     """Step and epoch compiled by `jax.jit`; the model's state lives on the device.
 
-    Both take the model's variable values and return new ones (nothing is donated),
-    and write them back, so the Keras model always holds the current weights.
+    Both take the model's variable values and return new ones (nothing is donated: an
+    interrupted call must leave the model its last weights), and write them back, so the
+    Keras model always holds the current weights.
     """
 
-    def __init__(self, model: keras.Model, loss_fn: LossFn, optimizer: Any, jit: bool):
+    def __init__(self, model: keras.Model, objective: Objective, optimizer: Any, jit: bool):
         if not optimizer.built:
             optimizer.build(model.trainable_variables)
         self._model, self._optimizer = model, optimizer
         # Commit every value to the device now: the program's outputs are committed, and a
         # first call on uncommitted inputs would otherwise compile the program twice.
         device = jax.devices()[0]
-        self._write_back(tuple([jax.device_put(v, device) for v in group] for group in self._state()))
+        self._write_back(tuple([jax.device_put(v, device) for v in g] for g in self._state()))
 
         def scaled_loss(trainable, non_trainable, opt_vars, x, y):
             y_pred, non_trainable, losses = model.stateless_call(
                 trainable, non_trainable, x, training=True, return_losses=True
             )
-            loss = loss_fn(y, y_pred)
+            loss = objective.loss(y, y_pred)
             if losses:
                 loss = loss + sum(losses)
+            loss = loss.astype("float32")
+            values = jnp.stack([loss, *objective.metrics(y, y_pred)])
             mapping = list(zip(optimizer.variables, opt_vars, strict=True))
             with keras.StatelessScope(state_mapping=mapping):
                 scaled = optimizer.scale_loss(loss)
-            return scaled, (loss.astype("float32"), non_trainable)
+            return scaled, (values, non_trainable)
 
         grad_fn = jax.value_and_grad(scaled_loss, has_aux=True)
 
-        def train_step(state, batch):
-            trainable, non_trainable, opt_vars = state
-            (_, (loss, non_trainable)), grads = grad_fn(trainable, non_trainable, opt_vars, *batch)
-            trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
-            return (trainable, non_trainable, opt_vars), loss
+        def train_step(carry, batch):
+            (trainable, non_trainable, opt_vars), ok = carry
+            (_, (values, new_non_trainable)), grads = grad_fn(
+                trainable, non_trainable, opt_vars, *batch
+            )
+
+            def update():
+                new_trainable, new_opt = optimizer.stateless_apply(opt_vars, grads, trainable)
+                return new_trainable, new_non_trainable, new_opt
+
+            if not objective.guard:
+                return (update(), ok), values
+            ok = ok & jnp.isfinite(values[0])
+            keep = (trainable, non_trainable, opt_vars)
+            return (jax.lax.cond(ok, update, lambda: keep), ok), values
 
         def train_epoch(state, xs, ys):
-            return jax.lax.scan(train_step, state, (xs, ys))
+            (state, _), values = jax.lax.scan(train_step, (state, jnp.array(True)), (xs, ys))
+            return state, values
 
         def one_step(state, x, y):
-            return train_step(state, (x, y))
+            (state, _), values = train_step((state, jnp.array(True)), (x, y))
+            return state, values
 
-        # No buffer donation: an interrupted call must leave the model its last weights.
         wrap = jax.jit if jit else (lambda f: f)
         self._step, self._epoch = wrap(one_step), wrap(train_epoch)
 
@@ -74,14 +89,14 @@ class JaxProgram(Program):
                 variable.assign(value)
 
     def step(self, x: Any, y: Any) -> Any:
-        state, loss = self._step(self._state(), x, y)
+        state, values = self._step(self._state(), x, y)
         self._write_back(state)
-        return loss
+        return values
 
     def epoch(self, xs: Any, ys: Any) -> Any:
-        state, losses = self._epoch(self._state(), xs, ys)
+        state, values = self._epoch(self._state(), xs, ys)
         self._write_back(state)
-        return losses
+        return values
 
 
 class JaxEngine(Engine):
@@ -97,8 +112,8 @@ class JaxEngine(Engine):
         if d.platform == "cpu":
             return cpu_device(self.name, xla=True)
         if d.platform in ("gpu", "cuda"):
-            cc_text = str(getattr(d, "compute_capability", "0.0"))
-            cc = tuple(int(p) for p in cc_text.split(".")[:2])
+            cc = tuple(int(p) for p in str(getattr(d, "compute_capability", "0.0")).split(".")[:2])
+            default_precision = jax.config.jax_default_matmul_precision
             return DeviceInfo(
                 self.name,
                 "cuda",
@@ -106,14 +121,12 @@ class JaxEngine(Engine):
                 xla=True,
                 fp16_fast=cc >= (7, 0),
                 bf16_fast=cc >= (8, 0),
-                tf32=cc >= (8, 0)
-                and jax.config.jax_default_matmul_precision in (None, "tensorfloat32"),
+                tf32=cc >= (8, 0) and default_precision in (None, "tensorfloat32", "default"),
                 compute_capability=cc,
             )
         apple = d.platform.lower() == "metal"
-        return DeviceInfo(
-            self.name, "metal" if apple else d.platform, d.device_kind, True, True, not apple
-        )
+        kind = "metal" if apple else d.platform
+        return DeviceInfo(self.name, kind, d.device_kind, True, True, not apple)
 
     def jit_options(self, device: DeviceInfo, precision: str) -> tuple[bool, ...]:
         return (True,)
@@ -132,5 +145,7 @@ class JaxEngine(Engine):
             return host_free_memory_bytes()
         return int(stats.get("bytes_limit", 0)) - int(stats.get("bytes_in_use", 0))
 
-    def program(self, model: keras.Model, loss_fn: LossFn, optimizer: Any, jit: bool) -> Program:
-        return JaxProgram(model, loss_fn, optimizer, jit)
+    def program(
+        self, model: keras.Model, objective: Objective, optimizer: Any, jit: bool
+    ) -> Program:
+        return JaxProgram(model, objective, optimizer, jit)

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from gometal_keras.engines import Engine, LossFn, Program, host_free_memory_bytes
+from gometal_keras.engines import Engine, Objective, Program, host_free_memory_bytes
 from gometal_keras.precision import MIXED_FLOAT16, DeviceInfo, cpu_device
 
 
@@ -27,30 +27,40 @@ def _has_metal_plugin() -> bool:
 class TensorFlowProgram(Program):
     """Training step and a `tf.while_loop` epoch, each one `tf.function`."""
 
-    def __init__(self, model: keras.Model, loss_fn: LossFn, optimizer: Any, jit: bool):
+    def __init__(self, model: keras.Model, objective: Objective, optimizer: Any, jit: bool):
         variables = model.trainable_variables
         if not optimizer.built:
             optimizer.build(variables)
 
-        def train_step(x, y):
+        def train_step(x, y, ok):
             with tf.GradientTape() as tape:
                 y_pred = model(x, training=True)
-                loss = loss_fn(y, y_pred)
+                loss = objective.loss(y, y_pred)
                 if model.losses:
                     loss = loss + tf.add_n(model.losses)
                 scaled = optimizer.scale_loss(loss)
             grads = tape.gradient(scaled, variables)
-            optimizer.apply(grads, variables)
-            return tf.cast(loss, tf.float32)
+            values = tf.stack([tf.cast(loss, tf.float32), *objective.metrics(y, y_pred)])
+            if objective.guard:
+                ok = tf.logical_and(ok, tf.math.is_finite(values[0]))
+                tf.cond(ok, lambda: optimizer.apply(grads, variables), lambda: None)
+            else:
+                optimizer.apply(grads, variables)
+            return values, ok
+
+        def one_step(x, y):
+            return train_step(x, y, tf.constant(True))[0]
 
         def train_epoch(xs, ys):
             steps = tf.shape(xs)[0]
-            losses = tf.TensorArray(tf.float32, size=steps)
+            out = tf.TensorArray(tf.float32, size=steps, element_shape=[objective.width])
+            ok = tf.constant(True)
             for i in tf.range(steps):
-                losses = losses.write(i, train_step(xs[i], ys[i]))
-            return losses.stack()
+                values, ok = train_step(xs[i], ys[i], ok)
+                out = out.write(i, values)
+            return out.stack()
 
-        self._step = tf.function(train_step, jit_compile=jit, reduce_retracing=True)
+        self._step = tf.function(one_step, jit_compile=jit, reduce_retracing=True)
         self._epoch = tf.function(train_epoch, jit_compile=jit, reduce_retracing=True)
 
     def step(self, x: Any, y: Any) -> Any:
@@ -117,5 +127,7 @@ class TensorFlowEngine(Engine):
         total = tf.config.experimental.get_device_details(self._gpus[0]).get("memory_limit")
         return None if total is None else int(total) - int(info["current"])
 
-    def program(self, model: keras.Model, loss_fn: LossFn, optimizer: Any, jit: bool) -> Program:
-        return TensorFlowProgram(model, loss_fn, optimizer, jit)
+    def program(
+        self, model: keras.Model, objective: Objective, optimizer: Any, jit: bool
+    ) -> Program:
+        return TensorFlowProgram(model, objective, optimizer, jit)

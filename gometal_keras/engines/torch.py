@@ -8,40 +8,50 @@ import keras
 import numpy as np
 import torch
 
-from gometal_keras.engines import Engine, LossFn, Program, host_free_memory_bytes
+from gometal_keras.engines import Engine, Objective, Program, host_free_memory_bytes
 from gometal_keras.precision import DeviceInfo, cpu_device
 
 
 class TorchProgram(Program):
-    """Eager training step; an epoch loops over device-resident batches without copies."""
+    """Eager training step; an epoch loops over device-resident batches without copies.
 
-    def __init__(self, model: keras.Model, loss_fn: LossFn, optimizer: Any, jit: bool):
+    The non-finite guard reads each step's loss on the host (PyTorch decides in Python
+    whether to apply an update), so a guarded epoch waits for the device once a step.
+    """
+
+    def __init__(self, model: keras.Model, objective: Objective, optimizer: Any, jit: bool):
         variables = model.trainable_variables
         if not optimizer.built:
             optimizer.build(variables)
-        self._model, self._loss_fn, self._optimizer, self._vars = (
-            model,
-            loss_fn,
-            optimizer,
-            variables,
-        )
+        self._model, self._objective, self._optimizer = model, objective, optimizer
+        self._vars = variables
 
-    def step(self, x: Any, y: Any) -> Any:
+    def _train_step(self, x: Any, y: Any, ok: bool) -> tuple[Any, bool]:
         model, optimizer, variables = self._model, self._optimizer, self._vars
         y_pred = model(x, training=True)
-        loss = self._loss_fn(y, y_pred)
+        loss = self._objective.loss(y, y_pred)
         if model.losses:
             loss = loss + sum(model.losses)
         for v in variables:
             v.value.grad = None
         optimizer.scale_loss(loss).backward()
-        grads = [v.value.grad for v in variables]
         with torch.no_grad():
-            optimizer.apply(grads, variables)
-        return loss.detach().float()
+            values = torch.stack([loss.detach().float(), *self._objective.metrics(y, y_pred)])
+            if self._objective.guard:
+                ok = ok and bool(torch.isfinite(values[0]))
+            if ok or not self._objective.guard:
+                optimizer.apply([v.value.grad for v in variables], variables)
+        return values, ok
+
+    def step(self, x: Any, y: Any) -> Any:
+        return self._train_step(x, y, True)[0]
 
     def epoch(self, xs: Any, ys: Any) -> Any:
-        return torch.stack([self.step(xs[i], ys[i]) for i in range(xs.shape[0])])
+        ok, rows = True, []
+        for i in range(xs.shape[0]):
+            values, ok = self._train_step(xs[i], ys[i], ok)
+            rows.append(values)
+        return torch.stack(rows)
 
 
 class TorchEngine(Engine):
@@ -83,5 +93,7 @@ class TorchEngine(Engine):
             return int(torch.cuda.mem_get_info()[0])
         return host_free_memory_bytes()
 
-    def program(self, model: keras.Model, loss_fn: LossFn, optimizer: Any, jit: bool) -> Program:
-        return TorchProgram(model, loss_fn, optimizer, jit)
+    def program(
+        self, model: keras.Model, objective: Objective, optimizer: Any, jit: bool
+    ) -> Program:
+        return TorchProgram(model, objective, optimizer, jit)
