@@ -1,0 +1,106 @@
+"""Facts about the installation: library versions, backend, device and what it runs fast.
+
+`versions` reads package metadata only (nothing is imported); `environment` asks the
+backend engine to describe its device. Both are read-only: no Keras global state (dtype
+policy, seeds) is touched. The CLI's ``info`` command and the JSON report use them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import platform
+import sys
+from typing import Any
+
+import keras
+
+from gometal_keras import engines
+from gometal_keras import precision as prec
+
+#: Distributions whose versions are reported (None when not installed).
+DISTRIBUTIONS = (
+    "gometal_keras",
+    "keras",
+    "tensorflow",
+    "tensorflow-metal",
+    "jax",
+    "jaxlib",
+    "torch",
+    "numpy",
+    "rich",
+    "matplotlib",
+)
+
+
+def versions() -> dict[str, str | None]:
+    """Return the installed versions of Python and the libraries that matter here.
+
+    Returns:
+        ``{"python": "3.11.9", "keras": "3.15.1", ..., "torch": None}``; None for a
+        distribution that is not installed.
+
+    Example:
+        >>> versions()["python"] == platform.python_version()
+        True
+    """
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in DISTRIBUTIONS:
+        try:
+            found[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            found[dist] = None
+    return found
+
+
+def device_dict(device: prec.DeviceInfo) -> dict[str, Any]:
+    """Return a `DeviceInfo` as JSON-ready data, with its one-line description.
+
+    Args:
+        device: The device facts.
+
+    Returns:
+        The dataclass fields (tuples as lists) plus ``"description"``.
+
+    Example:
+        >>> cpu = prec.DeviceInfo("tensorflow", "cpu", "CPU", True, False, True)
+        >>> device_dict(cpu)["description"]
+        'CPU (tensorflow, XLA available)'
+    """
+    data = dataclasses.asdict(device)
+    for key, value in data.items():
+        if isinstance(value, tuple):
+            data[key] = list(value)
+    data["description"] = device.describe()
+    return data
+
+
+def environment() -> dict[str, Any]:
+    """Describe the backend, the training device and what ``precision="auto"`` would time.
+
+    Returns:
+        A JSON-ready dict with ``platform``, ``backend``, ``versions``, ``device`` (see
+        `device_dict`), ``tensorflow_metal`` (installed and driving the device), ``xla``
+        (available to this backend on this device), ``auto_candidates`` and
+        ``auto_rejected`` (precision -> reason, from `gometal_keras.precision`).
+
+    Example:
+        >>> facts = environment()
+        >>> "float32" in facts["auto_candidates"]
+        True
+    """
+    device = engines.current().describe_device()
+    found = versions()
+    return {
+        "platform": f"{platform.system()} {platform.machine()} ({sys.platform})",
+        "backend": keras.backend.backend(),
+        "versions": found,
+        "device": device_dict(device),
+        "tensorflow_metal": {
+            "installed": found.get("tensorflow-metal") is not None,
+            "active": device.kind == "metal",
+        },
+        "xla": device.xla,
+        "auto_candidates": dict(prec.candidates(device)),
+        "auto_rejected": dict(prec.rejected(device)),
+    }
