@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+import keras
 
 from gometal_keras.builder import ModelBuilder
 from gometal_keras.compare import Comparison, compare_runs
 from gometal_keras.config import TrainerConfig
 from gometal_keras.data import demo_dataset
+from gometal_keras.precision import DeviceInfo
 from gometal_keras.record import TrainingRun
 from gometal_keras.report import Reporter, label_for
 from gometal_keras.trainer import Trainer
@@ -62,6 +65,13 @@ class DemoSettings:
             seed=self.seed,
         )
 
+    def to_dict(self) -> dict[str, object]:
+        """Return the settings as JSON-ready data (tuples as lists)."""
+        data = dataclasses.asdict(self)
+        data["layers"] = list(self.layers) if self.layers else None
+        data["hidden_stack"] = list(self.hidden_stack)
+        return data
+
     def table(self) -> dict[str, object]:
         """The configuration lines the report prints."""
         return {
@@ -78,20 +88,43 @@ class DemoSettings:
 
 @dataclasses.dataclass(frozen=True)
 class DemoResult:
-    """Both runs and their comparison."""
+    """Both runs, their comparison, and what they ran on and with.
+
+    Attributes:
+        baseline: The FP32 run.
+        mixed: The second run, under the precision asked for (or chosen by "auto").
+        comparison: `compare_runs(baseline, mixed)`.
+        notes: Plain lines explaining the result.
+        settings: The demo's knobs.
+        device: The device both phases trained on.
+        configs: The `TrainerConfig` of each phase, baseline first.
+    """
 
     baseline: TrainingRun
     mixed: TrainingRun
     comparison: Comparison
     notes: tuple[str, ...]
+    settings: DemoSettings = dataclasses.field(default_factory=DemoSettings)
+    device: DeviceInfo | None = None
+    configs: tuple[TrainerConfig, ...] = ()
 
 
-def run_demo(settings: DemoSettings, reporter: Reporter | None = None) -> DemoResult:
+#: Makes a progress callback for a phase from its number and precision label.
+ProgressFactory = Callable[[int, str], keras.callbacks.Callback]
+
+
+def run_demo(
+    settings: DemoSettings,
+    reporter: Reporter | None = None,
+    progress: ProgressFactory | None = None,
+) -> DemoResult:
     """Train both phases and return the comparison; print the seed's blocks if `reporter`.
 
     Args:
         settings: The demo's knobs.
         reporter: Prints each block as it happens; None runs silently.
+        progress: Called with (phase number, precision label) before each phase; the
+            callback it returns is passed to `Trainer.fit` (e.g. a `PhaseProgress`).
 
     Returns:
         A `DemoResult` with both `TrainingRun`s and their `Comparison`.
@@ -103,28 +136,37 @@ def run_demo(settings: DemoSettings, reporter: Reporter | None = None) -> DemoRe
     runs = []
     for index, precision in ((1, "float32"), (2, settings.precision)):
         trainer = Trainer(settings.builder(), settings.trainer_config(precision))
+        label = label_for(trainer.precision)
         if reporter:
-            label = label_for(trainer.precision)
             title = None
             if precision == "auto":
                 title = f"Mixed Precision Training (auto: {label} chosen by measurement)"
             reporter.phase_header(index, label, settings.table(), title=title)
-        run = trainer.fit(x, y, epochs=settings.epochs, early_stop_loss=settings.early_stop_loss)
+        callbacks = [progress(index, label)] if progress else []
+        run = trainer.fit(
+            x,
+            y,
+            epochs=settings.epochs,
+            early_stop_loss=settings.early_stop_loss,
+            callbacks=callbacks,
+        )
         if reporter:
             reporter.phase_result(run)
         runs.append((trainer, run))
-    (_, base), (mixed_trainer, mixed) = runs
+    (base_trainer, base), (mixed_trainer, mixed) = runs
     comparison = compare_runs(base, mixed, timing=settings.timing)
     notes = _notes(mixed_trainer, comparison)
     if reporter:
         reporter.comparison(comparison, notes)
-    return DemoResult(base, mixed, comparison, notes)
+    configs = (base_trainer.config, mixed_trainer.config)
+    return DemoResult(base, mixed, comparison, notes, settings, mixed_trainer.device, configs)
 
 
 def _notes(trainer: Trainer, cmp: Comparison) -> tuple[str, ...]:
     """Plain lines that explain the result from what was measured on this device."""
     notes = []
-    if trainer.decision and trainer.decision.get("reason"):
+    auto = trainer.config.resolved_precision == "auto"
+    if auto and trainer.decision and trainer.decision.get("reason"):
         notes.append(f"Precision choice: {trainer.decision['reason']}")
     if trainer.device.kind == "cpu" and not cmp.speedup_percent >= 20:
         notes.append(
@@ -191,15 +233,19 @@ def settings_from(args: argparse.Namespace) -> DemoSettings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the demo from the command line; return the exit code."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        settings = settings_from(args)
-    except ValueError as err:
-        parser.error(str(err))
-    reporter = Reporter()
-    reporter.title()
-    run_demo(settings, reporter)
-    return 0
+    """Run the demo from the command line (``gometal-keras demo``); return the exit code.
+
+    Args:
+        argv: The demo's flags (see ``gometal-keras demo --help``); None reads sys.argv.
+
+    Returns:
+        0 on success, 2 on a usage error, 1 on a failure.
+
+    Example:
+        >>> # main(["--epochs", "5", "--json", "demo.json", "--plot", "demo.png"])
+    """
+    import sys
+
+    from gometal_keras import cli
+
+    return cli.main(["demo", *(sys.argv[1:] if argv is None else argv)])
