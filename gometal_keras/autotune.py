@@ -20,7 +20,7 @@ import numpy as np
 from gometal_keras import precision as prec
 from gometal_keras.builder import ModelBuilder
 from gometal_keras.config import TrainerConfig
-from gometal_keras.engines import Engine
+from gometal_keras.engines import Engine, Placement
 from gometal_keras.objectives import make_objective, make_optimizer
 from gometal_keras.trial import synthetic_batches
 
@@ -48,7 +48,11 @@ class Selection:
 
 
 def select(
-    source: ModelBuilder | keras.Model, config: TrainerConfig, engine: Engine, seed: int
+    source: ModelBuilder | keras.Model,
+    config: TrainerConfig,
+    engine: Engine,
+    seed: int,
+    placement: Placement | None = None,
 ) -> Selection:
     """Choose precision and XLA for `source` as `config` asks, measuring where it must.
 
@@ -58,6 +62,7 @@ def select(
         config: The training configuration (`precision`, `jit_compile`).
         engine: The backend engine.
         seed: Seed for models and trial data.
+        placement: Where models live (call inside ``placement.scope()``); None = one device.
 
     Returns:
         A `Selection`.
@@ -83,7 +88,7 @@ def select(
 
     def measure(name: str) -> float:
         for jit in options[name]:
-            timings[_label(name, jit)] = _trial(factory, name, jit, config, engine, seed)
+            timings[_label(name, jit)] = _trial(factory, name, jit, config, engine, seed, placement)
         sound = {j: timings[_label(name, j)] for j in options[name]}
         sound = {j: t for j, t in sound.items() if math.isfinite(t)}
         if not sound:
@@ -127,14 +132,21 @@ def _plan(
 
 
 def _trial(
-    factory: ModelFactory, name: str, jit: bool, config: TrainerConfig, engine: Engine, seed: int
+    factory: ModelFactory,
+    name: str,
+    jit: bool,
+    config: TrainerConfig,
+    engine: Engine,
+    seed: int,
+    placement: Placement | None,
 ) -> float:
     """Seconds per step of a throw-away model under `name` (NaN if its loss is not finite)."""
+    placement = placement or Placement(engine)
     model = factory(name)
     objective = make_objective(config, model, name)
-    program = engine.program(model, objective, make_optimizer(config, name), jit)
+    program = engine.program(model, objective, make_optimizer(config, name), jit, placement)
     xs, ys = synthetic_batches(model, config, TRIAL_STEPS, seed)
-    xs, ys = engine.to_device(xs), engine.to_device(ys)
+    xs, ys = placement.put(xs, batch_axis=1), placement.put(ys, batch_axis=1)
     values = np.asarray(program.epoch(xs, ys))  # trace, compile and warm up
     times = []
     for _ in range(TRIAL_REPEATS):

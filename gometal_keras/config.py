@@ -19,6 +19,7 @@ LOSSES = CLASSIFICATION_LOSSES + REGRESSION_LOSSES
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 LOOPS = ("auto", "fused", "step")
 LR_SCHEDULES = ("step", "exponential", "cosine", "plateau")
+DISTRIBUTIONS = ("data_parallel", "multi_worker")
 
 
 def _choice(field: str, value: Any, valid: tuple[str, ...]) -> None:
@@ -77,6 +78,12 @@ class TrainerConfig:
             `lr_patience` epochs without a lower loss, never below `lr_min`).
         lr_step_size, lr_gamma, lr_t_max, lr_eta_min, lr_patience, lr_factor, lr_min: The
             schedules' settings (PyTorch's names and defaults).
+        distribution: None (one device), ``"data_parallel"`` (replicas on this host's
+            devices: TensorFlow's MirroredStrategy, Keras' DataParallel on JAX) or
+            ``"multi_worker"`` (several hosts: MultiWorkerMirroredStrategy via TF_CONFIG,
+            or DataParallel after ``jax.distributed.initialize()``). `batch_size` is then
+            the global batch: per replica x replicas.
+        devices: How many of this host's devices `distribution` uses (None = all).
 
     Example:
         >>> cfg = TrainerConfig(batch_size=64, use_mixed_precision=True)
@@ -111,6 +118,8 @@ class TrainerConfig:
     lr_patience: int = 10
     lr_factor: float = 0.1
     lr_min: float = 0.0
+    distribution: str | None = None
+    devices: int | None = None
 
     def __post_init__(self) -> None:
         _positive("batch_size", self.batch_size, int)
@@ -158,6 +167,10 @@ class TrainerConfig:
         _in_range("lr_factor", self.lr_factor, 0.0, 1.0, high_open=True)
         _in_range("lr_eta_min", self.lr_eta_min, 0.0, math.inf)
         _in_range("lr_min", self.lr_min, 0.0, math.inf)
+        if self.distribution is not None:
+            _choice("distribution", self.distribution, DISTRIBUTIONS)
+        if self.devices is not None:
+            _positive("devices", self.devices, int)
 
     @property
     def resolved_precision(self) -> str:

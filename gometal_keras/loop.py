@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from gometal_keras.engines import Engine, Program
+from gometal_keras.engines import Engine, Placement, Program
 
 #: Share of the device's free memory the data set may take to stay resident.
 DEVICE_SHARE = 0.25
@@ -45,10 +45,20 @@ class TrainingLoop:
         batch_size: Samples per step; the remainder of a data set is dropped (as Go-Metal).
         mode: ``"auto"`` (fused when it fits, else chunked), ``"fused"`` or ``"step"``.
         jit: Whether the program was compiled with XLA (for the name only).
+        placement: Where batches go (split over replicas under data parallelism).
     """
 
-    def __init__(self, engine: Engine, program: Program, batch_size: int, mode: str, jit: bool):
+    def __init__(
+        self,
+        engine: Engine,
+        program: Program,
+        batch_size: int,
+        mode: str,
+        jit: bool,
+        placement: Placement | None = None,
+    ):
         self.engine, self.program = engine, program
+        self.placement = placement or Placement(engine)
         self.batch_size, self.mode, self.jit = batch_size, mode, jit
         self.last_layout = ""
 
@@ -68,9 +78,7 @@ class TrainingLoop:
         per_batch = (xs.nbytes + ys.nbytes) / steps
         chunk = steps if self.mode == "step" else int(max(1, min(steps, budget // per_batch)))
         if chunk == steps and (self.mode != "step" or xs.nbytes + ys.nbytes <= budget):
-            data = EpochData(
-                self.engine.to_device(xs), self.engine.to_device(ys), steps, steps, True
-            )
+            data = EpochData(self._put(xs, 1), self._put(ys, 1), steps, steps, True)
         else:
             data = EpochData(xs, ys, steps, chunk, False)
         self.last_layout = self._describe(data)
@@ -92,19 +100,23 @@ class TrainingLoop:
         parts = []
         for start in range(0, data.steps, data.chunk):
             stop = min(start + data.chunk, data.steps)
-            xs = self.engine.to_device(data.xs[start:stop])
-            ys = self.engine.to_device(data.ys[start:stop])
+            xs, ys = self._put(data.xs[start:stop], 1), self._put(data.ys[start:stop], 1)
             parts.append(np.asarray(self.program.epoch(xs, ys), dtype=np.float64))
         return np.concatenate(parts)
 
     def _step(self, data: EpochData, i: int) -> Any:
         if data.resident:
             return self.program.step(data.xs[i], data.ys[i])
-        x, y = self.engine.to_device(data.xs[i]), self.engine.to_device(data.ys[i])
+        x, y = self._put(data.xs[i], 0), self._put(data.ys[i], 0)
         return self.program.step(x, y)
+
+    def _put(self, array: np.ndarray, batch_axis: int) -> Any:
+        return self.placement.put(array, batch_axis=batch_axis)
 
     def _describe(self, data: EpochData) -> str:
         xla = "XLA" if self.jit else "no XLA"
+        if self.placement.replicas > 1:
+            xla += f", {self.placement.description}"
         if self.mode == "step":
             where = "device-resident" if data.resident else "copied per step"
             return f"one call per step ({xla}, {where})"

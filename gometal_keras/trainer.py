@@ -50,6 +50,9 @@ class Trainer:
         model_or_builder: A `ModelBuilder` (the model is built under the config's precision)
             or a built `keras.Model` (trained as it is, under its own dtype policy).
         config: The training configuration; defaults to `TrainerConfig()`.
+        distribution: Overrides `config.distribution`: ``"data_parallel"``,
+            ``"multi_worker"``, or a `tf.distribute.Strategy` / `keras.distribution`
+            object. A keras.Model given with it must have been built under its scope.
 
     Attributes:
         model: The Keras model being trained.
@@ -67,7 +70,10 @@ class Trainer:
     """
 
     def __init__(
-        self, model_or_builder: ModelBuilder | keras.Model, config: TrainerConfig | None = None
+        self,
+        model_or_builder: ModelBuilder | keras.Model,
+        config: TrainerConfig | None = None,
+        distribution: Any = None,
     ):
         config = TrainerConfig() if config is None else config
         if not isinstance(config, TrainerConfig):
@@ -77,14 +83,23 @@ class Trainer:
         self.device = self._engine.describe_device()
         entropy = np.random.SeedSequence().entropy  # fresh, without touching global state
         self.seed = config.seed if config.seed is not None else int(entropy % 2**31)
-        chosen = autotune.select(model_or_builder, config, self._engine, self.seed)
-        self.precision, self.jit, self.decision = chosen.precision, chosen.jit, chosen.decision
-        self.model = chosen.model
-        self.optimizer = make_optimizer(config, self.precision)
-        self._objective = make_objective(config, self.model, self.precision)
-        program = self._engine.program(self.model, self._objective, self.optimizer, self.jit)
+        self.placement = self._engine.placement(distribution or config.distribution, config.devices)
+        self.placement.check_batch(config.batch_size)
+        with self.placement.scope():
+            chosen = autotune.select(
+                model_or_builder, config, self._engine, self.seed, self.placement
+            )
+            self.precision, self.jit, self.decision = chosen.precision, chosen.jit, chosen.decision
+            self.model = chosen.model
+            self.optimizer = make_optimizer(config, self.precision)
+            self._objective = make_objective(config, self.model, self.precision)
+            program = self._engine.program(
+                self.model, self._objective, self.optimizer, self.jit, self.placement
+            )
         mode = "step" if config.loop == "step" else "fused"
-        self._loop = TrainingLoop(self._engine, program, config.batch_size, mode, self.jit)
+        self._loop = TrainingLoop(
+            self._engine, program, config.batch_size, mode, self.jit, self.placement
+        )
         self.schedule = LearningRateSchedule(config, self.optimizer) if config.lr_schedule else None
         self.epoch = 0
 
@@ -111,7 +126,8 @@ class Trainer:
             >>> # trainer.train_batch(x_batch, y_batch).loss
         """
         xa, ya = self._arrays(x, y)
-        values = self._loop.program.step(self._engine.to_device(xa), self._engine.to_device(ya))
+        put = self.placement.put
+        values = self._loop.program.step(put(xa, batch_axis=0), put(ya, batch_axis=0))
         loss = float(np.asarray(values)[0])
         if self._objective.guard and not math.isfinite(loss):
             raise FloatingPointError(

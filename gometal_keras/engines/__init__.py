@@ -8,6 +8,7 @@ and builds a `Program`: the compiled training step and whole-epoch loop of one m
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import functools
 from collections.abc import Callable
@@ -69,6 +70,39 @@ class Program(abc.ABC):
         """
 
 
+class Placement:
+    """Where a model's variables live and how batches are laid out: one device by default.
+
+    A data-parallel placement replicates the variables over `replicas` devices and splits
+    every batch between them; `batch_size` stays the global batch (per replica x replicas).
+
+    Args:
+        engine: The engine whose default device holds everything.
+    """
+
+    replicas = 1
+    description = "one device"
+
+    def __init__(self, engine: Engine):
+        self._engine = engine
+
+    def scope(self) -> contextlib.AbstractContextManager:
+        """Context in which models and optimizers must be created."""
+        return contextlib.nullcontext()
+
+    def put(self, array: np.ndarray, batch_axis: int = 0) -> Any:
+        """Copy a host array of batches to the device(s), split along `batch_axis`."""
+        return self._engine.to_device(array)
+
+    def check_batch(self, batch_size: int) -> None:
+        """Raise ValueError when `batch_size` does not split evenly over the replicas."""
+        if batch_size % self.replicas:
+            raise ValueError(
+                f"batch_size {batch_size} does not split over {self.replicas} replicas; "
+                "expected a multiple of the replica count (batch_size is the global batch)."
+            )
+
+
 class Engine(abc.ABC):
     """One Keras backend on one device."""
 
@@ -92,16 +126,38 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def program(
-        self, model: keras.Model, objective: Objective, optimizer: Any, jit: bool
+        self,
+        model: keras.Model,
+        objective: Objective,
+        optimizer: Any,
+        jit: bool,
+        placement: Placement | None = None,
     ) -> Program:
         """Compile the training step and epoch loop of `model`.
 
         Args:
-            model: A built Keras model.
+            model: A built Keras model (made under ``placement.scope()``).
             objective: The loss, the metrics and the non-finite guard.
             optimizer: A Keras optimizer (a `LossScaleOptimizer` under float16).
             jit: Compile with XLA where the backend can.
+            placement: Where the model lives; None for one device.
         """
+
+    def placement(self, distribution: Any = None, devices: int | None = None) -> Placement:
+        """Return the placement for a `distribution` request.
+
+        Args:
+            distribution: None (one device), ``"data_parallel"`` (every local device, or
+                the first `devices`), ``"multi_worker"`` (several hosts), or a backend
+                object (a `tf.distribute.Strategy` or `keras.distribution.Distribution`).
+            devices: How many local devices to use (None = all).
+        """
+        if distribution is None:
+            return Placement(self)
+        raise ValueError(
+            f"Distribution {distribution!r} is not supported on the {self.name} backend; "
+            "expected None on this backend."
+        )
 
     def jit_options(self, device: DeviceInfo, precision: str) -> tuple[bool, ...]:
         """The XLA settings worth timing for `precision` on `device` (first = default)."""

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
-from gometal_keras.engines import Engine, Objective, Program, host_free_memory_bytes
+from gometal_keras.engines import Engine, Objective, Placement, Program, host_free_memory_bytes
 from gometal_keras.precision import DeviceInfo, cpu_device
 
 
@@ -25,10 +25,10 @@ class JaxProgram(Program):
         if not optimizer.built:
             optimizer.build(model.trainable_variables)
         self._model, self._optimizer = model, optimizer
-        # Commit every value to the device now: the program's outputs are committed, and a
-        # first call on uncommitted inputs would otherwise compile the program twice.
-        device = jax.devices()[0]
-        self._write_back(tuple([jax.device_put(v, device) for v in g] for g in self._state()))
+        # Commit every value where it lives now (replicated under data parallelism): the
+        # program's outputs are committed, and a first call on uncommitted inputs would
+        # otherwise compile the program twice.
+        self._write_back(tuple([jax.device_put(v, v.sharding) for v in g] for g in self._state()))
 
         def scaled_loss(trainable, non_trainable, opt_vars, x, y):
             y_pred, non_trainable, losses = model.stateless_call(
@@ -99,6 +99,29 @@ class JaxProgram(Program):
         return values
 
 
+class JaxDataParallel(Placement):
+    """Variables replicated over a `keras.distribution.DataParallel` mesh, batches split.
+
+    XLA partitions the compiled epoch over the mesh and all-reduces the gradients.
+    """
+
+    def __init__(self, engine: Engine, distribution: Any):
+        super().__init__(engine)
+        self.distribution = distribution
+        mesh = distribution.device_mesh
+        self.replicas = int(np.prod(mesh.shape))
+        self.description = f"data parallel over {self.replicas} devices (keras.distribution)"
+
+    def scope(self) -> Any:
+        return self.distribution.scope()
+
+    def put(self, array: np.ndarray, batch_axis: int = 0) -> Any:
+        axes: list[str | None] = [None] * array.ndim
+        axes[batch_axis] = self.distribution.batch_dim_name
+        layout = keras.distribution.TensorLayout(axes, self.distribution.device_mesh)
+        return keras.distribution.distribute_tensor(array, layout)
+
+
 class JaxEngine(Engine):
     """Keras on JAX: CPU, CUDA GPUs (TF32 for float32 matmuls by default) and others."""
 
@@ -131,6 +154,25 @@ class JaxEngine(Engine):
     def jit_options(self, device: DeviceInfo, precision: str) -> tuple[bool, ...]:
         return (True,)
 
+    def placement(self, distribution: Any = None, devices: int | None = None) -> Placement:
+        if distribution is None:
+            return Placement(self)
+        if isinstance(
+            distribution, (keras.distribution.DataParallel, keras.distribution.ModelParallel)
+        ):
+            return JaxDataParallel(self, distribution)
+        if distribution == "multi_worker":
+            # One process per host; jax.distributed.initialize() must have run (see
+            # docs/distributed.md): then list_devices() spans every host.
+            distribution = "data_parallel"
+        if distribution == "data_parallel":
+            found = keras.distribution.list_devices()
+            chosen = found if devices is None else found[:devices]
+            if devices is not None and len(chosen) < devices:
+                raise ValueError(f"{devices} devices asked for, but only {len(found)} found.")
+            return JaxDataParallel(self, keras.distribution.DataParallel(devices=chosen))
+        return super().placement(distribution, devices)
+
     def to_device(self, array: np.ndarray) -> Any:
         return jax.device_put(array, self._device)
 
@@ -146,6 +188,11 @@ class JaxEngine(Engine):
         return int(stats.get("bytes_limit", 0)) - int(stats.get("bytes_in_use", 0))
 
     def program(
-        self, model: keras.Model, objective: Objective, optimizer: Any, jit: bool
+        self,
+        model: keras.Model,
+        objective: Objective,
+        optimizer: Any,
+        jit: bool,
+        placement: Placement | None = None,
     ) -> Program:
         return JaxProgram(model, objective, optimizer, jit)

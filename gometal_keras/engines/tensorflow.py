@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib.metadata
 import sys
 from typing import Any
@@ -10,7 +12,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from gometal_keras.engines import Engine, Objective, Program, host_free_memory_bytes
+from gometal_keras.engines import (
+    Engine,
+    Objective,
+    Placement,
+    Program,
+    host_free_memory_bytes,
+)
 from gometal_keras.precision import MIXED_FLOAT16, DeviceInfo, cpu_device
 
 
@@ -25,22 +33,52 @@ def _has_metal_plugin() -> bool:
 
 
 class TensorFlowProgram(Program):
-    """Training step and a `tf.while_loop` epoch, each one `tf.function`."""
+    """Training step and a `tf.while_loop` epoch, each one `tf.function`.
 
-    def __init__(self, model: keras.Model, objective: Objective, optimizer: Any, jit: bool):
+    Under a `tf.distribute` strategy every replica takes its slice of the global batch,
+    the optimizer all-reduces the gradients, and the values are averaged over replicas.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        objective: Objective,
+        optimizer: Any,
+        jit: bool,
+        strategy: tf.distribute.Strategy | None = None,
+    ):
         variables = model.trainable_variables
+        replicas = strategy.num_replicas_in_sync if strategy else 1
         if not optimizer.built:
-            optimizer.build(variables)
+            with strategy.scope() if strategy else contextlib.nullcontext():
+                optimizer.build(variables)
 
-        def train_step(x, y, ok):
+        def forward_backward(x, y):
             with tf.GradientTape() as tape:
                 y_pred = model(x, training=True)
+                # Under a strategy a Keras loss is already divided by the replica count, so
+                # the optimizer's all-reduce (a sum) yields the global batch's gradient.
                 loss = objective.loss(y, y_pred)
                 if model.losses:
                     loss = loss + tf.add_n(model.losses)
                 scaled = optimizer.scale_loss(loss)
             grads = tape.gradient(scaled, variables)
-            values = tf.stack([tf.cast(loss, tf.float32), *objective.metrics(y, y_pred)])
+            loss = tf.cast(loss, tf.float32) * replicas
+            return grads, tf.stack([loss, *objective.metrics(y, y_pred)])
+
+        def replica_step(x, y):
+            ctx = tf.distribute.get_replica_context()
+            size = tf.shape(x)[0] // replicas
+            start = ctx.replica_id_in_sync_group * size
+            grads, values = forward_backward(x[start : start + size], y[start : start + size])
+            optimizer.apply(grads, variables)  # all-reduces the gradients (sum)
+            return values
+
+        def train_step(x, y, ok):
+            if strategy is not None:
+                values = strategy.run(replica_step, args=(x, y))
+                return strategy.reduce(tf.distribute.ReduceOp.MEAN, values, axis=None), ok
+            grads, values = forward_backward(x, y)
             if objective.guard:
                 ok = tf.logical_and(ok, tf.math.is_finite(values[0]))
                 tf.cond(ok, lambda: optimizer.apply(grads, variables), lambda: None)
@@ -68,6 +106,23 @@ class TensorFlowProgram(Program):
 
     def epoch(self, xs: Any, ys: Any) -> Any:
         return self._epoch(xs, ys)
+
+
+class MirroredPlacement(Placement):
+    """Variables mirrored by a `tf.distribute` strategy; each replica takes a batch slice.
+
+    The non-finite guard is off here: a conditional update in a replica context would
+    stall the gradient all-reduce. XLA is off too.
+    """
+
+    def __init__(self, engine: Engine, strategy: tf.distribute.Strategy):
+        super().__init__(engine)
+        self.strategy = strategy
+        self.replicas = strategy.num_replicas_in_sync
+        self.description = f"{type(strategy).__name__} over {self.replicas} replicas"
+
+    def scope(self) -> Any:
+        return self.strategy.scope()
 
 
 class TensorFlowEngine(Engine):
@@ -127,7 +182,31 @@ class TensorFlowEngine(Engine):
         total = tf.config.experimental.get_device_details(self._gpus[0]).get("memory_limit")
         return None if total is None else int(total) - int(info["current"])
 
+    def placement(self, distribution: Any = None, devices: int | None = None) -> Placement:
+        if isinstance(distribution, tf.distribute.Strategy):
+            return MirroredPlacement(self, distribution)
+        if distribution == "data_parallel":
+            kind = "GPU" if self._gpus else "CPU"
+            found = [d.name for d in tf.config.list_logical_devices(kind)]
+            if devices is not None and len(found) < devices:
+                raise ValueError(f"{devices} devices asked for, but only {len(found)} found.")
+            chosen = found if devices is None else found[:devices]
+            return MirroredPlacement(self, tf.distribute.MirroredStrategy(chosen))
+        if distribution == "multi_worker":
+            # Hosts and this one's role come from the TF_CONFIG environment variable.
+            return MirroredPlacement(self, tf.distribute.MultiWorkerMirroredStrategy())
+        return super().placement(distribution, devices)
+
     def program(
-        self, model: keras.Model, objective: Objective, optimizer: Any, jit: bool
+        self,
+        model: keras.Model,
+        objective: Objective,
+        optimizer: Any,
+        jit: bool,
+        placement: Placement | None = None,
     ) -> Program:
-        return TensorFlowProgram(model, objective, optimizer, jit)
+        strategy = placement.strategy if isinstance(placement, MirroredPlacement) else None
+        if strategy is not None:
+            objective = dataclasses.replace(objective, guard=False)
+            jit = False
+        return TensorFlowProgram(model, objective, optimizer, jit, strategy)

@@ -8,7 +8,13 @@ import keras
 import numpy as np
 import torch
 
-from gometal_keras.engines import Engine, Objective, Program, host_free_memory_bytes
+from gometal_keras.engines import (
+    Engine,
+    Objective,
+    Placement,
+    Program,
+    host_free_memory_bytes,
+)
 from gometal_keras.precision import DeviceInfo, cpu_device
 
 
@@ -94,6 +100,11 @@ class TorchEngine(Engine):
         return host_free_memory_bytes()
 
     def program(
-        self, model: keras.Model, objective: Objective, optimizer: Any, jit: bool
+        self,
+        model: keras.Model,
+        objective: Objective,
+        optimizer: Any,
+        jit: bool,
+        placement: Placement | None = None,
     ) -> Program:
         return TorchProgram(model, objective, optimizer, jit)
