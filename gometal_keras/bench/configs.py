@@ -77,7 +77,7 @@ def mlp(widths: tuple[int, ...], dropout: float = 0.0) -> Callable[[int], ModelB
 def cnn(
     filters: tuple[int, ...] = (32, 64, 128), hidden: int = 256
 ) -> Callable[[int], ModelBuilder]:
-    """32x32x3 input; per filter count a conv3x3 (pad 1) + ReLU + maxpool2; dense + ReLU + dense 10."""
+    """32x32x3 input; per filter count conv3x3 (pad 1), ReLU, maxpool2; dense, ReLU, dense 10."""
 
     def make(batch: int) -> ModelBuilder:
         b = ModelBuilder([batch, 3, 32, 32])

@@ -67,6 +67,8 @@ def bench_data(cfg: BenchConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _last_loss(losses: Any) -> float:
     a = np.asarray(losses, dtype=np.float64)
+    if a.ndim == 2:
+        a = a[:, 0]  # the Trainer's per-step rows: the loss, then its metrics
     finite = a[np.isfinite(a)]  # float16 steps that overflowed were skipped
     return float(finite.mean()) if finite.size else math.nan
 
@@ -141,8 +143,14 @@ def torch_module(builder: Any) -> Any:
             mods.append(nn.Linear(math.prod(s.input_shape), a["units"], bias=a["use_bias"]))
         elif s.kind == "conv2d":
             mods.append(
-                nn.Conv2d(s.input_shape[0], a["filters"], a["kernel_size"], a["stride"],
-                          a["padding"], bias=a["use_bias"])
+                nn.Conv2d(
+                    s.input_shape[0],
+                    a["filters"],
+                    a["kernel_size"],
+                    a["stride"],
+                    a["padding"],
+                    bias=a["use_bias"],
+                )
             )
         elif s.kind == "maxpool2d":
             mods.append(nn.MaxPool2d(a["pool_size"], a["stride"] or a["pool_size"]))
@@ -171,12 +179,18 @@ def _torch_float32(precision: str):
 
 
 def run_torch(
-    cfg: BenchConfig, precision: str, data: tuple, warmup: int, repeats: int, seed: int,
-    compiled: bool = False, device: str = "cuda",
+    cfg: BenchConfig,
+    precision: str,
+    data: tuple,
+    warmup: int,
+    repeats: int,
+    seed: int,
+    compiled: bool = False,
+    device: str = "cuda",
 ) -> Timing:
     """A hand-written PyTorch AMP loop (eager, or with `torch.compile`)."""
     import torch
-    import torch.nn.functional as F
+    from torch.nn import functional
 
     amp = {"mixed_float16": torch.float16, "mixed_bfloat16": torch.bfloat16}.get(precision)
     image = len(cfg.builder().input_shape) == 3
@@ -190,13 +204,13 @@ def run_torch(
             xs = xs.permute(0, 3, 1, 2).contiguous(memory_format=fmt)
         xs = xs.reshape(cfg.steps, cfg.batch, *xs.shape[1:])
         ys = torch.as_tensor(y).long().to(device).reshape(cfg.steps, cfg.batch)
-        opt = torch.optim.Adam(model.parameters(), 1e-3, (0.9, 0.999), 1e-8,
-                               fused=device == "cuda")
-        scaler = torch.amp.GradScaler(device, 65536.0, growth_interval=2000,
-                                      enabled=amp is torch.float16)
+        opt = torch.optim.Adam(model.parameters(), 1e-3, (0.9, 0.999), 1e-8, fused=device == "cuda")
+        scaler = torch.amp.GradScaler(
+            device, 65536.0, growth_interval=2000, enabled=amp is torch.float16
+        )
 
         def loss_of(xb, yb):
-            return F.cross_entropy(model(xb).float(), yb)
+            return functional.cross_entropy(model(xb).float(), yb)
 
         forward = torch.compile(loss_of) if compiled else loss_of
 
@@ -221,7 +235,9 @@ def run_torch(
             start = time.perf_counter()
             losses = epoch()
             times.append(time.perf_counter() - start)
-    detail = ("torch.compile" if compiled else "eager") + (", GradScaler" if scaler.is_enabled() else "")
+    detail = ("torch.compile" if compiled else "eager") + (
+        ", GradScaler" if scaler.is_enabled() else ""
+    )
     return _timing(times, cfg.steps, losses, detail)
 
 

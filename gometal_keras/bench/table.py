@@ -6,8 +6,16 @@ import math
 from typing import Any
 
 HEADERS = (
-    "config", "precision", "runner", "ms/step", "TFLOP/s", "floor ms", "bound",
-    "x floor", "vs fp32", "loss",
+    "config",
+    "precision",
+    "runner",
+    "ms/step",
+    "TFLOP/s",
+    "floor ms",
+    "bound",
+    "x floor",
+    "vs fp32",
+    "loss",
 )
 
 
@@ -22,21 +30,30 @@ def rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
     out = []
     for r in result["results"]:
         if r.get("error"):
-            out.append((r["config"], r["precision"], r["runner"], "error: " + r["error"][:60],
-                        *("",) * (len(HEADERS) - 4)))
+            out.append(
+                (
+                    r["config"],
+                    r["precision"],
+                    r["runner"],
+                    "error: " + r["error"][:60],
+                    *("",) * (len(HEADERS) - 4),
+                )
+            )
             continue
-        out.append((
-            r["config"],
-            r["precision"],
-            r["runner"],
-            _num(r["seconds_per_step"] * 1e3, ".3f"),
-            _num(r["tflops"], ".3g"),
-            _num(r["floor_seconds"] * 1e3, ".3f"),
-            r["bound"],
-            _num(r["ratio_to_floor"], ".1f"),
-            _num(r["speedup_vs_float32"], ".2f"),
-            _num(r["loss"], ".4f"),
-        ))
+        out.append(
+            (
+                r["config"],
+                r["precision"],
+                r["runner"],
+                _num(r["seconds_per_step"] * 1e3, ".3f"),
+                _num(r["tflops"], ".3g"),
+                _num(r["floor_seconds"] * 1e3, ".3f"),
+                r["bound"],
+                _num(r["ratio_to_floor"], ".1f"),
+                _num(r["speedup_vs_float32"], ".2f"),
+                _num(r["loss"], ".4f"),
+            )
+        )
     return out
 
 
@@ -56,12 +73,18 @@ def plain(result: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in table) for i in range(len(HEADERS))]
     lines = header_lines(result)
     for j, row in enumerate(table):
-        lines.append("  ".join(c.rjust(w) if i >= 3 else c.ljust(w)
-                               for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        lines.append(
+            "  ".join(
+                c.rjust(w) if i >= 3 else c.ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
-    lines += [f"skipped {s['config']}/{s['precision']}/{s['runner']}: {s['reason']}"
-              for s in result["skipped"]]
+    lines += [
+        f"skipped {s['config']}/{s['precision']}/{s['runner']}: {s['reason']}"
+        for s in result["skipped"]
+    ]
     return "\n".join(lines)
 
 
@@ -85,5 +108,6 @@ def show(result: dict[str, Any]) -> None:
         table.add_row(*row)
     console.print(table)
     for s in result["skipped"]:
-        console.print(f"skipped {s['config']}/{s['precision']}/{s['runner']}: {s['reason']}",
-                      highlight=False)
+        console.print(
+            f"skipped {s['config']}/{s['precision']}/{s['runner']}: {s['reason']}", highlight=False
+        )
