@@ -176,13 +176,15 @@ def _demo(args: argparse.Namespace) -> int:
     if args.json:
         path = write_json(demo_report(result), args.json)
         if not args.quiet:
-            console.print(f"JSON report written to {path}", markup=False, highlight=False)
+            console.print(
+                f"JSON report written to {path}", markup=False, highlight=False, soft_wrap=True
+            )
     if args.plot:
         from gometal_keras.plot import plot_comparison
 
         path = plot_comparison(result.comparison, args.plot)
         if not args.quiet:
-            console.print(f"Plot written to {path}", markup=False, highlight=False)
+            console.print(f"Plot written to {path}", markup=False, highlight=False, soft_wrap=True)
     return EXIT_OK
 
 

@@ -1,0 +1,106 @@
+"""Tests for the gometal-keras command: help, exit codes, demo outputs, info, bench delegation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from gometal_keras import cli, demo
+
+SMALL = ["--epochs", "2", "--samples", "128", "--hidden", "16", "--precision", "float32"]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["info", "--help"]])
+def test_help_exits_zero(argv, capsys):
+    assert cli.main(argv) == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+def test_bench_help_is_the_benchmarks(capsys, monkeypatch):
+    seen = {}
+
+    def fake_main(argv):
+        seen["argv"] = argv
+        return 0
+
+    import gometal_keras.bench.__main__ as bench_main
+
+    monkeypatch.setattr(bench_main, "main", fake_main)
+    assert cli.main(["bench", "--quick", "--json", "x.json"]) == 0
+    assert seen["argv"] == ["--quick", "--json", "x.json"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "required"),
+        (["nonsense"], "invalid choice"),
+        (["demo", "--bogus"], "unrecognized arguments"),
+        (["demo", "--epochs", "0"], "--epochs must be a positive integer"),
+        (["demo", "--plot", "curves.txt"], "no image suffix"),
+        (["demo", "--json", "/no/such/folder/r.json"], "does not exist"),
+    ],
+)
+def test_usage_errors_exit_two(argv, message, capsys):
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_failure_is_one_line_and_exit_one(capsys, monkeypatch):
+    def boom(*_, **__):
+        raise RuntimeError("device lost\nsecond line")
+
+    monkeypatch.setattr(demo, "run_demo", boom)
+    assert cli.main(["demo", *SMALL, "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "gometal-keras: error: RuntimeError: device lost" in err
+    assert "Traceback" not in err and "second line" not in err
+    assert cli.main(["--debug", "demo", *SMALL, "--quiet"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_demo_writes_json_and_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
+    assert cli.main(["demo", *SMALL, "--json", str(out_json), "--plot", str(out_png)]) == 0
+    text = capsys.readouterr().out
+    assert "Phase 1" in text and "Performance Comparison" in text
+    assert f"JSON report written to {out_json}" in text
+    data = json.loads(out_json.read_text())
+    assert data["schema"] == "gometal_keras.demo/1"
+    assert len(data["phases"]["baseline"]["losses"]) == 2
+    assert out_png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_quiet_prints_only_the_final_report(capsys):
+    assert cli.main(["demo", *SMALL, "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "Performance Comparison" in text
+    assert "Phase 1" not in text and "Starting training" not in text
+
+
+def test_info_text_and_json(capsys):
+    assert cli.main(["info"]) == 0
+    text = capsys.readouterr().out
+    for line in ("Backend:", "Device:", "XLA:", "tensorflow-metal:", 'precision="auto"'):
+        assert line in text
+    assert cli.main(["info", "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert "float32" in facts["auto_candidates"]
+    assert facts["versions"]["keras"]
+
+
+def test_python_dash_m_runs():
+    done = subprocess.run(
+        [sys.executable, "-m", "gometal_keras", "demo", "--epochs", "-1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "python -m gometal_keras demo: error: --epochs must be a positive integer" in (
+        done.stderr
+    )

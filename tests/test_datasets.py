@@ -1,0 +1,102 @@
+"""Tests for gometal_keras.datasets.load_mnist with tiny IDX and NPZ files written here."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+
+from gometal_keras.datasets import MNIST_FILES, load_mnist, read_idx
+
+
+def _idx(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def _arrays(n_train: int = 5, n_test: int = 3) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        "x_train": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "y_train": rng.integers(0, 10, n_train, dtype=np.uint8),
+        "x_test": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "y_test": rng.integers(0, 10, n_test, dtype=np.uint8),
+    }
+
+
+def _write_folder(folder, arrays, gz=False, dotted=False):
+    for part, stem in MNIST_FILES.items():
+        name = stem.replace("-idx", ".idx") if dotted else stem
+        data = _idx(arrays[part])
+        if gz:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(data))
+        else:
+            (folder / name).write_bytes(data)
+
+
+def _check(result, arrays):
+    (x_train, y_train), (x_test, y_test) = result
+    assert x_train.shape == (5, 28, 28, 1) and x_test.shape == (3, 28, 28, 1)
+    assert x_train.dtype == np.float32 and x_train.min() >= 0.0 and x_train.max() <= 1.0
+    np.testing.assert_allclose(x_train[..., 0] * 255.0, arrays["x_train"], atol=1e-3)
+    assert y_train.dtype == np.int64 and y_train.tolist() == arrays["y_train"].tolist()
+    assert y_test.tolist() == arrays["y_test"].tolist()
+
+
+@pytest.mark.parametrize(("gz", "dotted"), [(False, False), (True, False), (False, True)])
+def test_idx_folder(tmp_path, gz, dotted):
+    arrays = _arrays()
+    _write_folder(tmp_path, arrays, gz=gz, dotted=dotted)
+    _check(load_mnist(tmp_path), arrays)
+
+
+def test_npz(tmp_path):
+    arrays = _arrays()
+    np.savez(tmp_path / "mnist.npz", **arrays)
+    _check(load_mnist(str(tmp_path / "mnist.npz")), arrays)
+
+
+def test_missing_path_names_the_expected_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"train-images-idx3-ubyte.*mnist\.npz"):
+        load_mnist(tmp_path / "nowhere")
+
+
+def test_folder_missing_some_files(tmp_path):
+    arrays = _arrays()
+    _write_folder(tmp_path, arrays)
+    (tmp_path / MNIST_FILES["y_test"]).unlink()
+    with pytest.raises(FileNotFoundError, match="lacks t10k-labels-idx1-ubyte"):
+        load_mnist(tmp_path)
+
+
+def test_npz_missing_keys(tmp_path):
+    np.savez(tmp_path / "m.npz", x_train=np.zeros((1, 28, 28), np.uint8))
+    with pytest.raises(ValueError, match="lacks the arrays y_train, x_test, y_test"):
+        load_mnist(tmp_path / "m.npz")
+
+
+def test_not_npz(tmp_path):
+    (tmp_path / "m.npz").write_text("hello")
+    with pytest.raises(ValueError, match="could not be read"):
+        load_mnist(tmp_path / "m.npz")
+
+
+def test_bad_idx_header_and_length(tmp_path):
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        read_idx(bad)
+    short = tmp_path / "short"
+    short.write_bytes(_idx(np.zeros((2, 3), np.uint8))[:-1])
+    with pytest.raises(ValueError, match="needs 6"):
+        read_idx(short)
+
+
+def test_label_count_mismatch(tmp_path):
+    arrays = _arrays()
+    arrays["y_train"] = arrays["y_train"][:4]
+    np.savez(tmp_path / "m.npz", **arrays)
+    with pytest.raises(ValueError, match="expected 5 labels"):
+        load_mnist(tmp_path / "m.npz")

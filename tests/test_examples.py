@@ -1,0 +1,37 @@
+"""The examples on scikit-learn's bundled data: digits CNN (>95 % accuracy) and regression."""
+
+from __future__ import annotations
+
+import re
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sklearn")
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _run(name: str, argv: list[str], monkeypatch, capsys) -> str:
+    monkeypatch.setattr(sys, "argv", [name, *argv])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(EXAMPLES / name), run_name="__main__")
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_digits_cnn_default_settings_exceed_95_percent(monkeypatch, capsys):
+    out = _run("digits_cnn.py", [], monkeypatch, capsys)
+    found = re.findall(r"(\S+) -> (\S+)\s+test accuracy ([\d.]+)%", out)
+    assert len(found) == 2 and found[0][1] == "float32"
+    assert found[1][1].startswith("mixed_")
+    for _, _, accuracy in found:
+        assert float(accuracy) > 95.0, out
+
+
+def test_regression_prints_rmse_for_both(monkeypatch, capsys):
+    out = _run("regression.py", ["--epochs", "3"], monkeypatch, capsys)
+    found = re.findall(r"(\S+) -> (\S+)\s+test RMSE ([\d.]+)", out)
+    assert [asked for asked, _, _ in found] == ["float32", "mixed_bfloat16"]
+    assert "predict the mean" in out
