@@ -1,4 +1,4 @@
-"""The measured choice of precision and XLA for one model on one device.
+"""The measured choice of precision, XLA and loop for one model on one device.
 
 `precision.py` says which precisions a device could run fast; this module times a few
 steps of the user's own model under each candidate (and each XLA setting worth trying)
@@ -24,27 +24,69 @@ from gometal_keras.engines import Engine, Placement
 from gometal_keras.objectives import make_objective, make_optimizer
 from gometal_keras.trial import synthetic_batches
 
-#: A trial times TRIAL_REPEATS calls of TRIAL_STEPS steps and keeps the fastest call.
-TRIAL_STEPS, TRIAL_REPEATS = 16, 5
+#: A trial warms up with one call of TRIAL_STEPS steps, then times calls until
+#: TRIAL_BUDGET seconds or TRIAL_REPEATS calls have passed, and keeps the fastest call.
+TRIAL_STEPS, TRIAL_REPEATS, TRIAL_BUDGET = 8, 5, 0.5
 
 ModelFactory = Callable[[str], keras.Model]
 
 
 @dataclasses.dataclass(frozen=True)
+class Variant:
+    """One way to run a precision: with or without XLA, a whole epoch or a step per call."""
+
+    jit: bool
+    loop: str  # "fused" or "step"
+
+    def label(self, precision: str) -> str:
+        """E.g. ``"float32 (XLA, fused)"``."""
+        return f"{precision} ({'XLA' if self.jit else 'no XLA'}, {self.loop})"
+
+
+@dataclasses.dataclass(frozen=True)
 class Selection:
-    """What to train: the precision, whether to use XLA, why, and the model to train.
+    """What to train: the precision, how to run it, why, and the model to train.
 
     Attributes:
         precision: The dtype-policy name chosen.
         jit: Whether to compile with XLA.
+        loop: ``"fused"`` (a whole epoch per device call) or ``"step"``.
         decision: JSON-ready record of the choice (None when nothing was chosen).
         model: The model to train: the user's own, or a new one built under `precision`.
     """
 
     precision: str
     jit: bool
+    loop: str
     decision: dict[str, Any] | None
     model: keras.Model
+
+
+def variants(
+    config: TrainerConfig, engine: Engine, device: prec.DeviceInfo, precision: str
+) -> list[Variant]:
+    """The ways of running `precision` worth timing, the default first.
+
+    XLA settings come from the engine (or `config.jit_compile`). Loops: `config.loop`
+    when set; else the fused epoch, plus one step per call on a CPU that must use XLA:
+    XLA's compiled loops run convolutions there up to 10-30x slower than single steps.
+    """
+    jits = (
+        (config.jit_compile,)
+        if config.jit_compile is not None
+        else engine.jit_options(device, precision)
+    )
+    xla_only = False not in jits
+    found = []
+    for jit in jits:
+        if config.loop != "auto":
+            loops: tuple[str, ...] = (config.loop,)
+        elif jit and xla_only and device.kind == "cpu":
+            loops = ("fused", "step")
+        else:
+            loops = ("fused",)
+        found += [Variant(jit, loop) for loop in loops]
+    return found
 
 
 def select(
@@ -54,12 +96,12 @@ def select(
     seed: int,
     placement: Placement | None = None,
 ) -> Selection:
-    """Choose precision and XLA for `source` as `config` asks, measuring where it must.
+    """Choose precision, XLA and loop for `source` as `config` asks, measuring where it must.
 
     Args:
         source: A `ModelBuilder` (built under the chosen policy) or a built `keras.Model`
             (trained under its own policy).
-        config: The training configuration (`precision`, `jit_compile`).
+        config: The training configuration (`precision`, `jit_compile`, `loop`).
         engine: The backend engine.
         seed: Seed for models and trial data.
         placement: Where models live (call inside ``placement.scope()``); None = one device.
@@ -72,38 +114,33 @@ def select(
     """
     device = engine.describe_device()
     names, factory, given = _plan(source, config, seed, device)
-    options = {
-        n: (config.jit_compile,)
-        if config.jit_compile is not None
-        else engine.jit_options(device, n)
-        for n in names
-    }
+    options = {n: variants(config, engine, device, n) for n in names}
     auto = config.resolved_precision == "auto"
     if len(names) == 1 and len(options[names[0]]) == 1:
-        jit = options[names[0]][0]
-        decision = _record(prec.sole_candidate(device), jit, {}) if auto else None
-        return Selection(names[0], jit, decision, given or factory(names[0]))
+        only = options[names[0]][0]
+        decision = _record(prec.sole_candidate(device), only, {}) if auto else None
+        return Selection(names[0], only.jit, only.loop, decision, given or factory(names[0]))
     timings: dict[str, float] = {}
-    best_jit: dict[str, bool] = {}
+    best: dict[str, Variant] = {}
 
     def measure(name: str) -> float:
-        for jit in options[name]:
-            timings[_label(name, jit)] = _trial(factory, name, jit, config, engine, seed, placement)
-        sound = {j: timings[_label(name, j)] for j in options[name]}
-        sound = {j: t for j, t in sound.items() if math.isfinite(t)}
+        for v in options[name]:
+            timings[v.label(name)] = _trial(factory, name, v, config, engine, seed, placement)
+        sound = {v: timings[v.label(name)] for v in options[name]}
+        sound = {v: t for v, t in sound.items() if math.isfinite(t)}
         if not sound:
             return math.nan
-        best_jit[name] = min(sound, key=sound.__getitem__)
-        return sound[best_jit[name]]
+        best[name] = min(sound, key=sound.__getitem__)
+        return sound[best[name]]
 
     if len(names) > 1 or auto:
         choice = prec.choose(device, measure, names)
     else:
         measure(names[0])
-        choice = prec.Decision(names[0], {}, "XLA on or off chosen by measurement.")
-    jit = best_jit.get(choice.chosen, options[choice.chosen][0])
+        choice = prec.Decision(names[0], {}, "XLA setting and loop chosen by measurement.")
+    v = best.get(choice.chosen, options[choice.chosen][0])
     model = given or factory(choice.chosen)
-    return Selection(choice.chosen, jit, _record(choice, jit, timings), model)
+    return Selection(choice.chosen, v.jit, v.loop, _record(choice, v, timings), model)
 
 
 def _plan(
@@ -134,7 +171,7 @@ def _plan(
 def _trial(
     factory: ModelFactory,
     name: str,
-    jit: bool,
+    variant: Variant,
     config: TrainerConfig,
     engine: Engine,
     seed: int,
@@ -144,32 +181,40 @@ def _trial(
     placement = placement or Placement(engine)
     model = factory(name)
     objective = make_objective(config, model, name)
-    program = engine.program(model, objective, make_optimizer(config, name), jit, placement)
+    optimizer = make_optimizer(config, name)
+    program = engine.program(model, objective, optimizer, variant.jit, placement)
     xs, ys = synthetic_batches(model, config, TRIAL_STEPS, seed)
-    xs, ys = placement.put(xs, batch_axis=1), placement.put(ys, batch_axis=1)
-    values = np.asarray(program.epoch(xs, ys))  # trace, compile and warm up
-    times = []
-    for _ in range(TRIAL_REPEATS):
+    if variant.loop == "fused":
+        xs, ys = placement.put(xs, batch_axis=1), placement.put(ys, batch_axis=1)
+
+        def run() -> np.ndarray:
+            return np.asarray(program.epoch(xs, ys))
+    else:
+        batches = [(placement.put(x, 0), placement.put(y, 0)) for x, y in zip(xs, ys, strict=True)]
+
+        def run() -> np.ndarray:
+            return np.stack([np.asarray(program.step(x, y)) for x, y in batches])
+
+    values = run()  # trace, compile and warm up
+    times: list[float] = []
+    while len(times) < TRIAL_REPEATS and (len(times) < 2 or sum(times) < TRIAL_BUDGET):
         start = time.perf_counter()
-        values = np.asarray(program.epoch(xs, ys))
+        values = run()
         times.append(time.perf_counter() - start)
     if not np.isfinite(values[:, 0]).all():
         return math.nan
     return min(times) / TRIAL_STEPS
 
 
-def _record(choice: prec.Decision, jit: bool, timings: dict[str, float]) -> dict[str, Any]:
-    """The run record's view of a choice: timings keyed by precision and XLA setting."""
+def _record(choice: prec.Decision, variant: Variant, timings: dict[str, float]) -> dict[str, Any]:
+    """The run record's view of a choice: timings keyed by precision, XLA and loop."""
     return choice.to_dict() | {
-        "chosen": _label(choice.chosen, jit),
+        "chosen": variant.label(choice.chosen),
         "precision": choice.chosen,
-        "jit": jit,
+        "jit": variant.jit,
+        "loop": variant.loop,
         "candidates": timings,
     }
-
-
-def _label(precision: str, jit: bool) -> str:
-    return f"{precision} ({'XLA' if jit else 'no XLA'})"
 
 
 def _clone(model: keras.Model) -> keras.Model:

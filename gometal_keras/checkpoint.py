@@ -51,6 +51,7 @@ def save(trainer: Trainer, path: str | os.PathLike) -> None:
         "config": trainer.config.to_dict(),
         "precision": trainer.precision,
         "jit": trainer.jit,
+        "loop": trainer.loop_mode,
         "seed": trainer.seed,
         "epoch": trainer.epoch,
         "decision": trainer.decision,
@@ -81,7 +82,11 @@ def load(cls: type[Trainer], path: str | os.PathLike) -> Trainer:
     meta, blobs = _read(path)
     config = TrainerConfig(**meta["config"])
     config = dataclasses.replace(
-        config, precision=meta["precision"], jit_compile=meta["jit"], seed=meta["seed"]
+        config,
+        precision=meta["precision"],
+        jit_compile=meta["jit"],
+        loop=meta["loop"],
+        seed=meta["seed"],
     )
     with tempfile.TemporaryDirectory() as tmp:
         model_file = os.path.join(tmp, "model.keras")

@@ -46,6 +46,7 @@ class TrainingLoop:
         mode: ``"auto"`` (fused when it fits, else chunked), ``"fused"`` or ``"step"``.
         jit: Whether the program was compiled with XLA (for the name only).
         placement: Where batches go (split over replicas under data parallelism).
+        guard: Stop an epoch's steps at the first non-finite loss (the program's guard).
     """
 
     def __init__(
@@ -56,8 +57,9 @@ class TrainingLoop:
         mode: str,
         jit: bool,
         placement: Placement | None = None,
+        guard: bool = True,
     ):
-        self.engine, self.program = engine, program
+        self.engine, self.program, self.guard = engine, program, guard
         self.placement = placement or Placement(engine)
         self.batch_size, self.mode, self.jit = batch_size, mode, jit
         self.last_layout = ""
@@ -92,9 +94,14 @@ class TrainingLoop:
             then the program's metrics.
         """
         if self.mode == "step":
-            return np.stack(
-                [np.asarray(self._step(data, i), np.float64) for i in range(data.steps)]
-            )
+            rows = []
+            for i in range(data.steps):
+                rows.append(np.asarray(self._step(data, i), np.float64))
+                if self.guard and not np.isfinite(rows[-1][0]):
+                    # As in the fused program: no update after a non-finite loss.
+                    rows += [np.full_like(rows[-1], np.nan)] * (data.steps - i - 1)
+                    break
+            return np.stack(rows)
         if data.resident:
             return np.asarray(self.program.epoch(data.xs, data.ys), dtype=np.float64)
         parts = []

@@ -118,7 +118,7 @@ def candidates(device: DeviceInfo) -> dict[str, str]:
         ['float32', 'mixed_bfloat16']
     """
     found = {FLOAT32: "always available"}
-    if device.fp16_fast:
+    if device.fp16_fast and (device.xla or device.kind != "cpu"):
         found[MIXED_FLOAT16] = f"fast float16 on {device.kind}"
     if device.bf16_fast:
         found[MIXED_BFLOAT16] = f"fast bfloat16 on {device.kind}"
@@ -128,7 +128,7 @@ def candidates(device: DeviceInfo) -> dict[str, str]:
 def rejected(device: DeviceInfo) -> dict[str, str]:
     """Return the mixed precisions `candidates` leaves out, each with the reason."""
     out = {}
-    if not device.fp16_fast:
+    if not device.fp16_fast or (device.kind == "cpu" and not device.xla):
         if device.kind == "cpu":
             why = "no XLA" if not device.xla else "no float16 arithmetic (AVX512-FP16/AMX-FP16)"
         else:

@@ -90,15 +90,21 @@ class Trainer:
                 model_or_builder, config, self._engine, self.seed, self.placement
             )
             self.precision, self.jit, self.decision = chosen.precision, chosen.jit, chosen.decision
+            self.loop_mode = chosen.loop
             self.model = chosen.model
             self.optimizer = make_optimizer(config, self.precision)
             self._objective = make_objective(config, self.model, self.precision)
             program = self._engine.program(
                 self.model, self._objective, self.optimizer, self.jit, self.placement
             )
-        mode = "step" if config.loop == "step" else "fused"
         self._loop = TrainingLoop(
-            self._engine, program, config.batch_size, mode, self.jit, self.placement
+            self._engine,
+            program,
+            config.batch_size,
+            self.loop_mode,
+            self.jit,
+            self.placement,
+            guard=self._objective.guard,
         )
         self.schedule = LearningRateSchedule(config, self.optimizer) if config.lr_schedule else None
         self.epoch = 0

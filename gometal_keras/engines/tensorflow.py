@@ -78,12 +78,21 @@ class TensorFlowProgram(Program):
             if strategy is not None:
                 values = strategy.run(replica_step, args=(x, y))
                 return strategy.reduce(tf.distribute.ReduceOp.MEAN, values, axis=None), ok
-            grads, values = forward_backward(x, y)
             if objective.guard:
+                # The forward pass updates BatchNorm statistics and random-generator state:
+                # keep a copy, to put back if this step's loss is not finite.
+                saved = [tf.identity(v.value) for v in model.non_trainable_variables]
+                grads, values = forward_backward(x, y)
                 ok = tf.logical_and(ok, tf.math.is_finite(values[0]))
-                tf.cond(ok, lambda: optimizer.apply(grads, variables), lambda: None)
-            else:
-                optimizer.apply(grads, variables)
+
+                def restore():
+                    for v, old in zip(model.non_trainable_variables, saved, strict=True):
+                        v.assign(old)
+
+                tf.cond(ok, lambda: optimizer.apply(grads, variables), restore)
+                return values, ok
+            grads, values = forward_backward(x, y)
+            optimizer.apply(grads, variables)
             return values, ok
 
         def one_step(x, y):
@@ -151,7 +160,7 @@ class TensorFlowEngine(Engine):
             xla=True,
             fp16_fast=cc >= (7, 0),
             bf16_fast=cc >= (8, 0),
-            tf32=cc >= (8, 0) and tf.config.experimental.is_tensor_float_32_execution_enabled(),
+            tf32=cc >= (8, 0) and tf.config.experimental.tensor_float_32_execution_enabled(),
             compute_capability=cc if cc != (0, 0) else None,
         )
 

@@ -34,6 +34,10 @@ class TorchProgram(Program):
 
     def _train_step(self, x: Any, y: Any, ok: bool) -> tuple[Any, bool]:
         model, optimizer, variables = self._model, self._optimizer, self._vars
+        guard = self._objective.guard
+        # The forward pass updates BatchNorm statistics and random-generator state: keep a
+        # copy, to put back if this step's loss is not finite.
+        saved = [v.value.detach().clone() for v in model.non_trainable_variables] if guard else []
         y_pred = model(x, training=True)
         loss = self._objective.loss(y, y_pred)
         if model.losses:
@@ -43,10 +47,13 @@ class TorchProgram(Program):
         optimizer.scale_loss(loss).backward()
         with torch.no_grad():
             values = torch.stack([loss.detach().float(), *self._objective.metrics(y, y_pred)])
-            if self._objective.guard:
+            if guard:
                 ok = ok and bool(torch.isfinite(values[0]))
-            if ok or not self._objective.guard:
+            if ok or not guard:
                 optimizer.apply([v.value.grad for v in variables], variables)
+            else:
+                for v, old in zip(model.non_trainable_variables, saved, strict=True):
+                    v.assign(old)
         return values, ok
 
     def step(self, x: Any, y: Any) -> Any:
