@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -118,7 +119,10 @@ def select(
     auto = config.resolved_precision == "auto"
     if len(names) == 1 and len(options[names[0]]) == 1:
         only = options[names[0]][0]
-        decision = _record(prec.sole_candidate(device), only, {}) if auto else None
+        decision = None
+        if auto:
+            sole = prec.sole_candidate(device) if given is None else _kept(names[0])
+            decision = _record(sole, only, {})
         return Selection(names[0], only.jit, only.loop, decision, given or factory(names[0]))
     timings: dict[str, float] = {}
     best: dict[str, Variant] = {}
@@ -133,11 +137,12 @@ def select(
         best[name] = min(sound, key=sound.__getitem__)
         return sound[best[name]]
 
-    if len(names) > 1 or auto:
+    if given is None and (len(names) > 1 or auto):
         choice = prec.choose(device, measure, names)
     else:
         measure(names[0])
-        choice = prec.Decision(names[0], {}, "XLA setting and loop chosen by measurement.")
+        why = "XLA setting and loop chosen by measurement."
+        choice = _kept(names[0], why) if given is not None else prec.Decision(names[0], {}, why)
     v = best.get(choice.chosen, options[choice.chosen][0])
     model = given or factory(choice.chosen)
     return Selection(choice.chosen, v.jit, v.loop, _record(choice, v, timings), model)
@@ -217,7 +222,16 @@ def _record(choice: prec.Decision, variant: Variant, timings: dict[str, float]) 
     }
 
 
+def _kept(policy: str, extra: str = "") -> prec.Decision:
+    reason = f"The keras.Model's own policy {policy} is kept (pass a ModelBuilder to choose)."
+    return prec.Decision(policy, {}, f"{reason} {extra}".strip())
+
+
 def _clone(model: keras.Model) -> keras.Model:
-    copy = keras.models.clone_model(model)
+    state = random.getstate()  # clone_model draws unseeded initializers from `random`
+    try:
+        copy = keras.models.clone_model(model)
+    finally:
+        random.setstate(state)
     copy.set_weights(model.get_weights())
     return copy

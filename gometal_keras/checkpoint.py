@@ -115,16 +115,29 @@ def _read(path: str) -> tuple[dict[str, Any], dict[str, bytes]]:
                 )
             meta = json.loads(zf.read("trainer.json"))
             blobs = {name: zf.read(name) for name in ENTRIES}
-    except (zipfile.BadZipFile, EOFError, zlib.error, json.JSONDecodeError, OSError) as err:
+    except (
+        zipfile.BadZipFile,
+        EOFError,
+        zlib.error,
+        json.JSONDecodeError,
+        UnicodeDecodeError,
+        OSError,
+    ) as err:
         raise ValueError(
             f"Checkpoint {path!r} is truncated or corrupted ({type(err).__name__}); "
             "expected a complete file written by Trainer.save."
         ) from None
+    if not isinstance(meta, dict):
+        raise ValueError(
+            f"{path!r} is not a gometal_keras checkpoint: trainer.json is not its metadata."
+        )
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise ValueError(
             f"{path!r} is not a {FORMAT} version {VERSION} file "
             f"(found {meta.get('format')!r} version {meta.get('version')!r})."
         )
+    if not isinstance(meta.get("sha256"), dict):
+        raise ValueError(f"Checkpoint {path!r} is corrupted: trainer.json has no checksums.")
     for name, blob in blobs.items():
         if hashlib.sha256(blob).hexdigest() != meta["sha256"].get(name):
             raise ValueError(f"Checkpoint {path!r} is corrupted: {name} fails its checksum.")

@@ -182,6 +182,10 @@ class Trainer:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs is {epochs!r}; expected an int of at least 1.")
         xa, ya = self._arrays(x, y)
+        if validation_data is not None and (
+            not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2
+        ):
+            raise ValueError("validation_data must be a pair (x_val, y_val).")
         val = self._arrays(*validation_data) if validation_data is not None else None
         data = self._loop.arrange(xa, ya)
         timer = EpochTimer(sync=lambda: self._engine.sync(self.model), time_steps=False)

@@ -33,7 +33,8 @@ def as_features(x: Any, sample_shape: tuple[int, ...], what: str = "x") -> np.nd
             f"{what} has samples of shape {tuple(arr.shape[1:])}; the model expects "
             f"{tuple(sample_shape)} (images channels-last: height, width, channels)."
         )
-    arr = arr.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # too-large values become inf and are reported below
+        arr = arr.astype(np.float32, copy=False)
     _finite(arr, what)
     return arr
 
@@ -75,7 +76,8 @@ def as_targets(
                 f"outputs, so expected indices in [0, {outputs})."
             )
         return arr.astype(np.int32)
-    arr = arr.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):
+        arr = arr.astype(np.float32, copy=False)
     if arr.ndim == 1 and output_shape == (1,):
         arr = arr[:, None]
     if tuple(arr.shape[1:]) != tuple(output_shape):
@@ -93,9 +95,10 @@ def _numeric(value: Any, what: str) -> np.ndarray:
         raise TypeError(f"{what} is None; expected a numeric array.")
     try:
         arr = np.asarray(value)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError):
         raise TypeError(
-            f"{what} cannot be read as an array ({err}); expected a numeric array."
+            f"{what} cannot be read as a rectangular array (ragged or mixed nesting); "
+            "expected a numeric array."
         ) from None
     if arr.dtype == object or arr.dtype.kind in "USVmMO":
         raise TypeError(

@@ -20,7 +20,7 @@ from gometal_keras import engines
 from gometal_keras.bench import configs as cfgs
 from gometal_keras.bench import roofline, runners, table
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "float32-full")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "float32-full", "auto")
 SCHEMA = "gometal_keras.bench/1"
 
 
@@ -150,26 +150,17 @@ def run_bench(args: argparse.Namespace, log=print) -> dict[str, Any]:
         data = runners.bench_data(cfg, args.seed)
         for p in precisions:
             flops = cfgs.train_flops_per_step(b)
-            nbytes = cfgs.bytes_per_step(b, runners.policy_of(p))
-            rate = rates.flops[p]
-            floor = roofline.floor_seconds(flops, nbytes, rate, rates.bandwidth)
-            bound = "compute" if flops / rate >= nbytes / rates.bandwidth else "memory"
             for r in names:
+                why = runners.unsupported(r, p, keras.backend.backend())
+                if why:
+                    skipped.append(dict(config=name, precision=p, runner=r, reason=why))
+                    continue
                 log(f"{name} / {p} / {r} ...")
-                row = dict(
-                    config=name,
-                    precision=p,
-                    runner=r,
-                    steps=cfg.steps,
-                    flops_per_step=flops,
-                    bytes_per_step=nbytes,
-                    floor_seconds=floor,
-                    bound=bound,
-                    error=None,
-                )
+                row = dict(config=name, precision=p, runner=r, steps=cfg.steps, error=None)
                 try:
                     t = runners.run(r, cfg, p, data, args.warmup, args.repeats, args.seed)
                 except Exception as exc:  # one failing cell must not lose the others
+                    t = None
                     row.update(
                         error=f"{type(exc).__name__}: {exc}",
                         seconds_per_step=None,
@@ -180,7 +171,21 @@ def run_bench(args: argparse.Namespace, log=print) -> dict[str, Any]:
                         detail="",
                     )
                     log(f"  failed: {row['error']}")
-                else:
+                # The floor of the precision that ran ("auto" rows: the one it chose).
+                ran = runners.policy_of(p if p != "auto" or t is None else t.precision)
+                rate = rates.flops.get(ran if p != "float32-full" else p) or rates.flops.get(
+                    "float32"
+                )
+                nbytes = cfgs.bytes_per_step(b, ran)
+                floor = roofline.floor_seconds(flops, nbytes, rate, rates.bandwidth)
+                row.update(
+                    flops_per_step=flops,
+                    bytes_per_step=nbytes,
+                    floor_seconds=floor,
+                    bound="compute" if flops / rate >= nbytes / rates.bandwidth else "memory",
+                    precision_run=ran,
+                )
+                if t is not None:
                     row.update(
                         seconds_per_step=t.seconds_per_step,
                         epoch_seconds=t.epoch_seconds,

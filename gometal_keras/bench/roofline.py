@@ -155,7 +155,9 @@ def measure(precisions: list[str], gpu: bool, quick: bool) -> Rates:
     n = 8192 if gpu else (512 if quick else 1024)
     nbytes = (2 << 30) if gpu else (64 << 20 if quick else 256 << 20)
     flops = {}
-    for p in precisions:
+    # "auto" runs one of the others: measure them all so its floor can be drawn.
+    wanted = ["float32", "mixed_float16", "mixed_bfloat16"] if "auto" in precisions else []
+    for p in dict.fromkeys([q for q in precisions if q != "auto"] + wanted):
         ctx = full_float32() if p == "float32-full" else contextlib.nullcontext()
         with ctx:
             flops[p] = matmul_rate(MATMUL_DTYPE[p], n, repeats=3 if quick else 10)

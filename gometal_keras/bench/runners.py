@@ -34,7 +34,7 @@ from gometal_keras.objectives import make_loss, make_optimizer
 from gometal_keras.timing import EpochTimer
 from gometal_keras.trainer import Trainer
 
-RUNNERS = ("gometal", "keras", "torch-eager", "torch-compile")
+RUNNERS = ("gometal", "keras", "jax-reference", "torch-eager", "torch-compile")
 
 
 @dataclasses.dataclass
@@ -45,6 +45,7 @@ class Timing:
     epoch_seconds: list[float]
     loss: float
     detail: str = ""
+    precision: str = ""  # what ran, where the runner chose it (precision="auto")
 
 
 def policy_of(precision: str) -> str:
@@ -73,18 +74,18 @@ def _last_loss(losses: Any) -> float:
     return float(finite.mean()) if finite.size else math.nan
 
 
-def _timing(times: list[float], steps: int, losses: Any, detail: str = "") -> Timing:
-    return Timing(statistics.median(times) / steps, times, _last_loss(losses), detail)
+def _timing(
+    times: list[float], steps: int, losses: Any, detail: str = "", precision: str = ""
+) -> Timing:
+    return Timing(statistics.median(times) / steps, times, _last_loss(losses), detail, precision)
 
 
 def run_gometal(
     cfg: BenchConfig, precision: str, data: tuple, warmup: int, repeats: int, seed: int
 ) -> Timing:
-    """The gometal `Trainer`: its fused whole-epoch program over device-resident data."""
+    """The gometal `Trainer` as a user gets it: precision "auto" and the loop it picks."""
     with precision_context(precision):
-        config = TrainerConfig(
-            batch_size=cfg.batch, precision=policy_of(precision), seed=seed, loop="fused"
-        )
+        config = TrainerConfig(batch_size=cfg.batch, precision=policy_of(precision), seed=seed)
         trainer = Trainer(cfg.builder(), config)
         arranged = trainer._loop.arrange(*data)
         losses = None
@@ -96,9 +97,9 @@ def run_gometal(
             losses = trainer._loop.run_epoch(arranged)
             times.append(time.perf_counter() - start)
     detail = trainer._loop.last_layout
-    if trainer.decision:
-        detail += f"; XLA={trainer.decision.get('jit')}"
-    return _timing(times, arranged.steps, losses, detail)
+    if precision == "auto" and trainer.decision:
+        detail += f"; auto chose {trainer.decision['chosen']}"
+    return _timing(times, arranged.steps, losses, detail, trainer.precision)
 
 
 def run_keras(
@@ -250,10 +251,33 @@ def torch_cuda() -> str | None:
     return None if torch.cuda.is_available() else "no CUDA GPU for torch"
 
 
+def run_jax_reference(
+    cfg: BenchConfig, precision: str, data: tuple, warmup: int, repeats: int, seed: int
+) -> Timing:
+    """The hand-written whole-epoch JAX loop (`gometal_keras.bench.reference`)."""
+    from gometal_keras.bench.reference import STATIC_LOSS_SCALE, run_reference
+
+    with precision_context(precision):
+        times, losses = run_reference(cfg, precision, data, warmup, repeats, seed)
+    scale = f", static loss scale {STATIC_LOSS_SCALE:g}" if precision == "mixed_float16" else ""
+    return _timing(times, cfg.steps, losses, f"hand-written lax.scan epoch, Adam{scale}")
+
+
+def unsupported(runner: str, precision: str, backend: str) -> str | None:
+    """Why `runner` cannot run `precision` on `backend`, or None when it can."""
+    if precision == "auto" and runner != "gometal":
+        return "only the Trainer chooses a precision"
+    if runner == "jax-reference" and backend != "jax":
+        return "the reference loop is written in JAX"
+    return None
+
+
 def run(runner: str, *args: Any) -> Timing:
     """Dispatch to a runner by name."""
     if runner == "gometal":
         return run_gometal(*args)
     if runner == "keras":
         return run_keras(*args)
+    if runner == "jax-reference":
+        return run_jax_reference(*args)
     return run_torch(*args, compiled=runner == "torch-compile")

@@ -56,9 +56,15 @@ class JaxProgram(Program):
                 new_trainable, new_opt = optimizer.stateless_apply(opt_vars, grads, trainable)
                 return new_trainable, new_non_trainable, new_opt
 
+            finite = jnp.isfinite(values[0])
             if not objective.guard:
+                # The loss scaler skips the update itself; a non-finite forward pass must
+                # not leave its BatchNorm statistics behind either.
+                new_non_trainable = jax.lax.cond(
+                    finite, lambda: new_non_trainable, lambda: non_trainable
+                )
                 return (update(), ok), values
-            ok = ok & jnp.isfinite(values[0])
+            ok = ok & finite
             keep = (trainable, non_trainable, opt_vars)
             return (jax.lax.cond(ok, update, lambda: keep), ok), values
 

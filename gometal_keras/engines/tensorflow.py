@@ -78,21 +78,22 @@ class TensorFlowProgram(Program):
             if strategy is not None:
                 values = strategy.run(replica_step, args=(x, y))
                 return strategy.reduce(tf.distribute.ReduceOp.MEAN, values, axis=None), ok
+            # The forward pass updates BatchNorm statistics and random-generator state: keep
+            # a copy, to put back if this step's loss is not finite.
+            saved = [tf.identity(v.value) for v in model.non_trainable_variables]
+            grads, values = forward_backward(x, y)
+            finite = tf.math.is_finite(values[0])
+
+            def restore():
+                for v, old in zip(model.non_trainable_variables, saved, strict=True):
+                    v.assign(old)
+
             if objective.guard:
-                # The forward pass updates BatchNorm statistics and random-generator state:
-                # keep a copy, to put back if this step's loss is not finite.
-                saved = [tf.identity(v.value) for v in model.non_trainable_variables]
-                grads, values = forward_backward(x, y)
-                ok = tf.logical_and(ok, tf.math.is_finite(values[0]))
-
-                def restore():
-                    for v, old in zip(model.non_trainable_variables, saved, strict=True):
-                        v.assign(old)
-
+                ok = tf.logical_and(ok, finite)
                 tf.cond(ok, lambda: optimizer.apply(grads, variables), restore)
                 return values, ok
-            grads, values = forward_backward(x, y)
-            optimizer.apply(grads, variables)
+            tf.cond(finite, lambda: None, restore)
+            optimizer.apply(grads, variables)  # the loss scaler skips non-finite steps
             return values, ok
 
         def one_step(x, y):

@@ -37,7 +37,7 @@ class TorchProgram(Program):
         guard = self._objective.guard
         # The forward pass updates BatchNorm statistics and random-generator state: keep a
         # copy, to put back if this step's loss is not finite.
-        saved = [v.value.detach().clone() for v in model.non_trainable_variables] if guard else []
+        saved = [v.value.detach().clone() for v in model.non_trainable_variables]
         y_pred = model(x, training=True)
         loss = self._objective.loss(y, y_pred)
         if model.losses:
@@ -48,12 +48,13 @@ class TorchProgram(Program):
         with torch.no_grad():
             values = torch.stack([loss.detach().float(), *self._objective.metrics(y, y_pred)])
             if guard:
-                ok = ok and bool(torch.isfinite(values[0]))
-            if ok or not guard:
-                optimizer.apply([v.value.grad for v in variables], variables)
-            else:
+                ok = ok and bool(torch.isfinite(values[0]))  # one wait for the device a step
+            finite = bool(torch.isfinite(values[0]))
+            if not finite or not ok:
                 for v, old in zip(model.non_trainable_variables, saved, strict=True):
                     v.assign(old)
+            if ok or not guard:
+                optimizer.apply([v.value.grad for v in variables], variables)
         return values, ok
 
     def step(self, x: Any, y: Any) -> Any:
