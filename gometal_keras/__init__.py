@@ -10,17 +10,29 @@ Example:
     >>> model = builder.AddDense(10, True, "output").Compile()
 """
 
-from gometal_keras.builder import ModelBuilder
-from gometal_keras.compare import Comparison, compare_runs
-from gometal_keras.config import TrainerConfig
-from gometal_keras.data import demo_dataset
-from gometal_keras.precision import Decision, DeviceInfo
-from gometal_keras.record import TrainingRun
-from gometal_keras.report import Reporter
-from gometal_keras.timing import EpochTimer
-from gometal_keras.trainer import BatchResult, Trainer
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# Public name -> defining module. Loaded on first use, so that `import gometal_keras` (and
+# the command line's --help) does not start Keras and its backend.
+_EXPORTS = {
+    "BatchResult": "trainer",
+    "Comparison": "compare",
+    "Decision": "precision",
+    "DeviceInfo": "precision",
+    "EpochTimer": "timing",
+    "ModelBuilder": "builder",
+    "Reporter": "report",
+    "Trainer": "trainer",
+    "TrainerConfig": "config",
+    "TrainingRun": "record",
+    "compare_runs": "compare",
+    "demo_dataset": "data",
+}
 
 __all__ = [
     "BatchResult",
@@ -36,3 +48,26 @@ __all__ = [
     "compare_runs",
     "demo_dataset",
 ]
+
+if TYPE_CHECKING:
+    from gometal_keras.builder import ModelBuilder
+    from gometal_keras.compare import Comparison, compare_runs
+    from gometal_keras.config import TrainerConfig
+    from gometal_keras.data import demo_dataset
+    from gometal_keras.precision import Decision, DeviceInfo
+    from gometal_keras.record import TrainingRun
+    from gometal_keras.report import Reporter
+    from gometal_keras.timing import EpochTimer
+    from gometal_keras.trainer import BatchResult, Trainer
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'gometal_keras' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"gometal_keras.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -100,6 +101,8 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    if not debug:  # the command line's own output only: TensorFlow's C++ log lines hidden
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         rest = [a for a in argv if a != "--debug"]
         if rest[:1] == ["bench"]:

@@ -55,15 +55,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--precisions",
         type=_csv(PRECISIONS),
         default=list(PRECISIONS),
-        help="comma list of float32,mixed_float16,mixed_bfloat16,float32-full "
-        "(default all; float32-full only where the device uses TF32)",
+        help="comma list of float32,mixed_float16,mixed_bfloat16,float32-full,auto "
+        "(default all; float32-full only where the device uses TF32; auto: the Trainer only)",
     )
     p.add_argument(
         "--runners",
         type=_csv(runners.RUNNERS),
         default=list(runners.RUNNERS),
-        help="comma list of gometal,keras,torch-eager,torch-compile (default all; "
-        "torch runners only on a CUDA GPU)",
+        help="comma list of gometal,keras,jax-reference,torch-eager,torch-compile (default "
+        "all; jax-reference on the JAX backend, torch runners only on a CUDA GPU)",
+    )
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        help="train the gometal and keras runners data-parallel over N local devices "
+        "(batch sizes stay global); default: one device, no distribution",
     )
     p.add_argument("--quick", action="store_true", help="small sizes and few repeats, for a CPU")
     p.add_argument(
@@ -77,7 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42, help="weights, dropout and data seed")
     p.add_argument("--json", metavar="PATH", help="write the full result as JSON here")
     args = p.parse_args(argv)
-    for name in ("steps", "repeats", "warmup"):
+    for name in ("steps", "repeats", "warmup", "devices"):
         value = getattr(args, name)
         if value is not None and value < (0 if name == "warmup" else 1):
             p.error(f"--{name} must be positive")
@@ -151,14 +158,16 @@ def run_bench(args: argparse.Namespace, log=print) -> dict[str, Any]:
         for p in precisions:
             flops = cfgs.train_flops_per_step(b)
             for r in names:
-                why = runners.unsupported(r, p, keras.backend.backend())
+                why = runners.unsupported(r, p, keras.backend.backend(), args.devices)
                 if why:
                     skipped.append(dict(config=name, precision=p, runner=r, reason=why))
                     continue
                 log(f"{name} / {p} / {r} ...")
                 row = dict(config=name, precision=p, runner=r, steps=cfg.steps, error=None)
                 try:
-                    t = runners.run(r, cfg, p, data, args.warmup, args.repeats, args.seed)
+                    t = runners.run(
+                        r, cfg, p, data, args.warmup, args.repeats, args.seed, args.devices
+                    )
                 except Exception as exc:  # one failing cell must not lose the others
                     t = None
                     row.update(
@@ -232,6 +241,7 @@ def run_bench(args: argparse.Namespace, log=print) -> dict[str, Any]:
             configs=args.configs,
             precisions=args.precisions,
             runners=args.runners,
+            devices=args.devices,
         ),
         rates=rates.to_dict(),
         configs=info,

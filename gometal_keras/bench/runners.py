@@ -81,11 +81,23 @@ def _timing(
 
 
 def run_gometal(
-    cfg: BenchConfig, precision: str, data: tuple, warmup: int, repeats: int, seed: int
+    cfg: BenchConfig,
+    precision: str,
+    data: tuple,
+    warmup: int,
+    repeats: int,
+    seed: int,
+    devices: int | None = None,
 ) -> Timing:
-    """The gometal `Trainer` as a user gets it: precision "auto" and the loop it picks."""
+    """The gometal `Trainer` as a user gets it: the loop it picks (data parallel if asked)."""
     with precision_context(precision):
-        config = TrainerConfig(batch_size=cfg.batch, precision=policy_of(precision), seed=seed)
+        config = TrainerConfig(
+            batch_size=cfg.batch,
+            precision=policy_of(precision),
+            seed=seed,
+            distribution="data_parallel" if devices else None,
+            devices=devices,
+        )
         trainer = Trainer(cfg.builder(), config)
         arranged = trainer._loop.arrange(*data)
         losses = None
@@ -103,12 +115,23 @@ def run_gometal(
 
 
 def run_keras(
-    cfg: BenchConfig, precision: str, data: tuple, warmup: int, repeats: int, seed: int
+    cfg: BenchConfig,
+    precision: str,
+    data: tuple,
+    warmup: int,
+    repeats: int,
+    seed: int,
+    devices: int | None = None,
 ) -> Timing:
     """Plain ``keras.Model.fit`` on the same model, policy, optimizer and loss."""
     policy = policy_of(precision)
     jit = keras.backend.backend() in ("tensorflow", "jax")
-    with precision_context(precision):
+    scope = contextlib.nullcontext()
+    if devices:
+        from gometal_keras import engines
+
+        scope = engines.current().placement("data_parallel", devices).scope()
+    with precision_context(precision), scope:
         model = cfg.builder().compile(policy, seed=seed)
         tc = TrainerConfig(batch_size=cfg.batch, precision=policy, seed=seed)
         model.compile(
@@ -263,8 +286,12 @@ def run_jax_reference(
     return _timing(times, cfg.steps, losses, f"hand-written lax.scan epoch, Adam{scale}")
 
 
-def unsupported(runner: str, precision: str, backend: str) -> str | None:
+def unsupported(
+    runner: str, precision: str, backend: str, devices: int | None = None
+) -> str | None:
     """Why `runner` cannot run `precision` on `backend`, or None when it can."""
+    if devices and runner not in ("gometal", "keras"):
+        return "--devices applies to the gometal and keras runners only"
     if precision == "auto" and runner != "gometal":
         return "only the Trainer chooses a precision"
     if runner == "jax-reference" and backend != "jax":
@@ -273,11 +300,12 @@ def unsupported(runner: str, precision: str, backend: str) -> str | None:
 
 
 def run(runner: str, *args: Any) -> Timing:
-    """Dispatch to a runner by name."""
+    """Dispatch to a runner by name; the last argument is the device count (or None)."""
+    *args, devices = args
     if runner == "gometal":
-        return run_gometal(*args)
+        return run_gometal(*args, devices=devices)
     if runner == "keras":
-        return run_keras(*args)
+        return run_keras(*args, devices=devices)
     if runner == "jax-reference":
         return run_jax_reference(*args)
     return run_torch(*args, compiled=runner == "torch-compile")

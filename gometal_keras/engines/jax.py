@@ -46,27 +46,26 @@ class JaxProgram(Program):
 
         grad_fn = jax.value_and_grad(scaled_loss, has_aux=True)
 
+        def select(keep_new, new, old):
+            # An element-wise select, fused by XLA into the update kernels. (A lax.cond
+            # here costs a device-to-host read of its predicate every step on a GPU.)
+            return jax.tree.map(lambda n, o: jnp.where(keep_new, n, o), new, old)
+
         def train_step(carry, batch):
             (trainable, non_trainable, opt_vars), ok = carry
             (_, (values, new_non_trainable)), grads = grad_fn(
                 trainable, non_trainable, opt_vars, *batch
             )
-
-            def update():
-                new_trainable, new_opt = optimizer.stateless_apply(opt_vars, grads, trainable)
-                return new_trainable, new_non_trainable, new_opt
-
+            new_trainable, new_opt = optimizer.stateless_apply(opt_vars, grads, trainable)
             finite = jnp.isfinite(values[0])
             if not objective.guard:
                 # The loss scaler skips the update itself; a non-finite forward pass must
                 # not leave its BatchNorm statistics behind either.
-                new_non_trainable = jax.lax.cond(
-                    finite, lambda: new_non_trainable, lambda: non_trainable
-                )
-                return (update(), ok), values
+                new_non_trainable = select(finite, new_non_trainable, non_trainable)
+                return ((new_trainable, new_non_trainable, new_opt), ok), values
             ok = ok & finite
-            keep = (trainable, non_trainable, opt_vars)
-            return (jax.lax.cond(ok, update, lambda: keep), ok), values
+            new = (new_trainable, new_non_trainable, new_opt)
+            return (select(ok, new, (trainable, non_trainable, opt_vars)), ok), values
 
         def train_epoch(state, xs, ys):
             (state, _), values = jax.lax.scan(train_step, (state, jnp.array(True)), (xs, ys))
