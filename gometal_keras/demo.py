@@ -41,6 +41,7 @@ class DemoSettings:
     seed: int = 42
     early_stop_loss: float = 0.1
     timing: str = "steady"
+    devices: int | None = None  # data parallel over this many local devices
 
     @property
     def hidden_stack(self) -> tuple[int, ...]:
@@ -63,6 +64,8 @@ class DemoSettings:
             loss="sparse_categorical_crossentropy",
             precision=precision,
             seed=self.seed,
+            distribution="data_parallel" if self.devices else None,
+            devices=self.devices,
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -83,7 +86,7 @@ class DemoSettings:
             "Classes": self.classes,
             "Samples": self.samples,
             "Epochs": self.epochs,
-        }
+        } | ({"Devices": f"{self.devices} (data parallel)"} if self.devices else {})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,12 +215,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.timing,
         help="compare steady-state time (epoch 1 excluded) or total time",
     )
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        help="train data-parallel over N local devices (the batch size stays global)",
+    )
 
 
 def settings_from(args: argparse.Namespace) -> DemoSettings:
     """Build `DemoSettings` from parsed flags, rejecting non-positive sizes."""
-    for flag in ("hidden", "batch_size", "epochs", "samples"):
-        if getattr(args, flag) < 1:
+    for flag in ("hidden", "batch_size", "epochs", "samples", "devices"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be a positive integer.")
     return DemoSettings(
         hidden=args.hidden,
@@ -229,6 +238,7 @@ def settings_from(args: argparse.Namespace) -> DemoSettings:
         seed=args.seed,
         early_stop_loss=args.early_stop,
         timing=args.timing,
+        devices=args.devices,
     )
 
 

@@ -94,3 +94,19 @@ class DistributedTest(tf.test.TestCase):
             TrainerConfig(distribution="mirrored")
         with self.assertRaises(ValueError):
             TrainerConfig(devices=0)
+
+    def test_demo_devices_flag_asks_for_data_parallel(self):
+        import argparse
+
+        from gometal_keras.demo import add_arguments, settings_from
+
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        settings = settings_from(parser.parse_args(["--devices", "2"]))
+        config = settings.trainer_config("float32")
+        self.assertEqual((config.distribution, config.devices), ("data_parallel", 2))
+        self.assertEqual(settings.table()["Devices"], "2 (data parallel)")
+        plain = settings_from(parser.parse_args([])).trainer_config("float32")
+        self.assertIsNone(plain.distribution)
+        with self.assertRaisesRegex(ValueError, "--devices must be a positive integer"):
+            settings_from(parser.parse_args(["--devices", "0"]))

@@ -67,6 +67,19 @@ def header_lines(result: dict[str, Any]) -> list[str]:
     ]
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """The result as a Markdown table (for bench/RESULTS.md), header lines first.
+
+    Example:
+        >>> # print(markdown(json.load(open("bench.json"))))
+    """
+    lines = [f"{line}  " for line in header_lines(result)] + [""]
+    lines.append("| " + " | ".join(HEADERS) + " |")
+    lines.append("|" + "---|" * len(HEADERS))
+    lines += ["| " + " | ".join(row) + " |" for row in rows(result)]
+    return "\n".join(lines)
+
+
 def plain(result: dict[str, Any]) -> str:
     """The table as plain text (also what RESULTS.md can hold)."""
     table = [HEADERS, *rows(result)]
