@@ -30,8 +30,9 @@ SCRIPT = textwrap.dedent(
     for dist in (None, "data_parallel"):
         for precision in ("float32", sys.argv[1]):
             builder = ModelBuilder([64, 32]).add_dense(64).add_relu().add_dense(10)
+            jit = False if backend == "tensorflow" else None
             cfg = TrainerConfig(batch_size=64, precision=precision, seed=5,
-                                distribution=dist, jit_compile=False if backend == "tensorflow" else None)
+                                distribution=dist, jit_compile=jit)
             t = Trainer(builder, cfg)
             run = t.fit(x, y, epochs=3)
             out[f"{dist}/{precision}"] = {"losses": run.losses, "replicas": t.placement.replicas,
