@@ -43,6 +43,13 @@ class Variant:
         """E.g. ``"float32 (XLA, fused)"``."""
         return f"{precision} ({'XLA' if self.jit else 'no XLA'}, {self.loop})"
 
+    @staticmethod
+    def parse(label: str) -> tuple[str, Variant]:
+        """Invert `label`: ``"float32 (XLA, fused)"`` -> ``("float32", Variant(True, "fused"))``."""
+        precision, rest = label.split(" (", 1)
+        xla, loop = rest.rstrip(")").split(", ")
+        return precision, Variant(xla == "XLA", loop)
+
 
 @dataclasses.dataclass(frozen=True)
 class Selection:

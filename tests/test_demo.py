@@ -62,3 +62,19 @@ def test_example_script_still_runs(monkeypatch, capsys):
         runpy.run_path(str(ROOT / "examples" / "mixed_precision_demo.py"), run_name="__main__")
     assert done.value.code == 0
     assert "Performance Comparison" in capsys.readouterr().out
+
+
+def test_auto_phase_two_trains_mixed_precision_where_the_device_has_one():
+    from gometal_keras import engines, precision
+
+    settings = DemoSettings(hidden=32, samples=256, epochs=2, seed=3, precision="auto")
+    result = run_demo(settings)
+    mixed_here = set(precision.candidates(engines.current().describe_device())) - {"float32"}
+    if mixed_here:
+        # Whatever auto decides, phase 2 shows a mixed precision that runs fast here.
+        assert result.mixed.precision in mixed_here
+        if result.mixed.decision is None:  # auto kept float32: its verdict is reported
+            assert any("float32 kept" in note for note in result.notes)
+    else:
+        assert result.mixed.precision == "float32"
+    assert result.baseline.precision == "float32"
