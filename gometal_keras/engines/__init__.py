@@ -124,7 +124,9 @@ class Engine(abc.ABC):
     def free_memory_bytes(self) -> int | None:
         """Bytes free on the device for data, or None when unknown."""
 
-    @abc.abstractmethod
+    #: The `Program` class `program` builds; engines that need more override `program`.
+    program_class: type[Program]
+
     def program(
         self,
         model: keras.Model,
@@ -142,6 +144,7 @@ class Engine(abc.ABC):
             jit: Compile with XLA where the backend can.
             placement: Where the model lives; None for one device.
         """
+        return self.program_class(model, objective, optimizer, jit)
 
     def placement(self, distribution: Any = None, devices: int | None = None) -> Placement:
         """Return the placement for a `distribution` request.

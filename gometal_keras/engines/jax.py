@@ -131,6 +131,7 @@ class JaxEngine(Engine):
     """Keras on JAX: CPU, CUDA GPUs (TF32 for float32 matmuls by default) and others."""
 
     name = "jax"
+    program_class = JaxProgram
 
     def __init__(self) -> None:
         self._device = jax.devices()[0]
@@ -191,13 +192,3 @@ class JaxEngine(Engine):
         if not stats:
             return host_free_memory_bytes()
         return int(stats.get("bytes_limit", 0)) - int(stats.get("bytes_in_use", 0))
-
-    def program(
-        self,
-        model: keras.Model,
-        objective: Objective,
-        optimizer: Any,
-        jit: bool,
-        placement: Placement | None = None,
-    ) -> Program:
-        return JaxProgram(model, objective, optimizer, jit)

@@ -139,6 +139,7 @@ class TensorFlowEngine(Engine):
     """Keras on TensorFlow: CPU, CUDA GPUs, and Apple GPUs through tensorflow-metal."""
 
     name = "tensorflow"
+    program_class = TensorFlowProgram
 
     def __init__(self) -> None:
         self._gpus = tf.config.list_physical_devices("GPU")

@@ -11,7 +11,6 @@ import torch
 from gometal_keras.engines import (
     Engine,
     Objective,
-    Placement,
     Program,
     host_free_memory_bytes,
 )
@@ -72,6 +71,7 @@ class TorchEngine(Engine):
     """Keras on PyTorch: CPU, CUDA GPUs and Apple GPUs (MPS)."""
 
     name = "torch"
+    program_class = TorchProgram
 
     def describe_device(self) -> DeviceInfo:
         if torch.cuda.is_available():
@@ -106,13 +106,3 @@ class TorchEngine(Engine):
         if torch.cuda.is_available():
             return int(torch.cuda.mem_get_info()[0])
         return host_free_memory_bytes()
-
-    def program(
-        self,
-        model: keras.Model,
-        objective: Objective,
-        optimizer: Any,
-        jit: bool,
-        placement: Placement | None = None,
-    ) -> Program:
-        return TorchProgram(model, objective, optimizer, jit)
