@@ -21,9 +21,9 @@ import numpy as np
 from gometal_keras import precision as prec
 from gometal_keras.builder import ModelBuilder
 from gometal_keras.config import TrainerConfig
+from gometal_keras.data import synthetic_batches
 from gometal_keras.engines import Engine, Placement
 from gometal_keras.objectives import make_objective, make_optimizer
-from gometal_keras.trial import synthetic_batches
 
 #: A trial warms up with one call of TRIAL_STEPS steps, then times calls until
 #: TRIAL_BUDGET seconds or TRIAL_REPEATS calls have passed, and keeps the fastest call.

@@ -1,8 +1,21 @@
-"""Synthetic data sets: the Go-Metal mixed-precision demo's, made reproducibly."""
+"""Synthetic data: the Go-Metal demo's data set, and trial batches shaped for any model.
+
+`Trainer` times a few steps of the user's model under each candidate precision before
+choosing one (`gometal_keras.autotune`). The values of those trial batches do not matter
+for speed; shapes, dtypes and label ranges do, and they must give a finite loss when
+training is sound.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import keras
+
+    from gometal_keras.config import TrainerConfig
 
 
 def demo_dataset(
@@ -39,3 +52,38 @@ def demo_dataset(
     x = np.clip(labels[:, None] / 10.0 + noise + wave, 0.0, 1.0).astype(np.float32)
     order = rng.permutation(samples)
     return x[order], labels[order].astype(np.int32)
+
+
+def synthetic_batches(
+    model: keras.Model, config: TrainerConfig, steps: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return `steps` batches of random inputs and matching labels for `model`.
+
+    Args:
+        model: A built Keras model.
+        config: Gives the batch size and the loss (which decides the label kind).
+        steps: Number of batches.
+        seed: Seed of a private generator (global random state is left alone).
+
+    Returns:
+        ``(xs, ys)`` stacked on a leading ``steps`` axis.
+
+    Example:
+        >>> import keras
+        >>> from gometal_keras.config import TrainerConfig
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        >>> xs, ys = synthetic_batches(m, TrainerConfig(batch_size=2), 5, seed=0)
+        >>> xs.shape, ys.shape
+        ((5, 2, 4), (5, 2))
+    """
+    rng = np.random.default_rng(seed)
+    batch = (steps, config.batch_size)
+    x = rng.uniform(0.0, 1.0, (*batch, *model.input_shape[1:])).astype(np.float32)
+    out = tuple(model.output_shape[1:])
+    if config.loss == "sparse_categorical_crossentropy":
+        return x, rng.integers(0, out[-1], batch).astype(np.int32)
+    if config.loss == "categorical_crossentropy":
+        return x, np.eye(out[-1], dtype=np.float32)[rng.integers(0, out[-1], (*batch, *out[:-1]))]
+    if config.problem_type == "classification":
+        return x, rng.integers(0, 2, (*batch, *out)).astype(np.float32)
+    return x, rng.standard_normal((*batch, *out)).astype(np.float32)

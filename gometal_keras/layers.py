@@ -7,7 +7,6 @@ layers made from a spec work channels-last, ``(H, W, C)``, as Keras expects.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -15,117 +14,21 @@ from typing import Any
 
 import keras
 
-Shape = tuple[int, ...]
-Check = Callable[[str, str, Any], Any]
-
-
-def _fail(label: str, message: str) -> ValueError:
-    return ValueError(f"{label.capitalize()}: {message}.")
-
-
-def _integer(label: str, key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{label.capitalize()}: {key} must be an int, got {value!r}.")
-    return int(value)
-
-
-def _int_at_least(low: int) -> Check:
-    def check(label: str, key: str, value: Any) -> int:
-        if (value := _integer(label, key, value)) < low:
-            raise _fail(label, f"{key} must be an int >= {low}, got {value}")
-        return value
-
-    return check
-
-
-_positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
-
-
-def _optional_positive_int(label: str, key: str, value: Any) -> int | None:
-    return None if value is None else _positive_int(label, key, value)
-
-
-def _flag(label: str, key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{label.capitalize()}: {key} must be a bool, got {value!r}.")
-    return value
-
-
-def _real(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> Check:
-    """Return a checker for a finite real number in the interval [lo, hi] (ends optionally open)."""
-    text = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-
-    def check(label: str, key: str, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"{label.capitalize()}: {key} must be a number, got {value!r}.")
-        value = float(value)
-        low_bad = value <= lo if lo_open else value < lo
-        high_bad = value >= hi if hi_open else value > hi
-        if not math.isfinite(value) or low_bad or high_bad:
-            raise _fail(label, f"{key} must be a finite number in {text}, got {value}")
-        return value
-
-    return check
-
-
-def _check_window(label: str, what: str, size: int, s: Shape, pad: int = 0) -> None:
-    if len(s) != 3:
-        raise _fail(
-            label,
-            f"needs an image input (C, H, W) but its input shape is {s}; "
-            "put it before any dense layer and start from [batch, C, H, W]",
-        )
-    h, w = s[1] + 2 * pad, s[2] + 2 * pad
-    if size > h or size > w:
-        raise _fail(
-            label,
-            f"{what} {size} is larger than its {h}x{w} "
-            f"{'padded ' if pad else ''}input; expected at most {min(h, w)}",
-        )
-
-
-def _check_batchnorm(label: str, a: dict, s: Shape) -> None:
-    if a["num_features"] is not None and a["num_features"] != s[0]:
-        unit = "channel" if len(s) == 3 else "feature"
-        raise _fail(
-            label,
-            f"num_features is {a['num_features']} but its input's {unit} count is "
-            f"{s[0]}; expected {s[0]} or None",
-        )
-
-
-def keras_axis(axis: int, shape: Shape) -> int:
-    """Map a Go-Metal softmax axis (batch dim included, NCHW) to the Keras channels-last axis.
-
-    Args:
-        axis: Axis in Go-Metal layout counting the batch dim; negative counts from the end.
-        shape: Per-sample input shape in Go-Metal layout.
-
-    Returns:
-        The non-negative axis for Keras, batch dim included.
-
-    Example:
-        >>> keras_axis(1, (3, 8, 8))
-        3
-    """
-    rank = len(shape) + 1
-    norm = axis + rank if axis < 0 else axis
-    if not 0 <= norm < rank:
-        raise ValueError(f"axis {axis} is out of range for a rank-{rank} tensor")
-    if norm == 0:
-        raise ValueError("axis 0 is the batch axis; softmax must run over a per-sample axis")
-    return {1: 3, 2: 1, 3: 2}[norm] if rank == 4 else norm
-
-
-def _check_softmax(label: str, a: dict, s: Shape) -> None:
-    try:
-        keras_axis(a["axis"], s)
-    except ValueError as err:
-        raise _fail(label, f"{err} (expected -{len(s)}..-1 or 1..{len(s)})") from None
-
-
-def _window_out(channels: int, s: Shape, k: int, stride: int, pad: int = 0) -> Shape:
-    return (channels, *((n + 2 * pad - k) // stride + 1 for n in s[1:]))
+from gometal_keras.layer_rules import (
+    Check,
+    Shape,
+    check_batchnorm,
+    check_softmax,
+    check_window,
+    flag,
+    integer,
+    keras_axis,
+    non_negative_int,
+    optional_positive_int,
+    positive_int,
+    real,
+    window_out,
+)
 
 
 def _glorot(seed: int | None) -> keras.initializers.Initializer:
@@ -196,7 +99,7 @@ def _act(fn: str) -> LayerKind:
 LAYER_KINDS: Mapping[str, LayerKind] = MappingProxyType(
     {
         "dense": LayerKind(
-            fields={"units": _positive_int, "use_bias": _flag},
+            fields={"units": positive_int, "use_bias": flag},
             make=_make_dense,
             out=lambda a, s: (a["units"],),
             params=lambda a, s: math.prod(s) * a["units"] + a["units"] * a["use_bias"],
@@ -204,26 +107,26 @@ LAYER_KINDS: Mapping[str, LayerKind] = MappingProxyType(
         ),
         "conv2d": LayerKind(
             fields={
-                "filters": _positive_int,
-                "kernel_size": _positive_int,
-                "stride": _positive_int,
-                "padding": _non_negative_int,
-                "use_bias": _flag,
+                "filters": positive_int,
+                "kernel_size": positive_int,
+                "stride": positive_int,
+                "padding": non_negative_int,
+                "use_bias": flag,
             },
             make=_make_conv,
-            check=lambda lb, a, s: _check_window(
+            check=lambda lb, a, s: check_window(
                 lb, "kernel_size", a["kernel_size"], s, a["padding"]
             ),
-            out=lambda a, s: _window_out(
+            out=lambda a, s: window_out(
                 a["filters"], s, a["kernel_size"], a["stride"], a["padding"]
             ),
             params=lambda a, s: (s[0] * a["kernel_size"] ** 2 + a["use_bias"]) * a["filters"],
             extra_names=lambda a, s: ("_pad",) if a["padding"] else (),
         ),
         "maxpool2d": LayerKind(
-            fields={"pool_size": _positive_int, "stride": _optional_positive_int},
-            check=lambda lb, a, s: _check_window(lb, "pool_size", a["pool_size"], s),
-            out=lambda a, s: _window_out(s[0], s, a["pool_size"], a["stride"] or a["pool_size"]),
+            fields={"pool_size": positive_int, "stride": optional_positive_int},
+            check=lambda lb, a, s: check_window(lb, "pool_size", a["pool_size"], s),
+            out=lambda a, s: window_out(s[0], s, a["pool_size"], a["stride"] or a["pool_size"]),
             make=lambda n, a, s, d: [
                 keras.layers.MaxPooling2D(
                     a["pool_size"],
@@ -239,34 +142,34 @@ LAYER_KINDS: Mapping[str, LayerKind] = MappingProxyType(
             lambda n, a, d: keras.layers.LeakyReLU(
                 negative_slope=a["negative_slope"], name=n, dtype=d
             ),
-            negative_slope=_real(0.0, math.inf, hi_open=True),
+            negative_slope=real(0.0, math.inf, hi_open=True),
         ),
         "elu": _activation(
             lambda n, a, d: keras.layers.ELU(alpha=a["alpha"], name=n, dtype=d),
-            alpha=_real(-math.inf, math.inf, True, True),
+            alpha=real(-math.inf, math.inf, True, True),
         ),
         "sigmoid": _act("sigmoid"),
         "tanh": _act("tanh"),
         "swish": _act("swish"),
         "softmax": LayerKind(
-            fields={"axis": _integer},
-            check=_check_softmax,
+            fields={"axis": integer},
+            check=check_softmax,
             make=lambda n, a, s, d: [
                 keras.layers.Softmax(axis=keras_axis(a["axis"], s), name=n, dtype=d)
             ],
         ),
         "dropout": _activation(
             lambda n, a, d: keras.layers.Dropout(a["rate"], seed=a["seed"], name=n, dtype=d),
-            rate=_real(0.0, 1.0, hi_open=True),
+            rate=real(0.0, 1.0, hi_open=True),
         ),
         "batchnorm": LayerKind(
             fields={
-                "num_features": _optional_positive_int,
-                "eps": _real(0.0, math.inf, True, True),
-                "momentum": _real(0.0, 1.0),
-                "affine": _flag,
+                "num_features": optional_positive_int,
+                "eps": real(0.0, math.inf, True, True),
+                "momentum": real(0.0, 1.0),
+                "affine": flag,
             },
-            check=_check_batchnorm,
+            check=check_batchnorm,
             params=lambda a, s: 2 * s[0] if a["affine"] else 0,
             make=lambda n, a, s, d: [
                 keras.layers.BatchNormalization(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 
 from gometal_keras.config import TrainerConfig
 from gometal_keras.engines import Objective
@@ -123,3 +124,44 @@ def make_optimizer(config: TrainerConfig, precision: str) -> Any:
         initial_scale=c.initial_loss_scale,
         dynamic_growth_steps=c.loss_scale_growth_interval,
     )
+
+
+def epoch_logs(objective: Objective, values: np.ndarray, epoch: int) -> dict[str, float]:
+    """Reduce an epoch's per-step values to its logs: mean loss and metrics, RMSE from MSE.
+
+    Args:
+        objective: Names the metric columns after the loss.
+        values: Per-step rows ``(steps, 1 + metrics)`` from the training loop.
+        epoch: 0-based epoch number, for the error message.
+
+    Returns:
+        ``{"loss": ..., "accuracy": ...}`` or ``{"loss": ..., "mae": ..., "rmse": ...}``.
+
+    Raises:
+        FloatingPointError: A loss was non-finite where the guard stopped the update (the
+            message names the epoch and step); under mixed_float16 non-finite steps were
+            skipped by the loss scaler and are left out of the means instead.
+
+    Example:
+        >>> obj = Objective(loss=None, metric_names=("mse",))
+        >>> epoch_logs(obj, np.array([[1.0, 4.0], [3.0, 4.0]]), 0)
+        {'loss': 2.0, 'rmse': 2.0}
+    """
+    finite = np.isfinite(values[:, 0])
+    if not finite.all():
+        step = int(np.argmin(finite))
+        if objective.guard or not finite.any():
+            raise FloatingPointError(
+                f"The loss became non-finite in epoch {epoch + 1}, step {step + 1}; "
+                "training stopped with the weights from the step before. "
+                "Check the learning rate and the data."
+            )
+        values = values[finite]
+    means = values.mean(axis=0)
+    logs = {"loss": float(means[0])}
+    for name, mean in zip(objective.metric_names, means[1:], strict=True):
+        if name == "mse":
+            logs["rmse"] = float(np.sqrt(mean))
+        else:
+            logs[name] = float(mean)
+    return logs

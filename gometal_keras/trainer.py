@@ -20,7 +20,7 @@ from gometal_keras import autotune, engines
 from gometal_keras.builder import ModelBuilder
 from gometal_keras.config import TrainerConfig
 from gometal_keras.loop import TrainingLoop
-from gometal_keras.objectives import make_objective, make_optimizer
+from gometal_keras.objectives import epoch_logs, make_objective, make_optimizer
 from gometal_keras.record import TrainingRun
 from gometal_keras.schedules import LearningRateSchedule
 from gometal_keras.timing import EpochTimer
@@ -204,7 +204,7 @@ class Trainer:
         cbs.on_train_begin()
         for epoch in range(first, last):
             cbs.on_epoch_begin(epoch)
-            logs = self._epoch_logs(self._loop.run_epoch(data), epoch)
+            logs = epoch_logs(self._objective, self._loop.run_epoch(data), epoch)
             if val is not None:
                 logs["val_loss"] = self._evaluate_arrays(*val)
             if self.schedule:
@@ -229,26 +229,6 @@ class Trainer:
             val_losses=history.pop("val_loss", []),
             metrics=history,
         )
-
-    def _epoch_logs(self, values: np.ndarray, epoch: int) -> dict[str, float]:
-        """Epoch means of the per-step values; raise on a loss the guard caught."""
-        finite = np.isfinite(values[:, 0])
-        if not finite.all():
-            step = int(np.argmin(finite))
-            if self._objective.guard or not finite.any():
-                raise FloatingPointError(
-                    f"The loss became non-finite in epoch {epoch + 1}, step {step + 1}; "
-                    f"training stopped with the weights from the step before. "
-                    "Check the learning rate and the data."
-                )
-            values = values[finite]  # mixed_float16: the loss scaler skipped those steps
-        means = values.mean(axis=0)
-        logs = {"loss": float(means[0])}
-        for name, mean in zip(self._objective.metric_names, means[1:], strict=True):
-            logs["rmse" if name == "mse" else name] = float(
-                np.sqrt(mean) if name == "mse" else mean
-            )
-        return logs
 
     def predict(self, x: Any) -> np.ndarray:
         """Return the model's float32 outputs for `x` (all samples, in batches).

@@ -18,7 +18,7 @@ import keras
 
 from gometal_keras import engines
 from gometal_keras.bench import configs as cfgs
-from gometal_keras.bench import roofline, runners, table
+from gometal_keras.bench import roofline, runners, table, torch_runner
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "float32-full", "auto")
 SCHEMA = "gometal_keras.bench/1"
@@ -128,7 +128,7 @@ def run_bench(args: argparse.Namespace, log=print) -> dict[str, Any]:
         else:
             precisions.append(p)
     torch_reason = (
-        runners.torch_cuda() if any(r.startswith("torch") for r in args.runners) else None
+        torch_runner.torch_cuda() if any(r.startswith("torch") for r in args.runners) else None
     )
     names = []
     for r in args.runners:
