@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The H200 runs behind bench/RESULTS.md, from the project root on the device machine
-# (JAX and PyTorch with CUDA there, no TensorFlow): `bash bench/h200.sh jax|torch|overhead|verify`.
+# (JAX and PyTorch with CUDA there, no TensorFlow): `bash bench/h200.sh jax|torch|overhead|verify|demo`.
 # Needs the Keras wheels in .whl (../shared/device/keras-wheels.sh) carried along.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -40,5 +40,13 @@ case "${1:-jax}" in
       --precisions float32,mixed_float16,mixed_bfloat16,auto \
       --runners gometal,jax-reference --repeats 10 --json "$out/bench_verify.json" \
       2>&1 | grep -v '^WARNING\|^I0000\|^E0000' | tee "$out/bench_verify.txt"
+    ;;
+  demo)
+    python3 -m gometal_keras info 2>&1 | tee "$out/info.txt"
+    python3 examples/mixed_precision_demo.py 2>&1 | grep -v '^WARNING\|^I0000\|^E0000' \
+      | tee "$out/demo_seed.txt"
+    python3 examples/mixed_precision_demo.py --layers 4096,2048 --batch-size 1024 \
+      --samples 65536 --epochs 10 --early-stop 0 --json "$out/demo_wide.json" 2>&1 \
+      | grep -v '^WARNING\|^I0000\|^E0000' | tee "$out/demo_wide.txt"
     ;;
 esac

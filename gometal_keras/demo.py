@@ -174,12 +174,11 @@ def run_demo(
 
 
 def _mixed_trainer(settings: DemoSettings) -> tuple[Trainer, str | None]:
-    """Phase 2's trainer, and auto's verdict when it differs from what phase 2 trains.
+    """Phase 2's trainer, and auto's verdict when phase 2 trains something else.
 
-    Under ``precision="auto"``, when the measurement keeps float32, the demo still trains
-    the fastest *mixed* candidate that was timed (with its measured XLA setting and loop),
-    so the comparison shows what mixed precision really does here; auto's verdict is
-    printed with the result. Without any mixed candidate, phase 2 is float32 again.
+    When ``precision="auto"`` keeps float32, phase 2 trains the fastest mixed candidate
+    timed (its XLA setting and loop too), so the comparison shows what mixed precision
+    really does here. Without any mixed candidate, phase 2 is float32 again.
     """
     trainer = Trainer(settings.builder(), settings.trainer_config(settings.precision))
     if settings.precision != "auto" or trainer.precision != "float32" or not trainer.decision:
@@ -215,21 +214,21 @@ def _notes(trainer: Trainer, cmp: Comparison, verdict: str | None = None) -> tup
         notes.append(
             f"Mixed precision {said}: the seed's 50-70% speedups come from a GPU's float16 units."
         )
+    if trainer.device.tf32 and cmp.baseline.precision == "float32":
+        notes.append(
+            "FP32 here multiplies matrices in TF32, the backend's default on this GPU; "
+            "full float32 would be slower still."
+        )
     if cmp.timing == "steady":
         notes.append("Times exclude epoch 1, which holds one-off tracing and compilation.")
     return tuple(notes)
 
 
 def _layers(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected sizes like 1024,512,256, got {text!r}"
-        ) from None
-    if not sizes or min(sizes) < 1:
+    parts = text.split(",")
+    if not all(p.strip().isdigit() and int(p) > 0 for p in parts):
         raise argparse.ArgumentTypeError(f"expected positive sizes like 1024,512,256, got {text!r}")
-    return sizes
+    return tuple(int(p) for p in parts)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
