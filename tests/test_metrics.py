@@ -39,7 +39,9 @@ class RegressionMetricsTest(tf.test.TestCase):
         x = rng.normal(size=(64, 4)).astype("float32")
         y = rng.normal(size=(64, 1)).astype("float32")
         trainer = _still(
-            ModelBuilder([16, 4]).add_dense(1), batch_size=16, problem_type="regression",
+            ModelBuilder([16, 4]).add_dense(1),
+            batch_size=16,
+            problem_type="regression",
             loss="mse",
         )
         run = trainer.fit(x, y, epochs=1)

@@ -78,6 +78,6 @@ class TrainerScheduleTest(tf.test.TestCase):
         frozen.fit(x, y, epochs=1)  # epoch 0 trains at 0.1
         after_one = [w.copy() for w in frozen.model.get_weights()]
         frozen.fit(x, y, epochs=1)  # epoch 1 at 0.1 * 0**1 = 0: nothing moves
-        self.assertFalse(all(np.array_equal(a, b) for a, b in zip(before, after_one)))
-        for a, b in zip(after_one, frozen.model.get_weights()):
+        self.assertFalse(all(np.array_equal(a, b) for a, b in zip(before, after_one, strict=True)))
+        for a, b in zip(after_one, frozen.model.get_weights(), strict=True):
             self.assertAllEqual(a, b)
