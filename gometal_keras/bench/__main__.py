@@ -69,8 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--devices",
         type=int,
         default=None,
-        help="train the gometal and keras runners data-parallel over N local devices "
-        "(batch sizes stay global); default: one device, no distribution",
+        help="train the gometal and keras runners data-parallel over N local devices, each "
+        "with the config's batch (global batch = batch x N); default: one device",
     )
     p.add_argument("--quick", action="store_true", help="small sizes and few repeats, for a CPU")
     p.add_argument(
@@ -142,6 +142,10 @@ def run_bench(args: argparse.Namespace, log=print) -> dict[str, Any]:
     chosen = {n: all_cfgs[n] for n in args.configs}
     if args.steps:
         chosen = {n: dataclasses.replace(c, steps=args.steps) for n, c in chosen.items()}
+    if args.devices:  # same per-device batch as one device: the global batch grows
+        chosen = {
+            n: dataclasses.replace(c, batch=c.batch * args.devices) for n, c in chosen.items()
+        }
     results, info = [], {}
     for name, cfg in chosen.items():
         b = cfg.builder()
