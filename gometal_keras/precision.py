@@ -216,9 +216,16 @@ def sole_candidate(device: DeviceInfo) -> Decision:
     skipped = rejected(device)
     if len(candidates(device)) != 1:
         raise ValueError(f"{device.describe()} has several candidate precisions; time them.")
-    why = "; ".join(f"{k}: {v}" for k, v in skipped.items())
-    reason = f"float32 kept on {device.kind}: no mixed precision runs fast here ({why})."
+    reason = f"float32 kept on {device.kind}: {_none_fast(skipped)}."
     return Decision(FLOAT32, {}, reason, skipped)
+
+
+def _none_fast(skipped: dict[str, str]) -> str:
+    return (
+        "no mixed precision runs fast here ("
+        + "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        + ")"
+    )
 
 
 def _reason(chosen: str, sound: dict[str, float], device: DeviceInfo, skipped: dict) -> str:
@@ -226,11 +233,7 @@ def _reason(chosen: str, sound: dict[str, float], device: DeviceInfo, skipped: d
     if chosen == FLOAT32:
         why = f"no mixed precision was at least {MIN_GAIN:.0%} faster"
         if len(sound) == 1:
-            why = (
-                "no mixed precision runs fast here ("
-                + "; ".join(f"{k}: {v}" for k, v in skipped.items())
-                + ")"
-            )
+            why = _none_fast(skipped)
         return f"float32 kept on {device.kind}: {why} (per step: {ms})."
     gain = sound.get(FLOAT32, math.nan) / sound[chosen]
     return f"{chosen} chosen on {device.kind}: {gain:.2f}x float32's step speed (per step: {ms})."

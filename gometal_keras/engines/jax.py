@@ -157,9 +157,6 @@ class JaxEngine(Engine):
         kind = "metal" if apple else d.platform
         return DeviceInfo(self.name, kind, d.device_kind, True, True, not apple)
 
-    def jit_options(self, device: DeviceInfo, precision: str) -> tuple[bool, ...]:
-        return (True,)
-
     def placement(self, distribution: Any = None, devices: int | None = None) -> Placement:
         if distribution is None:
             return Placement(self)

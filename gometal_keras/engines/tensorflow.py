@@ -166,7 +166,7 @@ class TensorFlowEngine(Engine):
             compute_capability=cc if cc != (0, 0) else None,
         )
 
-    def jit_options(self, device: DeviceInfo, precision: str = "float32") -> tuple[bool, ...]:
+    def jit_options(self, device: DeviceInfo, precision: str) -> tuple[bool, ...]:
         if not device.xla:
             return (False,)
         if device.kind == "cpu" and precision == MIXED_FLOAT16:

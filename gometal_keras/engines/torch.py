@@ -90,9 +90,6 @@ class TorchEngine(Engine):
             return DeviceInfo(self.name, "metal", "Apple GPU (MPS)", False, True, False)
         return cpu_device(self.name, xla=False)
 
-    def jit_options(self, device: DeviceInfo, precision: str) -> tuple[bool, ...]:
-        return (False,)
-
     def to_device(self, array: np.ndarray) -> Any:
         return keras.ops.convert_to_tensor(array)
 
