@@ -20,33 +20,53 @@ __version__ = "0.1.0"
 # Public name -> defining module. Loaded on first use, so that `import gometal_keras` (and
 # the command line's --help) does not start Keras and its backend.
 _EXPORTS = {
-    "BatchResult": "trainer",
+    "ArrangedData": "loop",
+    "BatchResult": "record",
+    "Candidate": "decision",
     "Comparison": "compare",
-    "Decision": "precision",
+    "Decision": "decision",
+    "DemoResult": "demo",
+    "DemoSettings": "demo",
     "DeviceInfo": "precision",
     "EpochTimer": "timing",
+    "Loop": "plan",
+    "LossScaling": "plan",
     "ModelBuilder": "builder",
+    "Precision": "plan",
     "Reporter": "report",
+    "RunPlan": "plan",
     "Trainer": "trainer",
     "TrainerConfig": "config",
+    "TrainerState": "state",
     "TrainingRun": "record",
     "compare_runs": "compare",
     "demo_dataset": "data",
+    "demo_notes": "demo",
 }
 
 __all__ = [
+    "ArrangedData",
     "BatchResult",
+    "Candidate",
     "Comparison",
     "Decision",
+    "DemoResult",
+    "DemoSettings",
     "DeviceInfo",
     "EpochTimer",
+    "Loop",
+    "LossScaling",
     "ModelBuilder",
+    "Precision",
     "Reporter",
+    "RunPlan",
     "Trainer",
     "TrainerConfig",
+    "TrainerState",
     "TrainingRun",
     "compare_runs",
     "demo_dataset",
+    "demo_notes",
 ]
 
 if TYPE_CHECKING:
@@ -54,11 +74,16 @@ if TYPE_CHECKING:
     from gometal_keras.compare import Comparison, compare_runs
     from gometal_keras.config import TrainerConfig
     from gometal_keras.data import demo_dataset
-    from gometal_keras.precision import Decision, DeviceInfo
-    from gometal_keras.record import TrainingRun
+    from gometal_keras.decision import Candidate, Decision
+    from gometal_keras.demo import DemoResult, DemoSettings, demo_notes
+    from gometal_keras.loop import ArrangedData
+    from gometal_keras.plan import Loop, LossScaling, Precision, RunPlan
+    from gometal_keras.precision import DeviceInfo
+    from gometal_keras.record import BatchResult, TrainingRun
     from gometal_keras.report import Reporter
+    from gometal_keras.state import TrainerState
     from gometal_keras.timing import EpochTimer
-    from gometal_keras.trainer import BatchResult, Trainer
+    from gometal_keras.trainer import Trainer
 
 
 def __getattr__(name: str) -> Any:

@@ -1,16 +1,17 @@
-"""Checkpoints: a trainer's model, optimizer state, configuration and progress in one file.
+"""Checkpoints: the file format of a model and a `TrainerState`.
 
-A checkpoint is a zip holding Keras' own ``.keras`` file of the model, the optimizer's
-variables (the loss scale included), and ``trainer.json`` (the `TrainerConfig`, the
-precision and XLA setting in force, the epoch reached, the schedule's state, and a SHA-256
-of every entry). Writes are atomic: the file is written beside the target and renamed over
-it only when complete, so a crash during a save leaves the previous checkpoint intact. A
-truncated or altered file fails to load with a `ValueError` that says so.
+A checkpoint is a zip holding Keras' own ``.keras`` file of the model, every model and
+optimizer variable (random-generator states and the loss scale included), and
+``trainer.json`` (the state's metadata: the `TrainerConfig`, the `RunPlan` in force, the
+decision, the epoch reached, the schedule's state, and a SHA-256 of every entry).
+
+Writes are atomic: the file is written beside the target and renamed over it only when
+complete, so a crash during a save leaves the previous checkpoint intact. A truncated or
+altered file fails to load with a `ValueError` that says so.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -18,44 +19,38 @@ import os
 import tempfile
 import zipfile
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import keras
 import numpy as np
 
-from gometal_keras.config import TrainerConfig
+from gometal_keras.state import TrainerState
 
-if TYPE_CHECKING:
-    from gometal_keras.trainer import Trainer
-
-FORMAT, VERSION = "gometal_keras.checkpoint", 1
+FORMAT, VERSION = "gometal_keras.checkpoint", 2
 ENTRIES = ("model.keras", "variables.npz", "optimizer.npz")
 
 
-def save(trainer: Trainer, path: str | os.PathLike) -> None:
-    """Write `trainer` to `path` atomically (see the module docstring)."""
+def write(path: str | os.PathLike, model: keras.Model, state: TrainerState) -> None:
+    """Write `model` and a trainer's `state` to `path` atomically (see the module docstring).
+
+    Args:
+        path: The checkpoint file.
+        model: The trained model (its architecture is stored as a ``.keras`` file).
+        state: What `Trainer.get_state` returned.
+    """
     path = os.fspath(path)
     with tempfile.TemporaryDirectory() as tmp:
         model_file = os.path.join(tmp, "model.keras")
-        trainer.model.save(model_file)
+        model.save(model_file)
         with open(model_file, "rb") as fh:
             blobs = {"model.keras": fh.read()}
-    # Every model variable too (random-generator states included, which .keras omits), so a
-    # resumed run continues exactly where the saved one stopped.
-    blobs["variables.npz"] = _pack(trainer.model.variables)
-    blobs["optimizer.npz"] = _pack(trainer.optimizer.variables)
+    blobs["variables.npz"] = _pack(state.model_variables)
+    blobs["optimizer.npz"] = _pack(state.optimizer_variables)
     meta = {
         "format": FORMAT,
         "version": VERSION,
         "backend": keras.backend.backend(),
-        "config": trainer.config.to_dict(),
-        "precision": trainer.precision,
-        "jit": trainer.jit,
-        "loop": trainer.loop_mode,
-        "seed": trainer.seed,
-        "epoch": trainer.epoch,
-        "decision": trainer.decision,
-        "schedule": trainer.schedule.get_state() if trainer.schedule else None,
+        **state.metadata(),
         "sha256": {name: hashlib.sha256(blob).hexdigest() for name, blob in blobs.items()},
     }
     folder = os.path.dirname(os.path.abspath(path))
@@ -64,7 +59,7 @@ def save(trainer: Trainer, path: str | os.PathLike) -> None:
         with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as zf:
             for name, blob in blobs.items():
                 zf.writestr(name, blob)
-            zf.writestr("trainer.json", json.dumps(meta, indent=1, default=str))
+            zf.writestr("trainer.json", json.dumps(meta, indent=1))
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(partial, path)
@@ -74,33 +69,31 @@ def save(trainer: Trainer, path: str | os.PathLike) -> None:
         raise
 
 
-def load(cls: type[Trainer], path: str | os.PathLike) -> Trainer:
-    """Read a checkpoint written by `save` and return a trainer ready to resume."""
+def read(path: str | os.PathLike) -> tuple[keras.Model, TrainerState]:
+    """Read a checkpoint written by `write`: the model and the trainer state to restore.
+
+    Raises:
+        FileNotFoundError: Nothing at `path`.
+        ValueError: Not a checkpoint of this format, or truncated or corrupted.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No checkpoint at {path!r}.")
     meta, blobs = _read(path)
-    config = TrainerConfig(**meta["config"])
-    config = dataclasses.replace(
-        config,
-        precision=meta["precision"],
-        jit_compile=meta["jit"],
-        loop=meta["loop"],
-        seed=meta["seed"],
-    )
+    try:
+        state = TrainerState.from_metadata(
+            meta, _unpack(blobs["variables.npz"]), _unpack(blobs["optimizer.npz"])
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(
+            f"Checkpoint {path!r} has unreadable metadata ({type(err).__name__}: {err})."
+        ) from None
     with tempfile.TemporaryDirectory() as tmp:
         model_file = os.path.join(tmp, "model.keras")
         with open(model_file, "wb") as fh:
             fh.write(blobs["model.keras"])
         model = keras.models.load_model(model_file, compile=False)
-    trainer = cls(model, config)
-    _unpack(blobs["variables.npz"], trainer.model.variables, path, "model")
-    _unpack(blobs["optimizer.npz"], trainer.optimizer.variables, path, "optimizer")
-    trainer.epoch = int(meta["epoch"])
-    trainer.decision = meta["decision"]
-    if trainer.schedule and meta["schedule"]:
-        trainer.schedule.set_state(meta["schedule"])
-    return trainer
+    return model, state
 
 
 def _read(path: str) -> tuple[dict[str, Any], dict[str, bytes]]:
@@ -144,18 +137,12 @@ def _read(path: str) -> tuple[dict[str, Any], dict[str, bytes]]:
     return meta, blobs
 
 
-def _pack(variables: list) -> bytes:
+def _pack(values: tuple[np.ndarray, ...]) -> bytes:
     buffer = io.BytesIO()
-    np.savez(buffer, *[keras.ops.convert_to_numpy(v.value) for v in variables])
+    np.savez(buffer, *values)
     return buffer.getvalue()
 
 
-def _unpack(blob: bytes, variables: list, path: str, what: str) -> None:
+def _unpack(blob: bytes) -> list[np.ndarray]:
     with np.load(io.BytesIO(blob)) as arrays:
-        values = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
-    if len(values) != len(variables) or any(
-        tuple(v.shape) != a.shape for v, a in zip(variables, values, strict=False)
-    ):
-        raise ValueError(f"Checkpoint {path!r} holds {what} state that does not fit its model.")
-    for variable, value in zip(variables, values, strict=True):
-        variable.assign(value)
+        return [arrays[f"arr_{i}"] for i in range(len(arrays.files))]

@@ -39,7 +39,6 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         'info'
     """
     from gometal_keras import __version__
-    from gometal_keras.demo import add_arguments
 
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument(
@@ -61,7 +60,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "measured times and losses. Prints the seed demo's report; optionally writes it as "
         "JSON and plots it.",
     )
-    add_arguments(demo)
+    add_demo_arguments(demo)
     out = demo.add_argument_group("output")
     out.add_argument("--json", metavar="PATH", help="write the whole comparison as JSON")
     out.add_argument(
@@ -97,7 +96,9 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         0 on success, 2 on a usage error, 1 on a failure.
 
     Example:
-        >>> # main(["demo", "--epochs", "5", "--plot", "demo.png"])
+        >>> main(["--version"])
+        gometal-keras 0.1.0
+        0
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -147,15 +148,88 @@ def _bench(argv: list[str]) -> int:
     return int(bench_main(argv) or 0)
 
 
+def _layers(text: str) -> tuple[int, ...]:
+    parts = text.split(",")
+    if not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected positive sizes like 1024,512,256, got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the demo's flags (the seed README's "Customization") to `parser`.
+
+    Example:
+        >>> p = argparse.ArgumentParser(); add_demo_arguments(p)
+        >>> p.parse_args(["--layers", "64,32"]).layers
+        (64, 32)
+    """
+    from gometal_keras.demo import DemoSettings
+    from gometal_keras.plan import PRECISION_NAMES
+
+    d = DemoSettings()
+    parser.add_argument("--hidden", type=int, default=d.hidden, help="first hidden layer size")
+    parser.add_argument("--layers", type=_layers, help="hidden sizes, e.g. 1024,512,256")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--samples", type=int, default=d.samples)
+    parser.add_argument(
+        "--precision",
+        choices=PRECISION_NAMES,
+        default=d.precision,
+        help="precision of phase 2 (auto: measure and keep the fastest sound one)",
+    )
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--early-stop", type=float, default=d.early_stop_loss, dest="early_stop")
+    parser.add_argument(
+        "--timing",
+        choices=("steady", "total"),
+        default=d.timing,
+        help="compare steady-state time (epoch 1 excluded) or total time",
+    )
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        help="train data-parallel over N local devices (the batch size stays global)",
+    )
+
+
+def demo_settings(args: argparse.Namespace) -> Any:
+    """Build `DemoSettings` from parsed demo flags, rejecting non-positive sizes.
+
+    Example:
+        >>> p = argparse.ArgumentParser(); add_demo_arguments(p)
+        >>> demo_settings(p.parse_args(["--epochs", "3"])).epochs
+        3
+    """
+    from gometal_keras.demo import DemoSettings
+
+    for flag in ("hidden", "batch_size", "epochs", "samples", "devices"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be a positive integer.")
+    return DemoSettings(
+        hidden=args.hidden,
+        layers=args.layers,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        samples=args.samples,
+        precision=args.precision,
+        seed=args.seed,
+        early_stop_loss=args.early_stop,
+        timing=args.timing,
+        devices=args.devices,
+    )
+
+
 def _demo(args: argparse.Namespace) -> int:
     """Run the demo with progress, the report, and the JSON and plot outputs asked for."""
-    from gometal_keras.demo import run_demo, settings_from
+    from gometal_keras.examples.mixed_precision_demo import run_demo
     from gometal_keras.jsonreport import check_writable, demo_report, write_json
     from gometal_keras.progress import PhaseProgress
     from gometal_keras.report import Reporter
 
     try:
-        settings = settings_from(args)
+        settings = demo_settings(args)
         if args.json:
             check_writable(args.json)
         if args.plot:

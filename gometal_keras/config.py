@@ -6,6 +6,8 @@ import dataclasses
 import math
 from typing import Any
 
+from gometal_keras.plan import PRECISION_NAMES, Loop, LossScaling, Precision
+
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adagrad", "adadelta", "nadam", "adamw")
 PROBLEM_TYPES = ("classification", "regression")
 CLASSIFICATION_LOSSES = (
@@ -16,8 +18,8 @@ CLASSIFICATION_LOSSES = (
 )
 REGRESSION_LOSSES = ("mse", "mae", "huber")
 LOSSES = CLASSIFICATION_LOSSES + REGRESSION_LOSSES
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
-LOOPS = ("auto", "fused", "step")
+PRECISIONS = PRECISION_NAMES
+LOOPS = ("auto", *(loop.value for loop in Loop))
 LR_SCHEDULES = ("step", "exponential", "cosine", "plateau")
 DISTRIBUTIONS = ("data_parallel", "multi_worker")
 
@@ -27,18 +29,27 @@ def _choice(field: str, value: Any, valid: tuple[str, ...]) -> None:
         raise ValueError(f"TrainerConfig.{field} is {value!r}; expected one of {', '.join(valid)}.")
 
 
+def _as_float(value: int | float) -> float:
+    """`value` as a float; an int too large for one is infinite (never OverflowError)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def _positive(field: str, value: Any, kind: type = float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
         raise TypeError(f"TrainerConfig.{field} is {value!r}; expected a {kind.__name__}.")
-    if not math.isfinite(value) or value <= 0:
+    if not math.isfinite(_as_float(value)) or value <= 0:
         raise ValueError(f"TrainerConfig.{field} is {value!r}; expected a positive number.")
 
 
 def _in_range(field: str, value: Any, low: float, high: float, high_open: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"TrainerConfig.{field} is {value!r}; expected a number.")
-    upper_ok = value < high if high_open else value <= high
-    if not (math.isfinite(value) and value >= low and upper_ok):
+    number = _as_float(value)
+    upper_ok = number < high if high_open else number <= high
+    if not (math.isfinite(number) and number >= low and upper_ok):
         bracket = ")" if high_open else "]"
         raise ValueError(
             f"TrainerConfig.{field} is {value!r}; expected a number in [{low}, {high}{bracket}."
@@ -178,6 +189,17 @@ class TrainerConfig:
         if self.precision is not None:
             return self.precision
         return "mixed_float16" if self.use_mixed_precision else "float32"
+
+    def loss_scaling_for(self, precision: Precision | str) -> LossScaling | None:
+        """The loss scaling a plan under `precision` runs with: this config's, for float16.
+
+        Example:
+            >>> TrainerConfig(initial_loss_scale=8.0).loss_scaling_for("mixed_float16")
+            LossScaling(initial_scale=8.0, growth_interval=2000)
+        """
+        if not Precision(precision).needs_loss_scaling:
+            return None
+        return LossScaling(float(self.initial_loss_scale), self.loss_scale_growth_interval)
 
     def replace(self, **changes: Any) -> TrainerConfig:
         """Return a copy with `changes` applied (and validated).

@@ -25,6 +25,7 @@ SCHEMA = "gometal_keras.demo/1"
 
 _RUN_FIELDS = (
     "precision",
+    "plan",
     "device",
     "loop",
     "stopped_early",
@@ -95,7 +96,12 @@ def demo_report(result: DemoResult) -> dict[str, Any]:
         and ``notes``.
 
     Example:
-        >>> # data = demo_report(run_demo(DemoSettings(epochs=3))); data["schema"]
+        >>> from gometal_keras.compare import compare_runs
+        >>> from gometal_keras.demo import DemoResult
+        >>> run = TrainingRun("float32", [0.5, 0.4], [0.2, 0.1])
+        >>> data = demo_report(DemoResult(run, run, compare_runs(run, run), ()))
+        >>> data["schema"], data["phases"]["mixed"]["final_loss"]
+        ('gometal_keras.demo/1', 0.4)
     """
     cmp = result.comparison
     comparison = {

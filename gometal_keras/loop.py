@@ -1,7 +1,7 @@
 """The training loop: full batches arranged once, kept on the device, run epoch by epoch.
 
-`TrainingLoop` turns a host data set into batches stacked on a leading axis and decides
-how they reach the device:
+`TrainingLoop` turns a host data set into batches stacked on a leading axis and, as the
+program's `RunPlan` says, decides how they reach the device:
 
 - ``fused``: the whole data set is copied to the device once and each epoch is one call
   of the engine's compiled epoch program (no per-step host work or copies);
@@ -17,36 +17,61 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import keras
 import numpy as np
 
 from gometal_keras.engines import Engine, Placement, Program
+from gometal_keras.plan import Loop, RunPlan
 
 #: Share of the device's free memory the data set may take to stay resident.
 DEVICE_SHARE = 0.25
 
 
-@dataclasses.dataclass
-class EpochData:
-    """A data set arranged for the loop: full batches, on the device where it fits."""
+@dataclasses.dataclass(frozen=True)
+class ArrangedData:
+    """A data set arranged for one program: full batches, on the device where they fit.
 
-    xs: Any  # (steps, batch, ...) device tensor, or host array when chunked / stepped
+    Attributes:
+        xs: ``(steps, batch, ...)``: a device tensor when resident, else a host array.
+        ys: Labels stacked the same way.
+        steps: Batches per epoch.
+        chunk: Batches per device call (== steps when resident).
+        resident: Whether the whole data set lives on the device.
+        plan: The plan of the program it was arranged for.
+    """
+
+    xs: Any
     ys: Any
     steps: int
-    chunk: int  # batches per device call (== steps when resident)
+    chunk: int
     resident: bool
+    plan: RunPlan
+
+    def describe(self) -> str:
+        """How an epoch over this data runs, e.g. ``"whole epoch per call (XLA, ...)"``."""
+        xla = "XLA" if self.plan.xla else "no XLA"
+        if self.plan.replicas > 1:
+            xla += f", {self.plan.placement}"
+        if self.plan.loop is Loop.STEP:
+            where = "device-resident" if self.resident else "copied per step"
+            return f"one call per step ({xla}, {where})"
+        if self.resident:
+            return f"whole epoch per call ({xla}, device-resident data)"
+        calls = -(-self.steps // self.chunk)
+        return (
+            f"{calls} calls per epoch ({xla}; data larger than the device share, copied in chunks)"
+        )
 
 
 class TrainingLoop:
-    """Runs epochs of one `Program` over arranged data.
+    """Runs epochs of one `Program` over arranged data, as the program's plan says.
 
     Args:
         engine: The backend engine.
-        program: The model's compiled step and epoch.
+        program: The model's compiled step and epoch; its ``plan`` gives the loop layout
+            and whether the non-finite guard stops an epoch's remaining steps.
         batch_size: Samples per step; the remainder of a data set is dropped (as Go-Metal).
-        mode: ``"auto"`` (fused when it fits, else chunked), ``"fused"`` or ``"step"``.
-        jit: Whether the program was compiled with XLA (for the name only).
         placement: Where batches go (split over replicas under data parallelism).
-        guard: Stop an epoch's steps at the first non-finite loss (the program's guard).
     """
 
     def __init__(
@@ -54,17 +79,17 @@ class TrainingLoop:
         engine: Engine,
         program: Program,
         batch_size: int,
-        mode: str,
-        jit: bool,
         placement: Placement | None = None,
-        guard: bool = True,
     ):
-        self.engine, self.program, self.guard = engine, program, guard
+        self.engine, self.program, self.batch_size = engine, program, batch_size
         self.placement = placement or Placement(engine)
-        self.batch_size, self.mode, self.jit = batch_size, mode, jit
-        self.last_layout = ""
 
-    def arrange(self, x: np.ndarray, y: np.ndarray) -> EpochData:
+    @property
+    def plan(self) -> RunPlan:
+        """The plan the program runs."""
+        return self.program.plan
+
+    def arrange(self, x: np.ndarray, y: np.ndarray) -> ArrangedData:
         """Stack full batches and place them; raise ValueError when there is no full batch."""
         steps = len(x) // self.batch_size
         if steps == 0:
@@ -78,44 +103,43 @@ class TrainingLoop:
         free = self.engine.free_memory_bytes()
         budget = DEVICE_SHARE * free if free else float("inf")
         per_batch = (xs.nbytes + ys.nbytes) / steps
-        chunk = steps if self.mode == "step" else int(max(1, min(steps, budget // per_batch)))
-        if chunk == steps and (self.mode != "step" or xs.nbytes + ys.nbytes <= budget):
-            data = EpochData(self._put(xs, 1), self._put(ys, 1), steps, steps, True)
-        else:
-            data = EpochData(xs, ys, steps, chunk, False)
-        self.last_layout = self._describe(data)
-        return data
+        stepped = self.plan.loop is Loop.STEP
+        chunk = steps if stepped else int(max(1, min(steps, budget // per_batch)))
+        if chunk == steps and (not stepped or xs.nbytes + ys.nbytes <= budget):
+            return ArrangedData(self._put(xs, 1), self._put(ys, 1), steps, steps, True, self.plan)
+        return ArrangedData(xs, ys, steps, chunk, False, self.plan)
 
-    def run_epoch(self, data: EpochData) -> np.ndarray:
+    def run_epoch(self, data: ArrangedData) -> np.ndarray:
         """Run one epoch and wait for it.
 
         Returns:
             The per-step values on the host, shape ``(steps, width)``: column 0 the loss,
             then the program's metrics.
         """
-        if self.mode == "step":
+        guard = self.plan.guard
+        if self.plan.loop is Loop.STEP:
             rows = []
             for i in range(data.steps):
-                rows.append(np.asarray(self._step(data, i), np.float64))
-                if self.guard and not np.isfinite(rows[-1][0]):
+                rows.append(_host(self._step(data, i)))
+                if guard and not np.isfinite(rows[-1][0]):
                     # As in the fused program: no update after a non-finite loss.
                     rows += [np.full_like(rows[-1], np.nan)] * (data.steps - i - 1)
                     break
             return np.stack(rows)
         if data.resident:
-            return np.asarray(self.program.epoch(data.xs, data.ys), dtype=np.float64)
+            return _host(self.program.epoch(data.xs, data.ys))
         parts = []
         for start in range(0, data.steps, data.chunk):
             stop = min(start + data.chunk, data.steps)
             xs, ys = self._put(data.xs[start:stop], 1), self._put(data.ys[start:stop], 1)
-            parts.append(np.asarray(self.program.epoch(xs, ys), dtype=np.float64))
-            if self.guard and not np.isfinite(parts[-1][:, 0]).all():
+            parts.append(_host(self.program.epoch(xs, ys)))
+            if guard and not np.isfinite(parts[-1][:, 0]).all():
                 # The guard restarts with each call: stop here, as one fused call would.
                 parts.append(np.full((data.steps - stop, parts[-1].shape[1]), np.nan))
                 break
         return np.concatenate(parts)
 
-    def _step(self, data: EpochData, i: int) -> Any:
+    def _step(self, data: ArrangedData, i: int) -> Any:
         if data.resident:
             return self.program.step(data.xs[i], data.ys[i])
         x, y = self._put(data.xs[i], 0), self._put(data.ys[i], 0)
@@ -124,16 +148,7 @@ class TrainingLoop:
     def _put(self, array: np.ndarray, batch_axis: int) -> Any:
         return self.placement.put(array, batch_axis=batch_axis)
 
-    def _describe(self, data: EpochData) -> str:
-        xla = "XLA" if self.jit else "no XLA"
-        if self.placement.replicas > 1:
-            xla += f", {self.placement.description}"
-        if self.mode == "step":
-            where = "device-resident" if data.resident else "copied per step"
-            return f"one call per step ({xla}, {where})"
-        if data.resident:
-            return f"whole epoch per call ({xla}, device-resident data)"
-        calls = -(-data.steps // data.chunk)
-        return (
-            f"{calls} calls per epoch ({xla}; data larger than the device share, copied in chunks)"
-        )
+
+def _host(values: Any) -> np.ndarray:
+    """A device tensor of per-step values as a float64 host array."""
+    return np.asarray(keras.ops.convert_to_numpy(values), dtype=np.float64)

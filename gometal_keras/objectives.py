@@ -9,7 +9,7 @@ import numpy as np
 
 from gometal_keras.config import TrainerConfig
 from gometal_keras.engines import Objective
-from gometal_keras.precision import MIXED_FLOAT16
+from gometal_keras.plan import LossScaling, RunPlan
 
 
 def outputs_probabilities(model: keras.Model) -> bool:
@@ -44,21 +44,19 @@ def make_loss(config: TrainerConfig, model: keras.Model) -> keras.losses.Loss:
     }[name]()
 
 
-def make_objective(config: TrainerConfig, model: keras.Model, precision: str) -> Objective:
-    """Return the loss, the per-batch metrics and the non-finite guard for a trainer.
+def make_objective(config: TrainerConfig, model: keras.Model) -> Objective:
+    """Return the loss and the per-batch metrics for a trainer.
 
     Metrics: accuracy for classification; MAE and MSE for regression (an epoch's RMSE is
-    the root of its mean MSE). The guard is off under mixed_float16, where the loss-scale
-    optimizer already skips steps with non-finite gradients.
+    the root of its mean MSE).
 
     Example:
         >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-        >>> make_objective(TrainerConfig(), m, "float32").metric_names
+        >>> make_objective(TrainerConfig(), m).metric_names
         ('accuracy',)
     """
     ops, logits = keras.ops, not outputs_probabilities(model)
     loss = make_loss(config, model)
-    guard = precision != MIXED_FLOAT16
     if config.problem_type == "regression":
 
         def errors(y, y_pred):
@@ -67,7 +65,7 @@ def make_objective(config: TrainerConfig, model: keras.Model, precision: str) ->
             )
             return [ops.mean(ops.abs(diff)), ops.mean(ops.square(diff))]
 
-        return Objective(loss, ("mae", "mse"), errors, guard)
+        return Objective(loss, ("mae", "mse"), errors)
 
     def accuracy(y, y_pred):
         y_pred = ops.cast(y_pred, "float32")
@@ -80,19 +78,23 @@ def make_objective(config: TrainerConfig, model: keras.Model, precision: str) ->
             hit = (y_pred > cut) == (ops.cast(y, "float32") > 0.5)
         return [ops.mean(ops.cast(hit, "float32"))]
 
-    return Objective(loss, ("accuracy",), accuracy, guard)
+    return Objective(loss, ("accuracy",), accuracy)
 
 
-def make_optimizer(config: TrainerConfig, precision: str) -> Any:
-    """Return the Keras optimizer for `config`, loss-scaled under mixed_float16.
+def make_optimizer(config: TrainerConfig, loss_scaling: LossScaling | None = None) -> Any:
+    """Return the Keras optimizer for `config`, wrapped in a loss scaler if one is given.
 
     Args:
         config: The training configuration.
-        precision: The policy the model trains under.
+        loss_scaling: The plan's loss scaling (``plan.loss_scaling``), or None.
 
     Returns:
-        A Keras optimizer; under ``"mixed_float16"`` a `keras.optimizers.LossScaleOptimizer`
-        with the configured initial scale and growth interval.
+        A Keras optimizer; with `loss_scaling` a `keras.optimizers.LossScaleOptimizer`
+        with its initial scale and growth interval.
+
+    Example:
+        >>> type(make_optimizer(TrainerConfig(), LossScaling(1024.0, 100))).__name__
+        'LossScaleOptimizer'
     """
     c, opt = config, keras.optimizers
     lr, wd = c.learning_rate, (c.weight_decay or None)
@@ -117,20 +119,45 @@ def make_optimizer(config: TrainerConfig, precision: str) -> Any:
         inner = opt.Adagrad(lr, epsilon=c.epsilon, weight_decay=wd)
     else:
         inner = opt.Adadelta(lr, epsilon=c.epsilon, weight_decay=wd)
-    if precision != MIXED_FLOAT16:
+    if loss_scaling is None:
         return inner
     return opt.LossScaleOptimizer(
         inner,
-        initial_scale=c.initial_loss_scale,
-        dynamic_growth_steps=c.loss_scale_growth_interval,
+        initial_scale=loss_scaling.initial_scale,
+        dynamic_growth_steps=loss_scaling.growth_interval,
     )
 
 
-def epoch_logs(objective: Objective, values: np.ndarray, epoch: int) -> dict[str, float]:
+def non_finite_message(plan: RunPlan, where: str) -> str:
+    """One sentence on a non-finite loss at `where`, true to what `plan` did with the step.
+
+    Example:
+        >>> from gometal_keras.plan import Precision
+        >>> non_finite_message(RunPlan(Precision.FLOAT32, xla=True), "the batch")[:40]
+        'The loss became non-finite in the batch;'
+    """
+    if plan.guard:
+        what = "the step was skipped and the weights are those of the step before"
+    elif plan.loss_scaling is not None:
+        what = "the loss scaler skipped the update, so the weights are unchanged"
+    else:
+        what = (
+            f"this plan runs without the non-finite guard ({plan.placement}), so the update "
+            "was applied and the weights may no longer be finite"
+        )
+    return (
+        f"The loss became non-finite in {where}; {what}. Check the learning rate and the data."
+    )
+
+
+def epoch_logs(
+    objective: Objective, plan: RunPlan, values: np.ndarray, epoch: int
+) -> dict[str, float]:
     """Reduce an epoch's per-step values to its logs: mean loss and metrics, RMSE from MSE.
 
     Args:
         objective: Names the metric columns after the loss.
+        plan: The plan that ran (whether a loss scaler skipped non-finite steps).
         values: Per-step rows ``(steps, 1 + metrics)`` from the training loop.
         epoch: 0-based epoch number, for the error message.
 
@@ -138,24 +165,22 @@ def epoch_logs(objective: Objective, values: np.ndarray, epoch: int) -> dict[str
         ``{"loss": ..., "accuracy": ...}`` or ``{"loss": ..., "mae": ..., "rmse": ...}``.
 
     Raises:
-        FloatingPointError: A loss was non-finite where the guard stopped the update (the
-            message names the epoch and step); under mixed_float16 non-finite steps were
-            skipped by the loss scaler and are left out of the means instead.
+        FloatingPointError: A loss was non-finite and no loss scaler skipped the step (the
+            message names the epoch and step and says what happened to the weights); steps
+            a loss scaler skipped are left out of the means instead.
 
     Example:
-        >>> obj = Objective(loss=None, metric_names=("mse",))
-        >>> epoch_logs(obj, np.array([[1.0, 4.0], [3.0, 4.0]]), 0)
+        >>> from gometal_keras.plan import Precision
+        >>> obj, plan = Objective(loss=None, metric_names=("mse",)), RunPlan("float32", True)
+        >>> epoch_logs(obj, plan, np.array([[1.0, 4.0], [3.0, 4.0]]), 0)
         {'loss': 2.0, 'rmse': 2.0}
     """
     finite = np.isfinite(values[:, 0])
     if not finite.all():
         step = int(np.argmin(finite))
-        if objective.guard or not finite.any():
-            raise FloatingPointError(
-                f"The loss became non-finite in epoch {epoch + 1}, step {step + 1}; "
-                "training stopped with the weights from the step before. "
-                "Check the learning rate and the data."
-            )
+        if plan.loss_scaling is None or not finite.any():
+            where = f"epoch {epoch + 1}, step {step + 1}"
+            raise FloatingPointError(non_finite_message(plan, where))
         values = values[finite]
     means = values.mean(axis=0)
     logs = {"loss": float(means[0])}

@@ -8,7 +8,30 @@ reaching back into training.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
+
+from gometal_keras.decision import Decision
+from gometal_keras.plan import Precision, RunPlan
+
+
+def steady_mean(seconds: Sequence[float]) -> float:
+    """Mean of the epoch times after the first, which holds one-off tracing and compiling.
+
+    With one time there is no steady state and that time is returned; with none, NaN.
+
+    Args:
+        seconds: Epoch (or repeat) times in order.
+
+    Returns:
+        The mean of ``seconds[1:]`` (or of ``seconds`` when it has one entry).
+
+    Example:
+        >>> steady_mean([5.0, 1.0, 2.0]), steady_mean([3.0])
+        (1.5, 3.0)
+    """
+    steady = list(seconds[1:]) or list(seconds)
+    return float(sum(steady) / len(steady)) if steady else float("nan")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,14 +39,16 @@ class TrainingRun:
     """What one `Trainer.fit` call measured.
 
     Attributes:
-        precision: Keras dtype-policy name the run used (e.g. ``"mixed_float16"``).
+        plan: What ran: the `RunPlan` of the program when a `Trainer` made the record, or
+            only a `Precision` (a policy name is accepted) for a record made by hand.
         losses: Mean training loss of each epoch, in order.
         epoch_seconds: Wall time of each epoch, device work included.
         device: Short description of the device that ran it (e.g. ``"CPU (x86_64)"``).
         stopped_early: Whether `early_stop_loss` ended the run before `epochs`.
-        decision: How the precision and loop were chosen (``None`` when the user fixed them);
-            for ``precision="auto"`` it holds the measured step time of each candidate.
-        loop: Name of the training loop that ran (e.g. ``"fused-epoch (xla)"``).
+        decision: How the plan was chosen (a `gometal_keras.decision.Decision`; ``None``
+            when the user fixed it); for ``precision="auto"`` it holds every timed candidate.
+        loop: How the epochs ran, made from the plan and the data's layout (e.g.
+            ``"whole epoch per call (XLA, device-resident data)"``).
         val_losses: Validation loss of each epoch when validation data was given.
         metrics: Extra per-epoch metrics by name.
 
@@ -33,15 +58,24 @@ class TrainingRun:
         0.1
     """
 
-    precision: str
+    plan: RunPlan | Precision
     losses: list[float]
     epoch_seconds: list[float]
     device: str = "unknown"
     stopped_early: bool = False
-    decision: dict[str, Any] | None = None
+    decision: Decision | None = None
     loop: str = ""
     val_losses: list[float] = dataclasses.field(default_factory=list)
     metrics: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.plan, RunPlan):
+            object.__setattr__(self, "plan", Precision(self.plan))
+
+    @property
+    def precision(self) -> Precision:
+        """The precision that ran."""
+        return self.plan.precision if isinstance(self.plan, RunPlan) else self.plan
 
     @property
     def epochs_run(self) -> int:
@@ -71,16 +105,39 @@ class TrainingRun:
     @property
     def steady_epoch_seconds(self) -> float:
         """Mean wall time of a steady-state epoch (all but the first)."""
-        steady = self.epoch_seconds[1:] or self.epoch_seconds
-        return float(sum(steady) / len(steady)) if steady else float("nan")
+        return steady_mean(self.epoch_seconds)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the run as JSON-ready data, derived figures included."""
-        data = dataclasses.asdict(self)
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        plan, decision = self.plan, self.decision
         data.update(
+            precision=self.precision.value,
+            plan=plan.to_dict() if isinstance(plan, RunPlan) else None,
+            decision=decision.to_dict() if decision is not None else None,
+            losses=list(self.losses),
+            epoch_seconds=list(self.epoch_seconds),
+            val_losses=list(self.val_losses),
+            metrics={k: list(v) for k, v in self.metrics.items()},
             epochs_run=self.epochs_run,
             final_loss=self.final_loss,
             total_seconds=self.total_seconds,
             steady_seconds=self.steady_seconds,
         )
         return data
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchResult:
+    """Result of one `Trainer.train_batch` step.
+
+    Attributes:
+        loss: The batch's loss (computed before the update), as a Python float.
+    """
+
+    loss: float
+
+    @property
+    def Loss(self) -> float:
+        """Go-Metal's name for `loss`."""
+        return self.loss

@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.text import Text
 
 from gometal_keras.compare import BASIS_PER_EPOCH, Comparison, ConvergenceVerdict, SpeedupVerdict
+from gometal_keras.decision import Decision
+from gometal_keras.plan import Precision
 from gometal_keras.record import TrainingRun
 
 #: ASCII stand-ins for the emoji the report uses, for consoles that cannot encode them.
@@ -32,24 +34,24 @@ EMOJI_ASCII: dict[str, str] = {
     "🏁": "[DONE]",
 }
 
-_LABELS = {"float32": "FP32", "float16": "FP16", "bfloat16": "BF16"}
-
-
-def label_for(precision: str) -> str:
-    """Short display label of a dtype-policy name.
+def label_for(precision: Precision | str) -> str:
+    """Short display label of a precision (`Precision.label`), or the name unchanged.
 
     Args:
-        precision: Keras dtype-policy name, e.g. ``"mixed_float16"``.
+        precision: A `Precision` or Keras dtype-policy name, e.g. ``"mixed_float16"``.
 
     Returns:
-        ``"FP32"``, ``"FP16"`` or ``"BF16"`` for the known policies; any other name
-        (e.g. an auto-chosen one) unchanged.
+        ``"FP32"``, ``"FP16"`` or ``"BF16"`` for the policies we train under; any other
+        name unchanged.
 
     Example:
-        >>> label_for("mixed_bfloat16")
-        'BF16'
+        >>> label_for("mixed_bfloat16"), label_for("float64")
+        ('BF16', 'float64')
     """
-    return _LABELS.get(precision.removeprefix("mixed_"), precision)
+    try:
+        return Precision(precision).label
+    except ValueError:
+        return str(precision)
 
 
 def epoch_rows(epochs: int) -> list[int]:
@@ -142,7 +144,11 @@ class Reporter:
             name: Title text.
 
         Example:
-            >>> Reporter(Console(width=100)).title()  # doctest: +SKIP
+            >>> import io
+            >>> out = io.StringIO()
+            >>> Reporter(Console(file=out, width=100)).title("Demo")
+            >>> out.getvalue().splitlines()[0]
+            '🚀 Demo'
         """
         self._heading(f"🚀 {name}", "bold")
         self._print()
@@ -160,7 +166,11 @@ class Reporter:
                 phase 1 and ``"<label> Mixed Precision Training"`` otherwise.
 
         Example:
-            >>> Reporter().phase_header(1, "FP32", {"Batch Size": 64})  # doctest: +SKIP
+            >>> import io
+            >>> out = io.StringIO()
+            >>> Reporter(Console(file=out, width=100)).phase_header(1, "FP32", {"Batch Size": 64})
+            >>> out.getvalue().splitlines()[3]
+            '  Batch Size: 64'
         """
         icon = "📊" if index == 1 else "⚡"
         kind = "Baseline" if index == 1 else "Mixed Precision"
@@ -178,14 +188,19 @@ class Reporter:
             run: The finished run.
 
         Example:
-            >>> Reporter().phase_result(TrainingRun("float32", [0.5], [0.1]))  # doctest: +SKIP
+            >>> import io
+            >>> out = io.StringIO()
+            >>> reporter = Reporter(Console(file=out, width=100))
+            >>> reporter.phase_result(TrainingRun("float32", [0.5], [0.1]))
+            >>> out.getvalue().splitlines()[2]
+            '    1 | 0.500000 |   100.00'
         """
         self._print("Epoch | Loss     | Time (ms)", "bold")
         self._print("------|----------|----------")
         for epoch in epoch_rows(run.epochs_run):
             seconds = run.epoch_seconds[epoch - 1] if epoch <= len(run.epoch_seconds) else math.nan
             self._print(f"{epoch:5d} | {run.losses[epoch - 1]:8.6f} | {seconds * 1000:8.2f}")
-        parts = [f"Precision: {run.precision}", f"Device: {run.device}"]
+        parts = [f"Precision: {run.precision.value}", f"Device: {run.device}"]
         if run.loop:
             parts.append(f"Loop: {run.loop}")
         self._print("  ".join(parts))
@@ -194,26 +209,19 @@ class Reporter:
             self._print(f"Stopped early at epoch {run.epochs_run} (loss below threshold)", "yellow")
         self._print()
 
-    def _decision(self, decision: object) -> None:
-        """Print an automatic precision choice: each candidate's ms/step, the choice, why."""
-        keys = {"candidates", "chosen", "reason"}
-        if not isinstance(decision, Mapping) or not keys <= set(decision):
+    def _decision(self, decision: Decision | None) -> None:
+        """Print a measured choice: each timed plan's ms/step, the one kept, and why."""
+        if decision is None:
             return
-        candidates, chosen = decision["candidates"], decision["chosen"]
-        if not isinstance(candidates, Mapping):
-            return
-        self._print("Precision candidates (measured step time):")
-        width = max((len(str(name)) for name in candidates), default=0)
-        for name, seconds in candidates.items():
-            try:
-                ms = float(seconds) * 1000 if seconds is not None else math.nan
-            except (TypeError, ValueError):
-                ms = math.nan
-            shown = f"{ms:8.2f} ms/step" if math.isfinite(ms) else "rejected"
-            mark = "  <- chosen" if name == chosen else ""
-            self._print(f"  {name!s:<{width}} | {shown}{mark}")
-        self._print(f"Chosen: {chosen}")
-        self._print(f"Reason: {decision['reason']}")
+        if decision.candidates:
+            self._print("Precision candidates (measured step time):")
+            width = max(len(c.plan.label()) for c in decision.candidates)
+            for c in decision.candidates:
+                shown = f"{c.seconds * 1000:8.2f} ms/step" if c.sound else "rejected"
+                mark = "  <- chosen" if c.plan == decision.chosen else ""
+                self._print(f"  {c.plan.label():<{width}} | {shown}{mark}")
+        self._print(f"Chosen: {decision.chosen.label()}")
+        self._print(f"Reason: {decision.reason}")
 
     def comparison(self, cmp: Comparison, notes: Sequence[str] = ()) -> None:
         """Print the performance comparison, the summary and the closing line.
@@ -224,13 +232,20 @@ class Reporter:
                 help on this device.
 
         Example:
-            >>> Reporter().comparison(compare_runs(fp32_run, fp16_run))  # doctest: +SKIP
+            >>> import io
+            >>> from gometal_keras.compare import compare_runs
+            >>> fp32 = TrainingRun("float32", [2.0, 0.5, 0.4], [1.0, 0.2, 0.2])
+            >>> fp16 = TrainingRun("mixed_float16", [2.0, 0.5, 0.41], [1.5, 0.1, 0.1])
+            >>> out = io.StringIO()
+            >>> Reporter(Console(file=out, width=100)).comparison(compare_runs(fp32, fp16))
+            >>> [line for line in out.getvalue().splitlines() if "Speedup" in line]
+            ['  Speedup: 100.0%']
         """
         base, cand = cmp.baseline, cmp.candidate
         b, c = label_for(base.precision), label_for(cand.precision)
         if b == c:
             b, c = f"{b} (baseline)", f"{c} (candidate)"
-        who = "mixed precision" if cand.precision.startswith("mixed") else c
+        who = "mixed precision" if cand.precision.mixed else c
         self._heading("📈 Performance Comparison")
         self._print()
         steady = cmp.timing == "steady"

@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import keras
 
+from gometal_keras.record import steady_mean
+
 
 class EpochTimer(keras.callbacks.Callback):
     """Records each epoch's and each step's wall time, device work included.
@@ -26,7 +28,12 @@ class EpochTimer(keras.callbacks.Callback):
 
     Example:
         >>> timer = EpochTimer()
-        >>> # model.fit(x, y, epochs=3, callbacks=[timer]); timer.epoch_seconds -> 3 floats
+        >>> import numpy as np
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> model.compile("sgd", "mse")
+        >>> _ = model.fit(np.ones((8, 2)), np.ones(8), epochs=3, verbose=0, callbacks=[timer])
+        >>> len(timer.epoch_seconds), len(timer.step_seconds)
+        (3, 3)
     """
 
     def __init__(self, sync: Callable[[], None] | None = None, time_steps: bool = True):
@@ -68,5 +75,4 @@ class EpochTimer(keras.callbacks.Callback):
     @property
     def steady_epoch_seconds(self) -> float:
         """Mean time of the epochs after the first (the first holds compilation)."""
-        steady = self.epoch_seconds[1:] or self.epoch_seconds
-        return sum(steady) / len(steady) if steady else float("nan")
+        return steady_mean(self.epoch_seconds)

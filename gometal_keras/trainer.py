@@ -1,14 +1,14 @@
-"""`Trainer`: Go-Metal's model trainer on Keras, with precision chosen per device.
+"""`Trainer`: Go-Metal's model trainer on Keras, with its `RunPlan` chosen per device.
 
-The trainer owns its precision: it builds the model under a dtype policy given to the
-layers, never under Keras' global policy, so two trainers of different precisions work
-side by side and the global state is what the user left. It never prints; `fit` returns a
-`TrainingRun` for the comparison and the reports.
+The trainer owns its plan: it builds the model under a dtype policy given to the layers,
+never under Keras' global policy, so two trainers of different precisions work side by
+side and the global state is what the user left. What runs is what the compiled program
+reports (`Trainer.plan`); the trainer keeps no copy of it. It never prints; `fit` returns
+a `TrainingRun` for the comparison and the reports.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -19,32 +19,19 @@ import numpy as np
 from gometal_keras import autotune, engines
 from gometal_keras.builder import ModelBuilder
 from gometal_keras.config import TrainerConfig
-from gometal_keras.loop import TrainingLoop
-from gometal_keras.objectives import epoch_logs, make_objective, make_optimizer
-from gometal_keras.record import TrainingRun
+from gometal_keras.decision import Decision
+from gometal_keras.fitting import FitSession
+from gometal_keras.loop import ArrangedData, TrainingLoop
+from gometal_keras.objectives import epoch_logs, make_objective, make_optimizer, non_finite_message
+from gometal_keras.persistence import Persistent
+from gometal_keras.plan import Precision, RunPlan
+from gometal_keras.record import BatchResult, TrainingRun
 from gometal_keras.schedules import LearningRateSchedule
-from gometal_keras.timing import EpochTimer
 from gometal_keras.validation import as_features, as_targets
 
 
-@dataclasses.dataclass(frozen=True)
-class BatchResult:
-    """Result of one `Trainer.train_batch` step.
-
-    Attributes:
-        loss: The batch's loss (computed before the update), as a Python float.
-    """
-
-    loss: float
-
-    @property
-    def Loss(self) -> float:
-        """Go-Metal's name for `loss`."""
-        return self.loss
-
-
-class Trainer:
-    """Trains a `ModelBuilder` chain or a Keras model under a chosen precision.
+class Trainer(Persistent):
+    """Trains a `ModelBuilder` chain or a Keras model under a chosen `RunPlan`.
 
     Args:
         model_or_builder: A `ModelBuilder` (the model is built under the config's precision)
@@ -56,15 +43,16 @@ class Trainer:
 
     Attributes:
         model: The Keras model being trained.
-        optimizer: Its Keras optimizer (a `LossScaleOptimizer` under mixed_float16).
-        precision: The dtype-policy name in force.
+        optimizer: Its Keras optimizer (a `LossScaleOptimizer` when the plan scales).
         device: The `DeviceInfo` of the device it trains on.
-        decision: How precision and XLA were chosen (measured step times), or None.
+        decision: How the plan was chosen (a `Decision` with every timed candidate), or None.
         epoch: Epochs completed so far (across `fit` calls and checkpoints).
 
     Example:
         >>> b = ModelBuilder([32, 4]).add_dense(8).add_relu().add_dense(3)
         >>> t = Trainer(b, TrainerConfig(batch_size=32, precision="float32", jit_compile=False))
+        >>> t.plan.label()
+        'float32 (no XLA, fused)'
         >>> t.train_batch(np.zeros((32, 4)), np.zeros(32, int)).loss > 0
         True
     """
@@ -83,31 +71,35 @@ class Trainer:
         self.device = self._engine.describe_device()
         entropy = np.random.SeedSequence().entropy  # fresh, without touching global state
         self.seed = config.seed if config.seed is not None else int(entropy % 2**31)
-        self.placement = self._engine.placement(distribution or config.distribution, config.devices)
-        self.placement.check_batch(config.batch_size)
-        with self.placement.scope():
-            chosen = autotune.select(
-                model_or_builder, config, self._engine, self.seed, self.placement
-            )
-            self.precision, self.jit, self.decision = chosen.precision, chosen.jit, chosen.decision
-            self.loop_mode = chosen.loop
-            self.model = chosen.model
-            self.optimizer = make_optimizer(config, self.precision)
-            self._objective = make_objective(config, self.model, self.precision)
-            program = self._engine.program(
-                self.model, self._objective, self.optimizer, self.jit, self.placement
-            )
-        self._loop = TrainingLoop(
-            self._engine,
-            program,
-            config.batch_size,
-            self.loop_mode,
-            self.jit,
-            self.placement,
-            guard=self._objective.guard,
+        self._placement = self._engine.placement(
+            distribution or config.distribution, config.devices
         )
+        self._placement.check_batch(config.batch_size)
+        with self._placement.scope():
+            chosen = autotune.select(
+                model_or_builder, config, self._engine, self.seed, self._placement
+            )
+            self.decision: Decision | None = chosen.decision
+            self.model = chosen.model
+            self.optimizer = make_optimizer(config, chosen.plan.loss_scaling)
+            self._objective = make_objective(config, self.model)
+            program = self._engine.program(
+                self.model, self._objective, self.optimizer, chosen.plan, self._placement
+            )
+        self._loop = TrainingLoop(self._engine, program, config.batch_size, self._placement)
         self.schedule = LearningRateSchedule(config, self.optimizer) if config.lr_schedule else None
         self.epoch = 0
+
+    @property
+    def plan(self) -> RunPlan:
+        """The plan the compiled program really runs: precision, loss scaling, guard, XLA,
+        loop and placement."""
+        return self._loop.plan
+
+    @property
+    def precision(self) -> Precision:
+        """The precision in force (``plan.precision``)."""
+        return self.plan.precision
 
     def _arrays(self, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         xa = as_features(x, tuple(self.model.input_shape[1:]))
@@ -125,22 +117,69 @@ class Trainer:
             A `BatchResult` with the batch's loss.
 
         Raises:
-            FloatingPointError: The loss was not finite (outside mixed_float16, whose loss
-                scaler skips such steps); the step was skipped and the weights are unchanged.
+            FloatingPointError: The loss was not finite and no loss scaler skipped the step;
+                the message says whether the guard kept the weights unchanged.
 
         Example:
-            >>> # trainer.train_batch(x_batch, y_batch).loss
+            >>> b = ModelBuilder([4, 2]).add_dense(1)
+            >>> t = Trainer(b, TrainerConfig(batch_size=4, problem_type="regression",
+            ...                               loss="mse", precision="float32", seed=0,
+            ...                                      jit_compile=False))
+            >>> round(t.train_batch(np.ones((4, 2)), np.zeros(4)).loss, 3) >= 0
+            True
         """
         xa, ya = self._arrays(x, y)
-        put = self.placement.put
+        put = self._placement.put
         values = self._loop.program.step(put(xa, batch_axis=0), put(ya, batch_axis=0))
-        loss = float(np.asarray(values)[0])
-        if self._objective.guard and not math.isfinite(loss):
-            raise FloatingPointError(
-                "The batch's loss is not finite; the step was skipped and the weights are "
-                "unchanged. Check the learning rate and the data."
-            )
+        loss = float(keras.ops.convert_to_numpy(values)[0])
+        if not math.isfinite(loss) and self.plan.loss_scaling is None:
+            raise FloatingPointError(non_finite_message(self.plan, "the batch"))
         return BatchResult(loss)
+
+    def arrange(self, x: Any, y: Any) -> ArrangedData:
+        """Check (x, y) and arrange its full batches for this trainer's program, once.
+
+        The arranged data can be trained on epoch after epoch with `train_epoch` (the
+        benchmark does so), without copying it again.
+
+        Args:
+            x: Samples.
+            y: Labels.
+
+        Returns:
+            An `ArrangedData`; ``describe()`` says how its epochs run.
+
+        Example:
+            >>> b = ModelBuilder([8, 3]).add_dense(2)
+            >>> t = Trainer(b, TrainerConfig(batch_size=8, precision="float32", seed=0,
+            ...                                      jit_compile=False))
+            >>> t.arrange(np.zeros((20, 3)), np.zeros(20, int)).steps
+            2
+        """
+        return self._loop.arrange(*self._arrays(x, y))
+
+    def train_epoch(self, data: ArrangedData) -> np.ndarray:
+        """Train one epoch over arranged data and wait for it; no callbacks, no logs.
+
+        `fit` is the usual way to train; this is the bare epoch it runs, for timing. It
+        does not advance `epoch` or the learning-rate schedule.
+
+        Args:
+            data: From `arrange` on this trainer.
+
+        Returns:
+            Per-step values on the host, ``(steps, 1 + metrics)``: column 0 the loss.
+
+        Example:
+            >>> b = ModelBuilder([8, 3]).add_dense(2)
+            >>> t = Trainer(b, TrainerConfig(batch_size=8, precision="float32", seed=0,
+            ...                                      jit_compile=False))
+            >>> t.train_epoch(t.arrange(np.zeros((16, 3)), np.zeros(16, int))).shape
+            (2, 2)
+        """
+        if not isinstance(data, ArrangedData) or data.plan != self.plan:
+            raise ValueError("data was not arranged by this trainer; expected trainer.arrange().")
+        return self._loop.run_epoch(data)
 
     def fit(
         self,
@@ -169,129 +208,85 @@ class Trainer:
             verbose: Passed to Keras' progress bar (0 = silent, the default).
 
         Returns:
-            A `TrainingRun` with per-epoch losses, metrics and device-synchronised times.
+            A `TrainingRun` with the plan, per-epoch losses, metrics and device-synchronised
+            times.
 
         Raises:
-            FloatingPointError: The loss became non-finite (outside mixed_float16); the
-                message names the epoch and step, and the weights are those of the last
-                finite step.
+            FloatingPointError: The loss became non-finite and no loss scaler skipped the
+                step; the message names the epoch and step and what the weights hold.
 
         Example:
-            >>> # run = trainer.fit(x, y, epochs=20, early_stop_loss=0.1); run.final_loss
+            >>> from gometal_keras.data import demo_dataset
+            >>> x, y = demo_dataset(samples=64, features=8)
+            >>> b = ModelBuilder([32, 8]).add_dense(10)
+            >>> t = Trainer(b, TrainerConfig(batch_size=32, precision="float32", seed=0,
+            ...                                      jit_compile=False))
+            >>> run = t.fit(x, y, epochs=2)
+            >>> run.epochs_run, run.plan == t.plan
+            (2, True)
         """
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs is {epochs!r}; expected an int of at least 1.")
-        xa, ya = self._arrays(x, y)
+        data = self.arrange(x, y)
         if validation_data is not None and (
             not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2
         ):
             raise ValueError("validation_data must be a pair (x_val, y_val).")
         val = self._arrays(*validation_data) if validation_data is not None else None
-        data = self._loop.arrange(xa, ya)
-        timer = EpochTimer(sync=lambda: self._engine.sync(self.model), time_steps=False)
-        first, last = self.epoch, self.epoch + epochs
-        cbs = keras.callbacks.CallbackList(
-            [timer, *([self.schedule] if self.schedule else []), *callbacks],
-            add_progbar=verbose != 0,
-            model=self.model,
-            verbose=verbose,
-            epochs=last,
+        session = FitSession(
+            self.model,
+            [*([self.schedule] if self.schedule else []), *callbacks],
+            sync=lambda: self._engine.sync(self.model),
+            epochs=self.epoch + epochs,
             steps=data.steps,
+            verbose=verbose,
+            early_stop_loss=early_stop_loss,
         )
-        history: dict[str, list[float]] = {}
-        stopped = False
-        self.model.stop_training = False
-        cbs.on_train_begin()
-        for epoch in range(first, last):
-            cbs.on_epoch_begin(epoch)
-            logs = epoch_logs(self._objective, self._loop.run_epoch(data), epoch)
+        session.begin()
+        for epoch in range(self.epoch, self.epoch + epochs):
+            session.epoch_begin(epoch)
+            logs = epoch_logs(self._objective, self.plan, self._loop.run_epoch(data), epoch)
             if val is not None:
                 logs["val_loss"] = self._evaluate_arrays(*val)
             if self.schedule:
                 logs["learning_rate"] = self.schedule.rates[-1]
             self.epoch = epoch + 1
-            for key, value in logs.items():
-                history.setdefault(key, []).append(value)
-            cbs.on_epoch_end(epoch, logs)
-            below = early_stop_loss is not None and logs["loss"] < early_stop_loss
-            if below or self.model.stop_training:
-                stopped = self.epoch < last
+            if session.epoch_end(epoch, logs):
                 break
-        cbs.on_train_end()
-        return TrainingRun(
-            precision=self.precision,
-            losses=history.pop("loss"),
-            epoch_seconds=list(timer.epoch_seconds),
-            device=self.device.describe(),
-            stopped_early=stopped,
-            decision=self.decision,
-            loop=self._loop.last_layout,
-            val_losses=history.pop("val_loss", []),
-            metrics=history,
-        )
+        session.end()
+        return session.run(self.plan, self.device.describe(), self.decision, data.describe())
 
     def predict(self, x: Any) -> np.ndarray:
         """Return the model's float32 outputs for `x` (all samples, in batches).
 
         Example:
-            >>> # probabilities_or_logits = trainer.predict(x_test)
+            >>> b = ModelBuilder([8, 3]).add_dense(2)
+            >>> t = Trainer(b, TrainerConfig(batch_size=8, precision="float32", seed=0,
+            ...                                      jit_compile=False))
+            >>> t.predict(np.zeros((5, 3))).shape
+            (5, 2)
         """
         return self._predict_array(as_features(x, tuple(self.model.input_shape[1:])))
 
     def _predict_array(self, xa: np.ndarray) -> np.ndarray:
         out = self.model.predict(xa, batch_size=self.config.batch_size, verbose=0)
-        return np.asarray(out, dtype=np.float32)
+        return np.asarray(keras.ops.convert_to_numpy(out), dtype=np.float32)
 
     def evaluate(self, x: Any, y: Any) -> float:
         """Return the mean loss over all samples of (x, y), without training.
 
         Example:
-            >>> # test_loss = trainer.evaluate(x_test, y_test)
+            >>> b = ModelBuilder([8, 3]).add_dense(2)
+            >>> t = Trainer(b, TrainerConfig(batch_size=8, precision="float32", seed=0,
+            ...                                      jit_compile=False))
+            >>> t.evaluate(np.zeros((5, 3)), np.zeros(5, int))  # logits 0: log(2)
+            0.6931...
         """
         return self._evaluate_arrays(*self._arrays(x, y))
 
     def _evaluate_arrays(self, xa: np.ndarray, ya: np.ndarray) -> float:
         preds = self._predict_array(xa)
         return float(keras.ops.convert_to_numpy(self._objective.loss(ya, preds)))
-
-    def save(self, path: str) -> None:
-        """Write a checkpoint atomically: model, optimizer state, config, epoch reached.
-
-        Args:
-            path: The checkpoint file (e.g. ``"run.gmk"``); replaced only once complete.
-
-        Example:
-            >>> # trainer.save("run.gmk"); later: Trainer.load("run.gmk").fit(x, y)
-        """
-        from gometal_keras import checkpoint
-
-        checkpoint.save(self, path)
-
-    @classmethod
-    def load(cls, path: str) -> Trainer:
-        """Return the Trainer a checkpoint holds, ready to resume where it stopped.
-
-        Args:
-            path: A file written by `save`.
-
-        Raises:
-            ValueError: The file is not a gometal_keras checkpoint, or it is truncated or
-                corrupted.
-
-        Example:
-            >>> # trainer = Trainer.load("run.gmk")
-        """
-        from gometal_keras import checkpoint
-
-        return checkpoint.load(cls, path)
-
-    def export(self, path: str, format: str = "tf_saved_model") -> None:
-        """Export the model for serving with Keras' `Model.export` (needs TensorFlow).
-
-        Example:
-            >>> # trainer.export("served_model")
-        """
-        self.model.export(path, format=format)
 
     TrainBatch = train_batch
     Predict = predict

@@ -88,7 +88,7 @@ class RoundTripTest(CheckpointCase):
         self.assert_same_state(t, u)
         self.assertEqual(u.epoch, 2)
         self.assertEqual(u.config, cfg)
-        self.assertEqual((u.precision, u.jit, u.seed), (t.precision, t.jit, t.seed))
+        self.assertEqual((u.plan, u.seed, u.decision), (t.plan, t.seed, t.decision))
         self.assertEqual(u.schedule.get_state(), t.schedule.get_state())
         self.assertAllEqual(u.predict(x), t.predict(x))
 

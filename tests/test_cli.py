@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from gometal_keras.examples import mixed_precision_demo as demo_program
 
-from gometal_keras import cli, demo
+from gometal_keras import cli
 
 SMALL = ["--epochs", "2", "--samples", "128", "--hidden", "16", "--precision", "float32"]
 
@@ -53,7 +54,7 @@ def test_failure_is_one_line_and_exit_one(capsys, monkeypatch):
     def boom(*_, **__):
         raise RuntimeError("device lost\nsecond line")
 
-    monkeypatch.setattr(demo, "run_demo", boom)
+    monkeypatch.setattr(demo_program, "run_demo", boom)
     assert cli.main(["demo", *SMALL, "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "gometal-keras: error: RuntimeError: device lost" in err

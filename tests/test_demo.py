@@ -1,32 +1,41 @@
-"""Tests for gometal_keras.demo: settings, progress hook, result record, the example script."""
+"""Tests for the demo: its flags, the example program it runs, and what it records."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import runpy
 import sys
 from pathlib import Path
+from unittest import mock
 
 import keras
 import pytest
+from gometal_keras.examples.mixed_precision_demo import run_demo
 
-from gometal_keras.demo import DemoSettings, add_arguments, run_demo, settings_from
+from gometal_keras import decision, engines
+from gometal_keras.cli import add_demo_arguments, demo_settings
+from gometal_keras.demo import DemoSettings
+from gometal_keras.plan import Precision
 
 ROOT = Path(__file__).resolve().parents[1]
+SMALL = DemoSettings(hidden=16, layers=(16, 8), epochs=2, samples=128, precision="float32")
 
 
 def _parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    add_arguments(parser)
+    add_demo_arguments(parser)
     return parser.parse_args(list(argv))
 
 
 def test_settings_from_flags():
-    s = settings_from(_parse("--layers", "64,32", "--epochs", "3", "--timing", "total"))
+    s = demo_settings(_parse("--layers", "64,32", "--epochs", "3", "--timing", "total"))
     assert s.hidden_stack == (64, 32) and s.epochs == 3 and s.timing == "total"
     assert s.to_dict()["layers"] == [64, 32]
     with pytest.raises(ValueError, match="--samples must be a positive integer"):
-        settings_from(_parse("--samples", "0"))
+        demo_settings(_parse("--samples", "0"))
+    with pytest.raises(SystemExit):
+        _parse("--layers", "64,-1")
 
 
 def test_run_demo_calls_progress_per_phase_and_records_what_ran():
@@ -36,45 +45,54 @@ def test_run_demo_calls_progress_per_phase_and_records_what_ran():
         seen.append((index, label))
         return keras.callbacks.Callback()
 
-    settings = DemoSettings(hidden=16, epochs=2, samples=128, precision="float32")
-    result = run_demo(settings, progress=progress)
+    result = run_demo(SMALL, progress=progress)
     assert seen == [(1, "FP32"), (2, "FP32")]
     assert result.baseline.epochs_run == 2 and result.mixed.epochs_run == 2
     assert result.device is not None and len(result.configs) == 2
-    assert result.settings == settings
+    assert result.settings == SMALL
+    # The records carry the plans that ran, and the two float32 runs are the same run.
+    assert result.baseline.plan == result.mixed.plan
+    assert result.baseline.losses == result.mixed.losses
 
 
-def test_example_script_still_runs(monkeypatch, capsys):
-    argv = [
-        "mixed_precision_demo.py",
-        "--epochs",
-        "2",
-        "--samples",
-        "128",
-        "--hidden",
-        "16",
-        "--precision",
-        "float32",
-        "--quiet",
-    ]
-    monkeypatch.setattr(sys, "argv", argv)
+def test_example_script_runs_the_seed_report(monkeypatch, capsys):
+    argv = ["mixed_precision_demo.py", "--epochs", "2", "--samples", "128", "--hidden", "16"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--precision", "float32", "--quiet"])
     with pytest.raises(SystemExit) as done:
         runpy.run_path(str(ROOT / "examples" / "mixed_precision_demo.py"), run_name="__main__")
     assert done.value.code == 0
     assert "Performance Comparison" in capsys.readouterr().out
 
 
-def test_auto_phase_two_trains_mixed_precision_where_the_device_has_one():
-    from gometal_keras import engines, precision
+def test_example_uses_only_the_public_api():
+    source = (ROOT / "examples" / "mixed_precision_demo.py").read_text()
+    imports = [line for line in source.splitlines() if line.startswith(("import", "from"))]
+    for line in imports:
+        if "gometal_keras" in line:
+            assert line.startswith("from gometal_keras import"), line
+    assert "._" not in source.replace("__", "")
 
-    settings = DemoSettings(hidden=32, samples=256, epochs=2, seed=3, precision="auto")
+
+def test_auto_keeping_float32_makes_phase_two_the_fastest_mixed_candidate():
+    engine = engines.current()
+    # This machine's CPU, said to have fast bfloat16 (it runs bfloat16, only slowly).
+    bf16 = dataclasses.replace(engine.describe_device(), bf16_fast=True)
+    settings = dataclasses.replace(SMALL, precision="auto")
+    # A mixed plan must be 99% faster to win: auto keeps float32 whatever is measured.
+    with (
+        mock.patch.object(engine, "describe_device", return_value=bf16),
+        mock.patch.object(decision, "MIN_GAIN", 0.99),
+    ):
+        result = run_demo(settings)
+    assert result.baseline.precision is Precision.FLOAT32
+    assert result.mixed.precision is Precision.MIXED_BFLOAT16
+    assert any("float32 kept" in note for note in result.notes)
+    assert result.configs[1].precision == "mixed_bfloat16"
+
+
+def test_explicit_mixed_precision_is_phase_two():
+    settings = dataclasses.replace(SMALL, precision="mixed_bfloat16")
     result = run_demo(settings)
-    mixed_here = set(precision.candidates(engines.current().describe_device())) - {"float32"}
-    if mixed_here:
-        # Whatever auto decides, phase 2 shows a mixed precision that runs fast here.
-        assert result.mixed.precision in mixed_here
-        if result.mixed.decision is None:  # auto kept float32: its verdict is reported
-            assert any("float32 kept" in note for note in result.notes)
-    else:
-        assert result.mixed.precision == "float32"
-    assert result.baseline.precision == "float32"
+    assert result.mixed.precision is Precision.MIXED_BFLOAT16
+    assert result.mixed.plan.compute_dtype == "bfloat16"
+    assert not any("Precision choice" in note for note in result.notes)

@@ -203,7 +203,7 @@ class Float32NonFiniteTest(tf.test.TestCase):
         t.train_batch(x, y)
         weights, opt = snapshot(t.model.variables), snapshot(t.optimizer.variables)
         x[0] = HUGE
-        with self.assertRaisesRegex(FloatingPointError, "not finite"):
+        with self.assertRaisesRegex(FloatingPointError, "non-finite.*skipped"):
             t.train_batch(x, y)
         for a, b in zip(weights, snapshot(t.model.variables), strict=True):
             self.assertAllEqual(a, b)

@@ -11,8 +11,10 @@ import pytest
 
 from gometal_keras.compare import compare_runs
 from gometal_keras.config import TrainerConfig
+from gometal_keras.decision import Candidate, Decision
 from gometal_keras.demo import DemoResult, DemoSettings
 from gometal_keras.jsonreport import SCHEMA, check_writable, demo_report, json_safe, write_json
+from gometal_keras.plan import Precision, RunPlan
 from gometal_keras.precision import DeviceInfo
 from gometal_keras.record import TrainingRun
 
@@ -33,11 +35,11 @@ def _result(nan: bool = False) -> DemoResult:
         mixed_losses,
         [0.6, 0.05, 0.05],
         device="CPU (test)",
-        decision={
-            "chosen": "mixed_bfloat16 (no XLA)",
-            "reason": "measured",
-            "candidates": {"float32 (no XLA)": 0.002},
-        },
+        decision=Decision(
+            RunPlan(Precision.MIXED_BFLOAT16, xla=False),
+            "measured",
+            (Candidate(RunPlan(Precision.FLOAT32, xla=False), 0.002),),
+        ),
     )
     cmp = compare_runs(base, mixed)
     device = DeviceInfo("tensorflow", "cpu", "CPU", True, False, True, cpu_features=("bf16",))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from unittest import mock
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -15,6 +14,7 @@ from gometal_keras.builder import ModelBuilder
 from gometal_keras.config import TrainerConfig
 from gometal_keras.data import demo_dataset
 from gometal_keras.loop import TrainingLoop
+from gometal_keras.plan import Loop, Precision, RunPlan
 from gometal_keras.trainer import Trainer
 
 FEATURES, BATCH, SAMPLES, EPOCHS = 24, 16, 16 * 8 + 5, 3
@@ -139,8 +139,9 @@ class FakeEngine:
 class FakeProgram:
     """Returns each batch's first feature as its 'loss' (a 1-wide row) and records calls."""
 
-    def __init__(self):
+    def __init__(self, loop: str = "fused", xla: bool = False):
         self.epoch_shapes, self.steps = [], 0
+        self.plan = RunPlan(Precision.FLOAT32, xla=xla, loop=Loop(loop))
 
     def epoch(self, xs, ys):
         self.epoch_shapes.append(xs.shape)
@@ -158,40 +159,38 @@ class ArrangeTest(tf.test.TestCase):
 
     def test_drops_remainder_and_keeps_order(self):
         x, y = self.data(11)
-        loop = TrainingLoop(FakeEngine(None), FakeProgram(), 4, "fused", False)
+        loop = TrainingLoop(FakeEngine(None), FakeProgram(), 4)
         data = loop.arrange(x, y)
         self.assertEqual(data.steps, 2)
         self.assertEqual(data.chunk, 2)
         self.assertTrue(data.resident)
         self.assertAllEqual(np.asarray(data.xs), x[:8].reshape(2, 4, 3))
         self.assertAllEqual(np.asarray(data.ys), y[:8].reshape(2, 4))
-        self.assertIn("whole epoch per call", loop.last_layout)
+        self.assertIn("whole epoch per call", data.describe())
 
     def test_no_full_batch_raises(self):
         for n in (1, 3):
             x, y = self.data(n)
-            for mode in ("fused", "step", "auto"):
-                loop = TrainingLoop(FakeEngine(None), FakeProgram(), 4, mode, False)
+            for mode in ("fused", "step"):
+                loop = TrainingLoop(FakeEngine(None), FakeProgram(mode), 4)
                 with self.assertRaisesRegex(ValueError, "full batch"):
                     loop.arrange(x, y)
         x, y = self.data(4)  # exactly one batch is enough
         self.assertEqual(
-            TrainingLoop(FakeEngine(None), FakeProgram(), 4, "fused", False).arrange(x, y).steps,
+            TrainingLoop(FakeEngine(None), FakeProgram(), 4).arrange(x, y).steps,
             1,
         )
 
     def test_chunks_cover_every_step_in_order(self):
         x, y = self.data(4 * 7 + 2)
         per_batch = 4 * 3 * 4 + 4 * 4
-        program = FakeProgram()
-        loop = TrainingLoop(
-            FakeEngine(2 * per_batch / loop_module.DEVICE_SHARE), program, 4, "fused", True
-        )
+        program = FakeProgram(xla=True)
+        loop = TrainingLoop(FakeEngine(2 * per_batch / loop_module.DEVICE_SHARE), program, 4)
         data = loop.arrange(x, y)
         self.assertFalse(data.resident)
         self.assertEqual(data.chunk, 2)
-        self.assertIn("4 calls per epoch", loop.last_layout)
-        self.assertIn("XLA", loop.last_layout)
+        self.assertIn("4 calls per epoch", data.describe())
+        self.assertIn("XLA", data.describe())
         losses = loop.run_epoch(data)
         self.assertEqual([s[0] for s in program.epoch_shapes], [2, 2, 2, 1])
         self.assertAllEqual(np.ravel(losses), x[: 4 * 7 : 4, 0])
@@ -199,7 +198,7 @@ class ArrangeTest(tf.test.TestCase):
     def test_tiny_budget_still_runs_one_batch_per_call(self):
         x, y = self.data(12)
         program = FakeProgram()
-        loop = TrainingLoop(FakeEngine(1), program, 4, "fused", False)
+        loop = TrainingLoop(FakeEngine(1), program, 4)
         data = loop.arrange(x, y)
         self.assertEqual(data.chunk, 1)
         loop.run_epoch(data)
@@ -207,26 +206,20 @@ class ArrangeTest(tf.test.TestCase):
 
     def test_step_mode(self):
         x, y = self.data(13)
-        program = FakeProgram()
+        program = FakeProgram("step")
         engine = FakeEngine(None)
-        loop = TrainingLoop(engine, program, 4, "step", False)
+        loop = TrainingLoop(engine, program, 4)
         data = loop.arrange(x, y)
         self.assertTrue(data.resident)
-        self.assertIn("one call per step", loop.last_layout)
+        self.assertIn("one call per step", data.describe())
         losses = loop.run_epoch(data)
         self.assertEqual(program.steps, 3)
         self.assertEqual(program.epoch_shapes, [])
         self.assertAllEqual(np.ravel(losses), x[:12:4, 0])
         # Too large for the device: steps copy their batch one at a time.
         engine = FakeEngine(1)
-        loop = TrainingLoop(engine, FakeProgram(), 4, "step", False)
+        loop = TrainingLoop(engine, FakeProgram("step"), 4)
         data = loop.arrange(x, y)
         self.assertFalse(data.resident)
-        self.assertIn("copied per step", loop.last_layout)
+        self.assertIn("copied per step", data.describe())
         self.assertAllEqual(np.ravel(loop.run_epoch(data)), x[:12:4, 0])
-
-
-class KerasBackendTest(tf.test.TestCase):
-    def test_backend_is_tensorflow(self):
-        # The in-process loop tests assume TF; other backends run in test_backends.py.
-        self.assertEqual(keras.backend.backend(), "tensorflow")

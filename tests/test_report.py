@@ -10,6 +10,8 @@ import tensorflow as tf
 from rich.console import Console
 
 from gometal_keras.compare import compare_runs
+from gometal_keras.decision import Candidate, Decision
+from gometal_keras.plan import Precision, RunPlan
 from gometal_keras.record import TrainingRun
 from gometal_keras.report import EMOJI_ASCII, Reporter, epoch_rows, label_for
 
@@ -110,20 +112,24 @@ class ReportTest(tf.test.TestCase):
             cand.losses,
             cand.epoch_seconds,
             device="[bold]GPU[/bold]",
-            decision={
-                "candidates": {"float32": 0.002, "mixed_float16": None, "mixed_bfloat16": math.nan},
-                "chosen": "float32",
-                "reason": "float32 measured [red]fastest[/red]",
-            },
+            decision=Decision(
+                RunPlan(Precision.FLOAT32, xla=False),
+                "float32 measured [red]fastest[/red]",
+                (
+                    Candidate(RunPlan(Precision.FLOAT32, xla=False), 0.002),
+                    Candidate(RunPlan(Precision.MIXED_FLOAT16, xla=False), 0.001, finite=False),
+                    Candidate(RunPlan(Precision.MIXED_BFLOAT16, xla=False), math.nan),
+                ),
+            ),
             stopped_early=True,
         )
         out = _render(_plain_console(), base, cand)
         self.assertIsNone(ANSI.search(out))
         self.assertIn("Device: [bold]GPU[/bold]", out)  # user text printed literally
         self.assertIn("Reason: float32 measured [red]fastest[/red]", out)
-        self.assertIn("  float32        |     2.00 ms/step  <- chosen", out)
-        self.assertIn("  mixed_float16  | rejected", out)
-        self.assertIn("  mixed_bfloat16 | rejected", out)
+        self.assertIn("  float32 (no XLA, fused)        |     2.00 ms/step  <- chosen", out)
+        self.assertIn("  mixed_float16 (no XLA, fused)  | rejected", out)
+        self.assertIn("  mixed_bfloat16 (no XLA, fused) | rejected", out)
         self.assertIn("Stopped early at epoch 23 (loss below threshold)", out)
 
     def test_ascii_fallback_when_encoding_cannot_carry_emoji(self) -> None:

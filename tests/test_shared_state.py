@@ -225,7 +225,7 @@ class UserModelTest(SharedStateCase):
         before = snapshot(model.variables)  # weights and the dropout seed state
         t = Trainer(model, config("auto", jit_compile=None))
         self.assertIsNotNone(t.decision)
-        self.assertTrue(t.decision["candidates"], "no trial ran; the test would prove nothing")
+        self.assertTrue(t.decision.candidates, "no trial ran; the test would prove nothing")
         self.assertIs(t.model, model)
         for a, b in zip(before, snapshot(model.variables), strict=True):
             self.assertTrue(np.array_equal(a, b), "an auto trial changed the user's model")

@@ -12,11 +12,13 @@ from gometal_keras import precision as prec
 from gometal_keras.builder import ModelBuilder
 from gometal_keras.config import TrainerConfig
 from gometal_keras.data import demo_dataset
+from gometal_keras.decision import Decision
+from gometal_keras.plan import Precision
 from gometal_keras.record import TrainingRun
 from gometal_keras.trainer import BatchResult, Trainer
 
 FEATURES, BATCH = 32, 32
-POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+POLICIES = tuple(p.value for p in Precision)
 
 
 def small_builder(dropout: bool = False, softmax: bool = False) -> ModelBuilder:
@@ -257,7 +259,9 @@ class FitTest(PolicyGuard):
         self.assertAllClose(run.total_seconds, sum(run.epoch_seconds))
         self.assertEqual(run.device, trainer.device.describe())
         self.assertIsNone(run.decision)
-        self.assertTrue(run.loop)
+        self.assertIs(run.plan, trainer.plan)
+        xla = "XLA" if trainer.plan.xla else "no XLA"
+        self.assertIn(f"({xla}", run.loop)
 
     def test_full_batches_only(self):
         x, y = data(BATCH * 2 + 6)
@@ -390,23 +394,28 @@ class AutoPrecisionTest(PolicyGuard):
         trainer = Trainer(small_builder(), cfg)
         self.assertIn(trainer.precision, POLICIES)
         decision = trainer.decision
-        self.assertIsInstance(decision, dict)
-        self.assertIn(trainer.precision, decision["chosen"])
-        self.assertIsInstance(decision["reason"], str)
-        self.assertIn(trainer.precision, decision["reason"])
+        self.assertIsInstance(decision, Decision)
+        # The decision's plan is the plan the program runs, and nothing else holds a copy.
+        self.assertEqual(decision.chosen, trainer.plan)
+        self.assertIn(trainer.precision.value, decision.reason)
         pool = prec.candidates(trainer.device)
-        self.assertIsInstance(decision["candidates"], dict)
-        if len(pool) > 1 or trainer.device.xla:
-            self.assertTrue(decision["candidates"])
-        for key, seconds in decision["candidates"].items():
-            self.assertTrue(any(key.startswith(name) for name in pool), key)
-            self.assertTrue(math.isnan(seconds) or 0 < seconds < 1.0, (key, seconds))
-        for name in pool:
-            if len(pool) > 1:
-                self.assertTrue(any(k.startswith(name) for k in decision["candidates"]), name)
-        self.assertEqual(set(decision["skipped"]), set(prec.rejected(trainer.device)))
+        self.assertIn(trainer.precision, pool)
+        timed = {c.plan for c in decision.candidates}
+        if decision.candidates:
+            self.assertIn(decision.chosen, timed)
+            self.assertTrue(all(c.plan.precision in pool for c in decision.candidates))
+            sound = [c for c in decision.candidates if c.sound]
+            fastest_of_chosen = min(
+                (c for c in sound if c.plan.precision is trainer.precision),
+                key=lambda c: c.seconds,
+            )
+            self.assertEqual(fastest_of_chosen.plan, trainer.plan)
+        if len(pool) > 1:  # every precision the device runs fast was timed
+            self.assertEqual({c.plan.precision for c in decision.candidates}, set(pool))
+        self.assertEqual(dict(decision.skipped), prec.rejected(trainer.device))
         run = trainer.fit(x, y, epochs=2)
-        self.assertEqual(run.decision, decision)
+        self.assertIs(run.decision, decision)
+        self.assertEqual(run.plan, trainer.plan)
         self.assertEqual(run.precision, trainer.precision)
         self.assertTrue(all(math.isfinite(v) for v in run.losses))
         self.assert_global_policy()

@@ -17,6 +17,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from gometal_keras.plan import Precision, RunPlan
 from gometal_keras.precision import DeviceInfo
 
 LossFn = Callable[[Any, Any], Any]
@@ -24,20 +25,17 @@ LossFn = Callable[[Any, Any], Any]
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
-    """What a training step computes besides the update.
+    """What a training step computes besides the update (how it updates is the `RunPlan`).
 
     Attributes:
         loss: ``loss(y_true, y_pred)`` returning a scalar.
         metric_names: Names of the per-batch metrics, in order.
         metrics: ``metrics(y_true, y_pred)`` returning one float32 scalar per name.
-        guard: Skip the update of a step whose loss is not finite, and of every later step
-            of the same device call, so the weights stay those of the last finite step.
     """
 
     loss: LossFn
     metric_names: tuple[str, ...] = ()
     metrics: Callable[[Any, Any], list] = lambda y_true, y_pred: []
-    guard: bool = True
 
     @property
     def width(self) -> int:
@@ -46,7 +44,16 @@ class Objective:
 
 
 class Program(abc.ABC):
-    """A model's compiled training step and epoch. Calls update the model's variables."""
+    """A model's compiled training step and epoch. Calls update the model's variables.
+
+    Attributes:
+        plan: The plan this program really runs (the engine may have had to change the one
+            asked for; e.g. a `tf.distribute` strategy runs without XLA and the guard).
+            With ``plan.guard``, a step whose loss is not finite leaves every variable as
+            it was, and so does every later step of the same device call.
+    """
+
+    plan: RunPlan
 
     @abc.abstractmethod
     def step(self, x: Any, y: Any) -> Any:
@@ -94,6 +101,16 @@ class Placement:
         """Copy a host array of batches to the device(s), split along `batch_axis`."""
         return self._engine.to_device(array)
 
+    def adapt(self, plan: RunPlan) -> RunPlan:
+        """The plan as it runs under this placement (replicas and description filled in).
+
+        Example:
+            >>> from gometal_keras.plan import Precision
+            >>> Placement(current()).adapt(RunPlan(Precision.FLOAT32, xla=True)).replicas
+            1
+        """
+        return plan.replace(replicas=self.replicas, placement=self.description)
+
     def check_batch(self, batch_size: int) -> None:
         """Raise ValueError when `batch_size` does not split evenly over the replicas."""
         if batch_size % self.replicas:
@@ -124,7 +141,8 @@ class Engine(abc.ABC):
     def free_memory_bytes(self) -> int | None:
         """Bytes free on the device for data, or None when unknown."""
 
-    #: The `Program` class `program` builds; engines that need more override `program`.
+    #: The `Program` class `program` builds: ``cls(model, objective, optimizer, plan,
+    #: placement)``.
     program_class: type[Program]
 
     def program(
@@ -132,19 +150,23 @@ class Engine(abc.ABC):
         model: keras.Model,
         objective: Objective,
         optimizer: Any,
-        jit: bool,
+        plan: RunPlan,
         placement: Placement | None = None,
     ) -> Program:
-        """Compile the training step and epoch loop of `model`.
+        """Compile the training step and epoch loop of `model` for `plan`.
 
         Args:
             model: A built Keras model (made under ``placement.scope()``).
-            objective: The loss, the metrics and the non-finite guard.
-            optimizer: A Keras optimizer (a `LossScaleOptimizer` under float16).
-            jit: Compile with XLA where the backend can.
+            objective: The loss and the metrics.
+            optimizer: A Keras optimizer (a `LossScaleOptimizer` when the plan scales).
+            plan: What to run; the program's own ``plan`` says what it really runs.
             placement: Where the model lives; None for one device.
+
+        Returns:
+            The `Program`.
         """
-        return self.program_class(model, objective, optimizer, jit)
+        placement = placement or Placement(self)
+        return self.program_class(model, objective, optimizer, placement.adapt(plan), placement)
 
     def placement(self, distribution: Any = None, devices: int | None = None) -> Placement:
         """Return the placement for a `distribution` request.
@@ -162,7 +184,7 @@ class Engine(abc.ABC):
             "expected None on this backend."
         )
 
-    def jit_options(self, device: DeviceInfo, precision: str) -> tuple[bool, ...]:
+    def jit_options(self, device: DeviceInfo, precision: Precision) -> tuple[bool, ...]:
         """The XLA settings worth timing for `precision` on `device` (first = default)."""
         return (True,) if device.xla else (False,)
 

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from gometal_keras.engines import Engine, Objective, Placement, Program, host_free_memory_bytes
+from gometal_keras.plan import RunPlan
 from gometal_keras.precision import DeviceInfo, cpu_device
 
 
@@ -21,7 +22,15 @@ class JaxProgram(Program):
     Keras model always holds the current weights.
     """
 
-    def __init__(self, model: keras.Model, objective: Objective, optimizer: Any, jit: bool):
+    def __init__(
+        self,
+        model: keras.Model,
+        objective: Objective,
+        optimizer: Any,
+        plan: RunPlan,
+        placement: Placement,
+    ):
+        self.plan = plan
         if not optimizer.built:
             optimizer.build(model.trainable_variables)
         self._model, self._optimizer = model, optimizer
@@ -58,7 +67,7 @@ class JaxProgram(Program):
             )
             new_trainable, new_opt = optimizer.stateless_apply(opt_vars, grads, trainable)
             finite = jnp.isfinite(values[0])
-            if not objective.guard:
+            if not plan.guard:
                 # The loss scaler skips the update itself; a non-finite forward pass must
                 # not leave its BatchNorm statistics behind either.
                 new_non_trainable = select(finite, new_non_trainable, non_trainable)
@@ -75,7 +84,7 @@ class JaxProgram(Program):
             (state, _), values = train_step((state, jnp.array(True)), (x, y))
             return state, values
 
-        wrap = jax.jit if jit else (lambda f: f)
+        wrap = jax.jit if plan.xla else (lambda f: f)
         self._step, self._epoch = wrap(one_step), wrap(train_epoch)
 
     def _state(self) -> tuple[list, list, list]:

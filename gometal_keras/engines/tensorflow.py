@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib.metadata
 import sys
 from typing import Any
@@ -19,7 +18,8 @@ from gometal_keras.engines import (
     Program,
     host_free_memory_bytes,
 )
-from gometal_keras.precision import MIXED_FLOAT16, DeviceInfo, cpu_device
+from gometal_keras.plan import Precision, RunPlan
+from gometal_keras.precision import DeviceInfo, cpu_device
 
 
 def _has_metal_plugin() -> bool:
@@ -44,9 +44,11 @@ class TensorFlowProgram(Program):
         model: keras.Model,
         objective: Objective,
         optimizer: Any,
-        jit: bool,
-        strategy: tf.distribute.Strategy | None = None,
+        plan: RunPlan,
+        placement: Placement,
     ):
+        self.plan = plan
+        strategy = placement.strategy if isinstance(placement, MirroredPlacement) else None
         variables = model.trainable_variables
         replicas = strategy.num_replicas_in_sync if strategy else 1
         if not optimizer.built:
@@ -88,7 +90,7 @@ class TensorFlowProgram(Program):
                 for v, old in zip(model.non_trainable_variables, saved, strict=True):
                     v.assign(old)
 
-            if objective.guard:
+            if plan.guard:
                 ok = tf.logical_and(ok, finite)
                 tf.cond(ok, lambda: optimizer.apply(grads, variables), restore)
                 return values, ok
@@ -108,8 +110,8 @@ class TensorFlowProgram(Program):
                 out = out.write(i, values)
             return out.stack()
 
-        self._step = tf.function(one_step, jit_compile=jit, reduce_retracing=True)
-        self._epoch = tf.function(train_epoch, jit_compile=jit, reduce_retracing=True)
+        self._step = tf.function(one_step, jit_compile=plan.xla, reduce_retracing=True)
+        self._epoch = tf.function(train_epoch, jit_compile=plan.xla, reduce_retracing=True)
 
     def step(self, x: Any, y: Any) -> Any:
         return self._step(x, y)
@@ -121,8 +123,8 @@ class TensorFlowProgram(Program):
 class MirroredPlacement(Placement):
     """Variables mirrored by a `tf.distribute` strategy; each replica takes a batch slice.
 
-    The non-finite guard is off here: a conditional update in a replica context would
-    stall the gradient all-reduce. XLA is off too.
+    Plans run here without the non-finite guard (a conditional update in a replica context
+    would stall the gradient all-reduce) and without XLA; `adapt` says so in the plan.
     """
 
     def __init__(self, engine: Engine, strategy: tf.distribute.Strategy):
@@ -133,6 +135,9 @@ class MirroredPlacement(Placement):
 
     def scope(self) -> Any:
         return self.strategy.scope()
+
+    def adapt(self, plan: RunPlan) -> RunPlan:
+        return super().adapt(plan).replace(guard=False, xla=False)
 
 
 class TensorFlowEngine(Engine):
@@ -166,10 +171,10 @@ class TensorFlowEngine(Engine):
             compute_capability=cc if cc != (0, 0) else None,
         )
 
-    def jit_options(self, device: DeviceInfo, precision: str) -> tuple[bool, ...]:
+    def jit_options(self, device: DeviceInfo, precision: Precision) -> tuple[bool, ...]:
         if not device.xla:
             return (False,)
-        if device.kind == "cpu" and precision == MIXED_FLOAT16:
+        if device.kind == "cpu" and precision is Precision.MIXED_FLOAT16:
             return (True,)  # TF's float16 CPU kernels without XLA are ~100x slower
         # XLA is not always faster: on a CPU its random numbers make Dropout slow.
         return (False, True) if device.kind == "cpu" else (True, False)
@@ -207,17 +212,3 @@ class TensorFlowEngine(Engine):
             # Hosts and this one's role come from the TF_CONFIG environment variable.
             return MirroredPlacement(self, tf.distribute.MultiWorkerMirroredStrategy())
         return super().placement(distribution, devices)
-
-    def program(
-        self,
-        model: keras.Model,
-        objective: Objective,
-        optimizer: Any,
-        jit: bool,
-        placement: Placement | None = None,
-    ) -> Program:
-        strategy = placement.strategy if isinstance(placement, MirroredPlacement) else None
-        if strategy is not None:
-            objective = dataclasses.replace(objective, guard=False)
-            jit = False
-        return TensorFlowProgram(model, objective, optimizer, jit, strategy)

@@ -11,9 +11,11 @@ import torch
 from gometal_keras.engines import (
     Engine,
     Objective,
+    Placement,
     Program,
     host_free_memory_bytes,
 )
+from gometal_keras.plan import RunPlan
 from gometal_keras.precision import DeviceInfo, cpu_device
 
 
@@ -24,7 +26,15 @@ class TorchProgram(Program):
     whether to apply an update), so a guarded epoch waits for the device once a step.
     """
 
-    def __init__(self, model: keras.Model, objective: Objective, optimizer: Any, jit: bool):
+    def __init__(
+        self,
+        model: keras.Model,
+        objective: Objective,
+        optimizer: Any,
+        plan: RunPlan,
+        placement: Placement,
+    ):
+        self.plan = plan
         variables = model.trainable_variables
         if not optimizer.built:
             optimizer.build(variables)
@@ -33,7 +43,7 @@ class TorchProgram(Program):
 
     def _train_step(self, x: Any, y: Any, ok: bool) -> tuple[Any, bool]:
         model, optimizer, variables = self._model, self._optimizer, self._vars
-        guard = self._objective.guard
+        guard = self.plan.guard
         # The forward pass updates BatchNorm statistics and random-generator state: keep a
         # copy, to put back if this step's loss is not finite.
         saved = [v.value.detach().clone() for v in model.non_trainable_variables]

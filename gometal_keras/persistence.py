@@ -1,0 +1,128 @@
+"""`Persistent`: the state and checkpoint half of `Trainer` (its base class).
+
+A trainer's full state is one `TrainerState` (`get_state` / `set_state`); `save` and
+`load` move it through the checkpoint file format (`gometal_keras.checkpoint`), and
+`export` hands the model to Keras' exporter. Kept apart from the training half so each
+reads on its own; only `Trainer` derives from it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from gometal_keras import checkpoint
+from gometal_keras.config import TrainerConfig
+from gometal_keras.decision import Decision
+from gometal_keras.plan import RunPlan
+from gometal_keras.state import TrainerState
+
+
+class Persistent:
+    """What a `Trainer` saves and restores.
+
+    Attributes:
+        config: The training configuration.
+        seed: The seed in force.
+        epoch: Epochs completed.
+        decision: How the plan was chosen, or None.
+        model: The Keras model.
+        optimizer: Its optimizer.
+        schedule: The learning-rate schedule, or None.
+    """
+
+    config: TrainerConfig
+    seed: int
+    epoch: int
+    decision: Decision | None
+    model: keras.Model
+    optimizer: Any
+    schedule: Any
+
+    @property
+    def plan(self) -> RunPlan:
+        """The plan in force (the trainer's program reports it)."""
+        raise NotImplementedError
+
+    def get_state(self) -> TrainerState:
+        """Return everything needed to resume: variables, plan, decision, progress.
+
+        Example:
+            >>> from gometal_keras import ModelBuilder, Trainer, TrainerConfig
+            >>> b = ModelBuilder([8, 3]).add_dense(2)
+            >>> t = Trainer(b, TrainerConfig(8, precision="float32", jit_compile=False))
+            >>> state = t.get_state()
+            >>> state.plan == t.plan, len(state.model_variables)
+            (True, 2)
+        """
+        return TrainerState.capture(self)
+
+    def set_state(self, state: TrainerState) -> None:
+        """Restore what `get_state` returned (from this trainer or one of the same model).
+
+        Every value is checked before any is assigned: a state that does not fit leaves
+        the trainer unchanged.
+
+        Raises:
+            ValueError: The state's precision or variables do not fit this trainer.
+
+        Example:
+            >>> from gometal_keras import ModelBuilder, Trainer, TrainerConfig
+            >>> b = ModelBuilder([8, 3]).add_dense(2)
+            >>> t = Trainer(b, TrainerConfig(8, precision="float32", jit_compile=False))
+            >>> import numpy as np
+            >>> saved = t.get_state()
+            >>> _ = t.fit(np.ones((8, 3)), np.zeros(8, int))
+            >>> t.set_state(saved); t.epoch
+            0
+        """
+        state.restore(self)
+
+    def save(self, path: str) -> None:
+        """Write a checkpoint atomically: model, optimizer state, plan, epoch reached.
+
+        Args:
+            path: The checkpoint file (e.g. ``"run.gmk"``); replaced only once complete.
+
+        Example:
+            >>> import os, tempfile
+            >>> from gometal_keras import ModelBuilder, Trainer, TrainerConfig
+            >>> b = ModelBuilder([8, 3]).add_dense(2)
+            >>> t = Trainer(b, TrainerConfig(8, precision="float32", jit_compile=False))
+            >>> path = os.path.join(tempfile.mkdtemp(), "run.gmk")
+            >>> t.save(path); Trainer.load(path).plan == t.plan
+            True
+        """
+        checkpoint.write(path, self.model, self.get_state())
+
+    @classmethod
+    def load(cls, path: str) -> Any:
+        """Return the trainer a checkpoint holds, ready to resume where it stopped.
+
+        Args:
+            path: A file written by `save`.
+
+        Returns:
+            A trainer with the saved plan, weights, optimizer state and progress.
+
+        Raises:
+            ValueError: The file is not a gometal_keras checkpoint, or it is truncated or
+                corrupted.
+        """
+        model, state = checkpoint.read(path)
+        trainer = cls(model, state.resume_config())
+        try:
+            trainer.set_state(state)
+        except ValueError as err:
+            raise ValueError(f"Checkpoint {path!r} does not fit its own model: {err}") from None
+        return trainer
+
+    def export(self, path: str, format: str = "tf_saved_model") -> None:
+        """Export the model for serving with Keras' `Model.export` (needs TensorFlow).
+
+        Args:
+            path: Folder (or file, for formats that write one) to create.
+            format: A format `keras.Model.export` knows.
+        """
+        self.model.export(path, format=format)
