@@ -96,7 +96,21 @@ class ModelBuilder:
 
     @property
     def total_parameters(self) -> int:
-        """Go-Metal parameter count (Keras adds 2*features moving stats per BatchNorm)."""
+        """Go-Metal's parameter count: the weights training updates.
+
+        It equals the compiled model's trainable parameters. ``model.count_params()`` is
+        larger by ``2 * features`` per BatchNorm: Keras also counts its moving mean and
+        variance, which are non-trainable.
+
+        Example:
+            >>> b = ModelBuilder([8, 4]).add_dense(3).add_batchnorm()
+            >>> model = b.compile()
+            >>> b.total_parameters, model.count_params()
+            (21, 27)
+            >>> import math
+            >>> b.total_parameters == sum(math.prod(w.shape) for w in model.trainable_weights)
+            True
+        """
         return sum(spec.params for spec in self._layers)
 
     TotalParameters = total_parameters

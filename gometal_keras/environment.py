@@ -86,8 +86,8 @@ def environment() -> dict[str, Any]:
 
     Example:
         >>> facts = environment()
-        >>> "float32" in facts["auto_candidates"]
-        True
+        >>> "float32" in facts["auto_candidates"], type(next(iter(facts["auto_candidates"])))
+        (True, <class 'str'>)
     """
     device = engines.current().describe_device()
     found = versions()
@@ -101,6 +101,6 @@ def environment() -> dict[str, Any]:
             "active": device.kind == "metal",
         },
         "xla": device.xla,
-        "auto_candidates": dict(prec.candidates(device)),
-        "auto_rejected": dict(prec.rejected(device)),
+        "auto_candidates": {str(p): why for p, why in prec.candidates(device).items()},
+        "auto_rejected": {str(p): why for p, why in prec.rejected(device).items()},
     }

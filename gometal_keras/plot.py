@@ -129,7 +129,14 @@ def plot_comparison(
         The path written.
 
     Example:
-        >>> # plot_comparison(compare_runs(fp32_run, mixed_run), "comparison.png")
+        >>> import tempfile
+        >>> from gometal_keras.compare import compare_runs
+        >>> fp32_run = TrainingRun("float32", [2.3, 0.8], [0.30, 0.10], device="CPU")
+        >>> mixed_run = TrainingRun("mixed_bfloat16", [2.3, 0.8], [0.40, 0.05], device="CPU")
+        >>> out = Path(tempfile.mkdtemp()) / "comparison.svg"
+        >>> path = plot_comparison(compare_runs(fp32_run, mixed_run), out)
+        >>> "speedup +100.0%" in path.read_text()
+        True
     """
     if title is None:
         pct = comparison.speedup_percent

@@ -54,8 +54,17 @@ class LearningRateSchedule(keras.callbacks.Callback):
     Attributes:
         rates: The rate used in each epoch so far.
 
+    `Trainer` adds it to fit's callbacks when ``config.lr_schedule`` is set; Keras calls
+    ``on_epoch_begin`` / ``on_epoch_end`` as below.
+
     Example:
-        >>> # Trainer adds it to fit's callbacks when config.lr_schedule is set.
+        >>> optimizer = keras.optimizers.SGD(learning_rate=0.1)
+        >>> cfg = TrainerConfig(learning_rate=0.1, lr_schedule="exponential", lr_gamma=0.5)
+        >>> schedule = LearningRateSchedule(cfg, optimizer)
+        >>> for epoch in range(3):
+        ...     schedule.on_epoch_begin(epoch)
+        >>> schedule.rates, round(float(optimizer.learning_rate), 6)
+        ([0.1, 0.05, 0.025], 0.025)
     """
 
     def __init__(self, config: TrainerConfig, optimizer: Any):

@@ -6,14 +6,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import seed_mlp
 
 from gometal_keras.builder import ModelBuilder
-
-
-def seed_mlp() -> ModelBuilder:
-    return (ModelBuilder([64, 784]).AddDense(512, True, "dense1").AddReLU("relu1")
-            .AddDropout(0.2, "dropout1").AddDense(256, True, "dense2").AddReLU("relu2")
-            .AddDropout(0.2, "dropout2").AddDense(10, True, "output"))
 
 
 def small_cnn() -> ModelBuilder:

@@ -6,6 +6,7 @@ import json
 import math
 
 import tensorflow as tf
+from helpers import hand_run as _run
 
 from gometal_keras.compare import (
     BASIS_PER_EPOCH,
@@ -22,11 +23,6 @@ from gometal_keras.compare import (
     convergence_verdict,
     speedup_verdict,
 )
-from gometal_keras.record import TrainingRun
-
-
-def _run(precision: str, losses: list[float], seconds: list[float]) -> TrainingRun:
-    return TrainingRun(precision, losses, seconds, device="test")
 
 
 class SpeedupTest(tf.test.TestCase):

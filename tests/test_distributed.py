@@ -4,16 +4,11 @@ Each case runs in a subprocess, because the device count must be set before the 
 starts (TensorFlow: logical CPU devices; JAX: XLA_FLAGS).
 """
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
-import pytest
 import tensorflow as tf
+from helpers import require_backend, run_script
 
 SCRIPT = textwrap.dedent(
     """
@@ -35,43 +30,38 @@ SCRIPT = textwrap.dedent(
                                 distribution=dist, jit_compile=jit)
             t = Trainer(builder, cfg)
             run = t.fit(x, y, epochs=3)
-            out[f"{dist}/{precision}"] = {"losses": run.losses, "replicas": t.placement.replicas,
-                                          "loop": run.loop}
-    print("RESULT" + json.dumps(out))
+            out[f"{dist}/{precision}"] = {"losses": run.losses, "replicas": run.plan.replicas,
+                                          "placement": run.plan.placement, "loop": run.loop}
+    print("RESULT " + json.dumps(out))
     """
 )
-
-
-def _run(backend: str, mixed: str, env_extra: dict[str, str]) -> dict:
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", **env_extra)
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, mixed], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(v for v in proc.stdout.splitlines() if v.startswith("RESULT"))
-    return json.loads(line[len("RESULT") :])
+#: How each backend's data-parallel placement describes itself (`RunPlan.placement`).
+PLACEMENT = {
+    "tensorflow": "MirroredStrategy over 2 replicas",
+    "jax": "data parallel over 2 devices",
+}
 
 
 class DistributedTest(tf.test.TestCase):
-    def _check(self, out: dict, mixed: str, mixed_rtol: float) -> None:
+    def _check(self, backend: str, mixed: str, mixed_rtol: float, **env: str) -> None:
+        out = run_script(SCRIPT, mixed, backend=backend, env=env)
         for precision, rtol in (("float32", 1e-5), (mixed, mixed_rtol)):
             one, two = out[f"None/{precision}"], out[f"data_parallel/{precision}"]
-            self.assertEqual(one["replicas"], 1)
+            self.assertEqual((one["replicas"], one["placement"]), (1, "one device"))
             self.assertEqual(two["replicas"], 2)
-            self.assertIn("2 replicas" if "Mirrored" in two["loop"] else "2 devices", two["loop"])
+            self.assertIn(PLACEMENT[backend], two["placement"])
+            self.assertIn(two["placement"], two["loop"])  # the record says how it ran
             np.testing.assert_allclose(two["losses"], one["losses"], rtol=rtol)
             self.assertLess(two["losses"][-1], two["losses"][0])
 
     def test_tensorflow_mirrored_matches_one_device(self):
-        out = _run("tensorflow", "mixed_bfloat16", {})
-        self._check(out, "mixed_bfloat16", 5e-3)
+        self._check("tensorflow", "mixed_bfloat16", 5e-3)
 
     def test_jax_data_parallel_matches_one_device(self):
-        if importlib.util.find_spec("jax") is None:
-            pytest.skip("JAX is not installed")
-        flags = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-        out = _run("jax", "mixed_float16", flags)
-        self._check(out, "mixed_float16", 2e-2)
+        require_backend("jax")
+        self._check(
+            "jax", "mixed_float16", 2e-2, XLA_FLAGS="--xla_force_host_platform_device_count=2"
+        )
 
     def test_batch_must_split_over_replicas(self):
         from gometal_keras import ModelBuilder, Trainer, TrainerConfig
@@ -98,16 +88,20 @@ class DistributedTest(tf.test.TestCase):
 
     def test_demo_devices_flag_asks_for_data_parallel(self):
         import argparse
+        import importlib
 
-        from gometal_keras.demo import add_arguments, settings_from
+        from gometal_keras.cli import add_demo_arguments, demo_settings
 
+        # The demo program, installed from examples/ (pyproject's package-dir).
+        program = importlib.import_module("gometal_keras.examples.mixed_precision_demo")
+        make_config = program.make_config
         parser = argparse.ArgumentParser()
-        add_arguments(parser)
-        settings = settings_from(parser.parse_args(["--devices", "2"]))
-        config = settings.trainer_config("float32")
+        add_demo_arguments(parser)
+        settings = demo_settings(parser.parse_args(["--devices", "2"]))
+        config = make_config(settings, "float32")
         self.assertEqual((config.distribution, config.devices), ("data_parallel", 2))
         self.assertEqual(settings.table()["Devices"], "2 (data parallel)")
-        plain = settings_from(parser.parse_args([])).trainer_config("float32")
+        plain = make_config(demo_settings(parser.parse_args([])), "float32")
         self.assertIsNone(plain.distribution)
         with self.assertRaisesRegex(ValueError, "--devices must be a positive integer"):
-            settings_from(parser.parse_args(["--devices", "0"]))
+            demo_settings(parser.parse_args(["--devices", "0"]))

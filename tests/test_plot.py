@@ -5,19 +5,17 @@ from __future__ import annotations
 import sys
 
 import pytest
+from helpers import hand_run
 
 from gometal_keras.compare import compare_runs
 from gometal_keras.plot import check_plot_path, plot_comparison, plot_runs
-from gometal_keras.record import TrainingRun
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _runs():
-    a = TrainingRun(
-        "float32", [2.3, 1.2, 0.8], [0.30, 0.05, 0.05], device="CPU", val_losses=[2.4, 1.3, 0.9]
-    )
-    b = TrainingRun("mixed_float16", [2.3, 1.3], [0.40, 0.04], device="CPU")
+    a = hand_run("float32", [2.3, 1.2, 0.8], [0.30, 0.05, 0.05], val_losses=[2.4, 1.3, 0.9])
+    b = hand_run("mixed_float16", [2.3, 1.3], [0.40, 0.04])
     return a, b
 
 

@@ -4,17 +4,15 @@ import math
 
 import numpy as np
 import tensorflow as tf
+from helpers import float32_config, tiny_builder
 
-from gometal_keras import ModelBuilder, Trainer, TrainerConfig, demo_dataset
+from gometal_keras import Trainer, TrainerConfig, demo_dataset
 from gometal_keras.schedules import LearningRateSchedule, scheduled_rate
 
 
 def _trainer(**schedule) -> Trainer:
-    builder = ModelBuilder([32, 16]).add_dense(16).add_relu().add_dense(10)
-    config = TrainerConfig(
-        batch_size=32, learning_rate=0.1, optimizer="sgd", seed=0, jit_compile=False, **schedule
-    )
-    return Trainer(builder, config)
+    config = float32_config(batch_size=32, learning_rate=0.1, optimizer="sgd", **schedule)
+    return Trainer(tiny_builder(features=16, classes=10, batch=32), config)
 
 
 class ClosedFormTest(tf.test.TestCase):

@@ -9,6 +9,7 @@ from unittest import mock
 import keras
 import numpy as np
 import tensorflow as tf
+from helpers import classification_data
 
 from gometal_keras import engines
 from gometal_keras.config import TrainerConfig
@@ -20,9 +21,7 @@ FEATURES, BATCH = 8, 8
 
 
 def data(steps: int = 2):
-    rng = np.random.default_rng(0)
-    x = rng.uniform(size=(steps * BATCH, FEATURES)).astype(np.float32)
-    return x, rng.integers(0, 3, steps * BATCH).astype(np.int32)
+    return classification_data(steps * BATCH, FEATURES, classes=3)
 
 
 def tiny_model(slow: float = 0.0) -> keras.Model:

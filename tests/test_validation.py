@@ -12,25 +12,18 @@ import re
 import keras
 import numpy as np
 import tensorflow as tf
+from helpers import BATCH, CLASSES, FEATURES, classification_data, tiny_builder
+from helpers import variable_values as values
 
-from gometal_keras.builder import ModelBuilder
 from gometal_keras.config import TrainerConfig
 from gometal_keras.trainer import Trainer
 
-FEATURES, CLASSES, BATCH = 8, 4, 16
 WITH_Y = ("train_batch", "fit", "evaluate")
 ALL = (*WITH_Y, "predict")
 
 
 def snapshot(trainer: Trainer) -> list[np.ndarray]:
-    variables = [*trainer.model.variables, *trainer.optimizer.variables]
-    return [np.array(keras.ops.convert_to_numpy(v)) for v in variables]
-
-
-def data(samples: int = 2 * BATCH, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(samples, FEATURES)).astype(np.float32)
-    return x, rng.integers(0, CLASSES, samples).astype(np.int32)
+    return values([*trainer.model.variables, *trainer.optimizer.variables])
 
 
 class ValidationCase(tf.test.TestCase):
@@ -50,8 +43,7 @@ class ValidationCase(tf.test.TestCase):
             problem_type=problem,
             learning_rate=0.01,
         )
-        b = ModelBuilder([BATCH, FEATURES]).add_dense(16).add_relu().add_dense(CLASSES)
-        return Trainer(b, cfg)
+        return Trainer(tiny_builder(), cfg)
 
     def good_y(self, y: np.ndarray) -> np.ndarray:
         if self.loss == "sparse_categorical_crossentropy":
@@ -61,7 +53,7 @@ class ValidationCase(tf.test.TestCase):
     def setUp(self):
         super().setUp()
         self.trainer = self.make_trainer()
-        x, y = data()
+        x, y = classification_data()
         self.x, self.y = x, self.good_y(y)
         self.trainer.train_batch(self.x[:BATCH], self.y[:BATCH])  # optimizer slots non-zero
 
@@ -196,7 +188,7 @@ class SparseLabelValidationTest(ValidationCase):
                 )
 
     def test_fit_rejects_bad_validation_data_before_training(self):
-        x_val, y_val = data(BATCH, seed=3)
+        x_val, y_val = classification_data(BATCH, seed=3)
         y_val[0] = CLASSES
         before = snapshot(self.trainer)
         with self.assertRaises(ValueError):
