@@ -2,8 +2,9 @@
 
 Times, for a bench config and precision, the Trainer's compiled epoch as shipped (loss,
 metrics, non-finite guard), then the same program without the guard, without metrics,
-and without both, each over the same device-resident data after warm-up. The differences
-attribute the gap to the hand-written reference loop. Run from the project root:
+and without both, each over the same device-resident data after warm-up. The variants
+differ only in their `RunPlan` (guard) and `Objective` (metrics), built with the same
+public pieces the Trainer uses. Run from the project root:
 
     KERAS_BACKEND=jax python bench/attribute_jax.py wide mixed_float16
 """
@@ -13,40 +14,44 @@ import statistics
 import sys
 import time
 
-import numpy as np
+import keras
 
-from gometal_keras import Trainer, TrainerConfig
+from gometal_keras import Trainer, TrainerConfig, engines
 from gometal_keras.bench import configs, runners
-from gometal_keras.engines import Objective
+from gometal_keras.objectives import make_objective, make_optimizer
 
 
-def time_epochs(trainer, program, data, repeats=10):
-    trainer._loop.program = program
+def seconds_per_step(program, xs, ys, steps: int, repeats: int = 10) -> float:
     for _ in range(2):
-        np.asarray(program.epoch(data.xs, data.ys))
+        keras.ops.convert_to_numpy(program.epoch(xs, ys))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        np.asarray(program.epoch(data.xs, data.ys))
+        keras.ops.convert_to_numpy(program.epoch(xs, ys))
         times.append(time.perf_counter() - start)
-    return statistics.median(times) / data.steps
+    return statistics.median(times) / steps
 
 
 def main(name: str, precision: str) -> None:
     cfg = configs.configs()[name]
     x, y = runners.bench_data(cfg, 0)
-    trainer = Trainer(cfg.builder(), TrainerConfig(batch_size=cfg.batch, precision=precision, seed=0))
-    data = trainer._loop.arrange(x, y)
-    full = trainer._objective
-    variants = {
-        "as shipped (guard + metrics)": full,
-        "no guard": dataclasses.replace(full, guard=False),
-        "no metrics": dataclasses.replace(full, metric_names=(), metrics=lambda a, b: []),
-        "neither": Objective(full.loss, guard=False),
-    }
-    for label, objective in variants.items():
-        program = trainer._engine.program(trainer.model, objective, trainer.optimizer, True)
-        ms = time_epochs(trainer, program, data) * 1e3
+    config = TrainerConfig(batch_size=cfg.batch, precision=precision, seed=0)
+    shipped = Trainer(cfg.builder(), config)  # the plan and layout a user gets
+    data = shipped.arrange(x, y)
+    engine = engines.current()
+    for label, guard, metrics in (
+        ("as shipped (guard + metrics)", shipped.plan.guard, True),
+        ("no guard", False, True),
+        ("no metrics", shipped.plan.guard, False),
+        ("neither", False, False),
+    ):
+        model = cfg.builder().compile(shipped.plan.policy, seed=0)
+        objective = make_objective(config, model)
+        if not metrics:
+            objective = dataclasses.replace(objective, metric_names=(), metrics=lambda a, b: [])
+        optimizer = make_optimizer(config, shipped.plan.loss_scaling)
+        program = engine.program(model, objective, optimizer, shipped.plan.replace(guard=guard))
+        ms = seconds_per_step(program, data.xs, data.ys, data.steps) * 1e3
         print(f"{name} {precision:15s} {label:30s} {ms:8.4f} ms/step", flush=True)
 
 

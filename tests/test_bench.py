@@ -1,16 +1,42 @@
-"""Tests of `gometal_keras.bench`: work counts, the roofline floor, and the CLI end to end."""
+"""Tests of `gometal_keras.bench`: work counts, the roofline floor, the plan, the
+measurement through the runner registry, the derived figures, and the CLI end to end."""
 
+import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
 import tempfile
+from unittest import mock
 
+import numpy as np
 import tensorflow as tf
 
 from gometal_keras.bench import configs as cfgs
-from gometal_keras.bench import roofline
+from gometal_keras.bench import derive, measure, planning, precisions, roofline, runners
+from gometal_keras.bench.measurement import RunRequest, Timing
 from gometal_keras.builder import ModelBuilder
+from gometal_keras.config import TrainerConfig
+from gometal_keras.objectives import make_loss
+from gometal_keras.precision import DeviceInfo
+
+CPU = DeviceInfo("tensorflow", "cpu", "CPU", True, False, False)
+TF32_GPU = DeviceInfo("tensorflow", "cuda", "GPU", True, True, True, tf32=True)
+
+
+def settings(**changes):
+    base = planning.Settings(
+        quick=True,
+        steps=None,
+        repeats=2,
+        warmup=1,
+        seed=0,
+        configs=["seed"],
+        precisions=["float32"],
+        runners=["gometal"],
+    )
+    return dataclasses.replace(base, **changes)
 
 
 class FlopsTest(tf.test.TestCase):
@@ -72,6 +98,166 @@ class FloorTest(tf.test.TestCase):
         )
 
 
+class PrecisionsTest(tf.test.TestCase):
+    def test_float32_full_turns_tf32_off_then_restores_it(self):
+        enabled = tf.config.experimental.tensor_float_32_execution_enabled
+        before = enabled()
+        try:
+            tf.config.experimental.enable_tensor_float_32_execution(True)
+            with precisions.precision_context("float32-full"):
+                self.assertFalse(enabled())
+            self.assertTrue(enabled())
+            with precisions.precision_context("float32"):
+                self.assertTrue(enabled())
+        finally:
+            tf.config.experimental.enable_tensor_float_32_execution(before)
+
+
+class PlanTest(tf.test.TestCase):
+    def test_cells_in_order_and_skips_with_reasons(self):
+        s = settings(
+            configs=["seed", "cnn"],
+            precisions=["float32", "float32-full", "auto"],
+            runners=["gometal", "keras", "jax-reference"],
+        )
+        plan = planning.make_plan(s, CPU, "tensorflow")
+        cells = [(c.config.name, c.precision, c.runner) for c in plan.cells]
+        self.assertEqual(
+            cells,
+            [
+                ("seed", "float32", "gometal"),
+                ("seed", "float32", "keras"),
+                ("seed", "auto", "gometal"),
+                ("cnn", "float32", "gometal"),
+                ("cnn", "float32", "keras"),
+                ("cnn", "auto", "gometal"),
+            ],
+        )
+        self.assertEqual(plan.precisions, ("float32", "auto"))
+        skipped = [(k.config, k.precision, k.runner, k.reason) for k in plan.skipped]
+        self.assertEqual(skipped[0], ("*", "float32-full", "*", skipped[0][3]))
+        self.assertIn("no TF32", skipped[0][3])
+        self.assertIn(("seed", "auto", "keras", "only the Trainer chooses a precision"), skipped)
+        jax_only = [k for k in skipped if k[2] == "jax-reference"]
+        self.assertLen(jax_only, 4)  # 2 configs x (float32, auto)
+        self.assertLen(skipped, 1 + 2 + 4)
+
+    def test_float32_full_runs_where_float32_is_tf32(self):
+        plan = planning.make_plan(settings(precisions=["float32-full"]), TF32_GPU, "jax")
+        self.assertEqual([c.precision for c in plan.cells], ["float32-full"])
+        self.assertEqual(plan.skipped, ())
+
+    def test_devices_keep_the_per_device_batch_and_skip_other_runners(self):
+        s = settings(runners=["gometal", "jax-reference"], devices=2, steps=3)
+        plan = planning.make_plan(s, CPU, "jax")
+        (cell,) = plan.cells
+        self.assertEqual((cell.runner, cell.config.batch, cell.config.steps), ("gometal", 128, 3))
+        self.assertEqual([k.reason for k in plan.skipped], [runners.NOT_DATA_PARALLEL])
+
+    def test_a_runner_missing_here_is_skipped_once_for_all_cells(self):
+        missing = dataclasses.replace(runners.RUNNERS["keras"], available=lambda: "not here")
+        with mock.patch.dict(runners.RUNNERS, {"keras": missing}):
+            plan = planning.make_plan(
+                settings(configs=["seed", "wide"], runners=["keras", "gometal"]), CPU, "tensorflow"
+            )
+        self.assertEqual({c.runner for c in plan.cells}, {"gometal"})
+        self.assertEqual(
+            [dataclasses.astuple(k) for k in plan.skipped], [("*", "*", "keras", "not here")]
+        )
+
+
+class MeasureTest(tf.test.TestCase):
+    def test_a_failing_runner_loses_only_its_cell(self):
+        requests = []
+
+        def ok(request):
+            requests.append(request)
+            return Timing(0.01, [0.1, 0.1], 2.0, "ok")
+
+        def boom(request):
+            raise RuntimeError("out of memory")
+
+        fake = {"ok": runners.Runner("ok", ok), "boom": runners.Runner("boom", boom)}
+        s = settings(steps=2, precisions=["float32", "mixed_bfloat16"], runners=["boom", "ok"])
+        log = []
+        with mock.patch.dict(runners.RUNNERS, fake):
+            plan = planning.make_plan(s, CPU, "tensorflow")
+            measured = measure.measure_cells(plan, s, log.append)
+        self.assertEqual([m.cell.runner for m in measured], ["boom", "ok", "boom", "ok"])
+        self.assertEqual([m.error for m in measured[::2]], ["RuntimeError: out of memory"] * 2)
+        self.assertEqual([m.timing.detail for m in measured[1::2]], ["ok", "ok"])
+        self.assertIn("  failed: RuntimeError: out of memory", log)
+        first, second = requests
+        self.assertIs(first.data, second.data)  # one data set per config, for every runner
+        self.assertEqual((first.warmup, first.repeats, first.seed), (1, 2, 0))
+        self.assertEqual(first.data[0].shape, (64 * 2, 784))
+
+
+class DeriveTest(tf.test.TestCase):
+    def test_floors_ratios_and_speedups(self):
+        cfg = cfgs.configs(quick=True)["seed"]
+        flops = cfgs.train_flops_per_step(cfg.builder())
+        # Bandwidth so high that every floor is compute-bound: floor = flops / rate.
+        rates = roofline.Rates(
+            {"float32": 1e12, "float32-full": 2.5e11, "mixed_bfloat16": 4e12}, 1e18, 8, 8
+        )
+
+        def meas(precision, runner, timing=None, error=None):
+            return measure.Measurement(planning.Cell(cfg, precision, runner), timing, error)
+
+        rows = derive.results(
+            [
+                meas("float32", "gometal", Timing(0.004, [0.06], 2.0)),
+                meas("float32-full", "gometal", Timing(0.008, [0.12], math.nan)),
+                meas("auto", "gometal", Timing(0.002, [0.03], 1.5, "", "mixed_bfloat16")),
+                meas("mixed_bfloat16", "keras", error="ValueError: no"),
+            ],
+            rates,
+            settings(warmup=1, repeats=2),
+        )
+        f32, full, auto, failed = rows
+        # float32-full is held to its own (full float32) rate; auto to what it chose.
+        self.assertAllClose(
+            [r["floor_seconds"] for r in rows], [flops / r for r in (1e12, 2.5e11, 4e12, 4e12)]
+        )
+        self.assertEqual([r["bound"] for r in rows], ["compute"] * 4)
+        self.assertEqual(
+            [r["precision_run"] for r in rows],
+            ["float32", "float32", "mixed_bfloat16", "mixed_bfloat16"],
+        )
+        self.assertLess(auto["bytes_per_step"], f32["bytes_per_step"])  # 16-bit activations
+        self.assertAllClose(f32["ratio_to_floor"], 0.004 / (flops / 1e12))
+        self.assertAllClose(auto["tflops"], flops / 0.002 / 1e12)
+        self.assertEqual((f32["speedup_vs_float32"], f32["speedup_vs_float32_full"]), (None, 2.0))
+        self.assertEqual((full["speedup_vs_float32"], full["speedup_vs_float32_full"]), (0.5, None))
+        self.assertEqual((auto["speedup_vs_float32"], auto["speedup_vs_float32_full"]), (2.0, 4.0))
+        self.assertIsNone(full["loss"])  # a NaN loss is unknown, not a number
+        self.assertEqual(auto["loss"], 1.5)
+        # A failed cell keeps its floor, has no figures, and no runner's time stands in.
+        self.assertEqual(failed["error"], "ValueError: no")
+        self.assertIsNone(failed["seconds_per_step"])
+        self.assertIsNone(failed["speedup_vs_float32"])
+        self.assertEqual([r["loss_after_steps"] for r in rows], [3 * cfg.steps] * 4)
+
+
+class RunnersTest(tf.test.TestCase):
+    def test_gometal_and_keras_train_the_same_steps_from_the_same_start(self):
+        cfg = cfgs.BenchConfig("tiny", 16, 4, cfgs.mlp((12, 32, 10)))
+        x = np.random.default_rng(0).uniform(size=(cfg.samples, 12)).astype(np.float32)
+        y = np.argmax(x[:, :10], axis=1).astype(np.int32)  # learnable: the loss moves
+        request = RunRequest(cfg, "float32", (x, y), warmup=1, repeats=2, seed=3)
+        mine = runners.RUNNERS["gometal"].run(request)
+        fit = runners.RUNNERS["keras"].run(request)
+        self.assertLen(mine.epoch_seconds, 2)
+        self.assertLen(fit.epoch_seconds, 2)
+        self.assertEqual(mine.precision, "float32")
+        # Mean loss of the third epoch, after 12 steps: the same in both runners.
+        self.assertAllClose(mine.loss, fit.loss, rtol=1e-5)
+        start = cfg.builder().compile("float32", seed=3)
+        untrained = make_loss(TrainerConfig(), start)(y, start(x))  # mean over every batch
+        self.assertLess(mine.loss, float(untrained))  # it trains
+
+
 class CliTest(tf.test.TestCase):
     def test_quick_run_writes_json(self):
         with tempfile.TemporaryDirectory() as tmp:
@@ -119,14 +305,14 @@ class CliTest(tf.test.TestCase):
         self.assertIn("keras", data["versions"])
         self.assertIn("float32", data["rates"]["matmul_flops"])
         self.assertEqual({r["runner"] for r in data["results"]}, {"gometal", "keras"})
+        flops = data["configs"]["seed"]["train_flops_per_step"]
         for r in data["results"]:
             self.assertIsNone(r["error"])
-            self.assertGreater(r["seconds_per_step"], 0)
-            self.assertGreater(r["floor_seconds"], 0)
-            self.assertAllClose(r["ratio_to_floor"], r["seconds_per_step"] / r["floor_seconds"])
-            self.assertAllClose(r["tflops"], r["flops_per_step"] / r["seconds_per_step"] / 1e12)
+            self.assertEqual(r["flops_per_step"], flops)
+            self.assertLen(r["epoch_seconds"], 1)
             self.assertEqual(r["loss_after_steps"], 2 * 2)  # (1 warm-up + 1 repeat) x 2 steps
-            self.assertTrue(0 < r["loss"] < 10)
+            self.assertIsInstance(r["loss"], float)
+        self.assertEqual(data["settings"]["steps"], 2)
         self.assertIn("ms/step", proc.stdout)
 
 

@@ -7,6 +7,12 @@ CUDA GPU ``torch-eager`` and ``torch-compile``; see `gometal_keras.bench.runners
 measures the steady-state seconds per step and sets it against a roofline floor whose two
 ceilings are measured in the same run (`gometal_keras.bench.roofline`).
 
+A run has three steps: `gometal_keras.bench.planning` lists the (config, precision,
+runner) cells to measure and the skipped ones with their reasons; `.measure` runs each
+cell through the runner registered under its name (`runners.RUNNERS`, each taking one
+`measurement.RunRequest` and returning a `measurement.Timing`); `.derive` computes the
+floors, ratios and speedups of the rows from the measurements.
+
 Derived figures:
 
 * ``tflops`` = training FLOPs per step / seconds per step / 1e12, training FLOPs per step
@@ -26,10 +32,10 @@ JSON written by ``--json PATH`` (schema ``gometal_keras.bench/1``)::
       "date": ISO-8601 time the run started, "command": the command line,
       "wall_seconds": float, "backend": "tensorflow" | "jax" | "torch",
       "device": {DeviceInfo fields..., "description": str},
-      "versions": {"python", "numpy", "keras", "tensorflow", "jax", "jaxlib", "torch",
-                   "gometal_keras": version string or null when not installed},
+      "versions": `gometal_keras.environment.versions` ({"python", "keras", ...: version
+                  string or null when not installed}),
       "settings": {"quick", "steps" (null = per config), "repeats", "warmup", "seed",
-                   "configs", "precisions", "runners"},
+                   "configs", "precisions", "runners", "devices"},
       "rates": {"matmul_flops": {precision: FLOP/s}, "bandwidth": bytes/s,
                 "matmul_n": int, "copy_bytes": int},
       "configs": {name: {"batch", "steps", "samples", "parameters",
@@ -38,7 +44,8 @@ JSON written by ``--json PATH`` (schema ``gometal_keras.bench/1``)::
                    "epoch_seconds": [float], "steps", "flops_per_step", "bytes_per_step",
                    "tflops", "floor_seconds", "bound": "compute" | "memory",
                    "ratio_to_floor", "speedup_vs_float32", "speedup_vs_float32_full",
-                   "loss", "loss_after_steps", "detail", "error": null or str}],
+                   "loss", "loss_after_steps", "detail", "precision_run" (the Trainer
+                   precision that ran: for "auto" the one chosen), "error": null or str}],
       "skipped": [{"config", "precision", "runner", "reason"}]
     }
 

@@ -5,23 +5,24 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import importlib.metadata
 import json
-import math
-import platform
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import keras
 
-from gometal_keras import engines
+from gometal_keras import engines, environment
 from gometal_keras.bench import configs as cfgs
-from gometal_keras.bench import roofline, runners, table, torch_runner
+from gometal_keras.bench import derive, measure, planning, roofline, table
+from gometal_keras.bench.planning import Settings
+from gometal_keras.bench.precisions import PRECISIONS
+from gometal_keras.bench.runners import RUNNERS
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "float32-full", "auto")
 SCHEMA = "gometal_keras.bench/1"
+CONFIGS = tuple(cfgs.configs())
 
 
 def _csv(valid: tuple[str, ...]):
@@ -35,34 +36,26 @@ def _csv(valid: tuple[str, ...]):
     return parse
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m gometal_keras.bench",
-        description="Time the gometal Trainer against plain keras.Model.fit and PyTorch AMP, "
-        "per model and precision, against a roofline floor measured in the same run.",
-        epilog="--quick (for a small CPU): wide MLP scaled to 784-1024-512-10 at batch 256, "
-        "CNN to 16/32/64 filters and dense 128 at batch 64, 1 warm-up epoch, 3 repeats, "
-        "smaller ceiling measurements. float32-full runs only where float32 products would "
-        "be TF32 (a recent NVIDIA GPU).",
-    )
+def _add_selection(p: argparse.ArgumentParser) -> None:
+    """The flags that choose the cells: configs, precisions, runners and devices."""
     p.add_argument(
         "--configs",
-        type=_csv(("seed", "wide", "cnn")),
-        default=["seed", "wide", "cnn"],
-        help="comma list of seed,wide,cnn (default all)",
+        type=_csv(CONFIGS),
+        default=list(CONFIGS),
+        help=f"comma list of {','.join(CONFIGS)} (default all)",
     )
     p.add_argument(
         "--precisions",
         type=_csv(PRECISIONS),
         default=list(PRECISIONS),
-        help="comma list of float32,mixed_float16,mixed_bfloat16,float32-full,auto "
+        help=f"comma list of {','.join(PRECISIONS)} "
         "(default all; float32-full only where the device uses TF32; auto: the Trainer only)",
     )
     p.add_argument(
         "--runners",
-        type=_csv(runners.RUNNERS),
-        default=list(runners.RUNNERS),
-        help="comma list of gometal,keras,jax-reference,torch-eager,torch-compile (default "
+        type=_csv(tuple(RUNNERS)),
+        default=list(RUNNERS),
+        help=f"comma list of {','.join(RUNNERS)} (default "
         "all; jax-reference on the JAX backend, torch runners only on a CUDA GPU)",
     )
     p.add_argument(
@@ -72,6 +65,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="train the gometal and keras runners data-parallel over N local devices, each "
         "with the config's batch (global batch = batch x N); default: one device",
     )
+
+
+def _add_sizes(p: argparse.ArgumentParser) -> None:
+    """The flags of sizes, epochs, seed and output."""
     p.add_argument("--quick", action="store_true", help="small sizes and few repeats, for a CPU")
     p.add_argument(
         "--steps",
@@ -83,6 +80,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=None, help="warm-up epochs (default 2; quick 1)")
     p.add_argument("--seed", type=int, default=42, help="weights, dropout and data seed")
     p.add_argument("--json", metavar="PATH", help="write the full result as JSON here")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the benchmark's flags, filling the defaults of ``--repeats`` and ``--warmup``.
+
+    Args:
+        argv: The arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        The parsed flags; argparse exits with a message on a bad one.
+
+    Example:
+        >>> args = parse_args(["--quick", "--configs", "seed,cnn"])
+        >>> args.configs, args.repeats, args.warmup
+        (['seed', 'cnn'], 3, 1)
+    """
+    p = argparse.ArgumentParser(
+        prog="python -m gometal_keras.bench",
+        description="Time the gometal Trainer against plain keras.Model.fit and PyTorch AMP, "
+        "per model and precision, against a roofline floor measured in the same run.",
+        epilog="--quick (for a small CPU): wide MLP scaled to 784-1024-512-10 at batch 256, "
+        "CNN to 16/32/64 filters and dense 128 at batch 64, 1 warm-up epoch, 3 repeats, "
+        "smaller ceiling measurements. float32-full runs only where float32 products would "
+        "be TF32 (a recent NVIDIA GPU).",
+    )
+    _add_selection(p)
+    _add_sizes(p)
     args = p.parse_args(argv)
     for name in ("steps", "repeats", "warmup", "devices"):
         value = getattr(args, name)
@@ -93,139 +117,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def versions() -> dict[str, str | None]:
-    """Installed versions, read from package metadata (nothing is imported)."""
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for dist in ("numpy", "keras", "tensorflow", "jax", "jaxlib", "torch", "gometal_keras"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
+def run_bench(settings: Settings, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Plan, measure and derive every selected (config, precision, runner).
 
+    Args:
+        settings: What to run (`Settings.from_args` of `parse_args`).
+        log: Called with each line of progress.
 
-def _finite(x: float) -> float | None:
-    return x if isinstance(x, float) and math.isfinite(x) else None
-
-
-def run_bench(args: argparse.Namespace, log=print) -> dict[str, Any]:
-    """Run every selected (config, precision, runner); return the JSON-ready result."""
+    Returns:
+        The JSON-ready result (schema ``gometal_keras.bench/1``, see `gometal_keras.bench`).
+    """
     started, t0 = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
     device = engines.current().describe_device()
-    gpu = device.kind != "cpu"
-    skipped: list[dict[str, str]] = []
-    precisions = []
-    for p in args.precisions:
-        if p == "float32-full" and not device.tf32:
-            skipped.append(
-                dict(
-                    config="*",
-                    precision=p,
-                    runner="*",
-                    reason="float32 already runs full precision here (no TF32)",
-                )
-            )
-        else:
-            precisions.append(p)
-    torch_reason = (
-        torch_runner.torch_cuda() if any(r.startswith("torch") for r in args.runners) else None
-    )
-    names = []
-    for r in args.runners:
-        if r.startswith("torch") and torch_reason:
-            skipped.append(dict(config="*", precision="*", runner=r, reason=torch_reason))
-        else:
-            names.append(r)
+    plan = planning.make_plan(settings, device, keras.backend.backend())
     log(f"measuring ceilings on {device.describe()} ...")
-    rates = roofline.measure(precisions, gpu, args.quick)
-    all_cfgs = cfgs.configs(args.quick)
-    chosen = {n: all_cfgs[n] for n in args.configs}
-    if args.steps:
-        chosen = {n: dataclasses.replace(c, steps=args.steps) for n, c in chosen.items()}
-    if args.devices:  # same per-device batch as one device: the global batch grows
-        chosen = {
-            n: dataclasses.replace(c, batch=c.batch * args.devices) for n, c in chosen.items()
-        }
-    results, info = [], {}
-    for name, cfg in chosen.items():
-        b = cfg.builder()
-        info[name] = dict(
-            batch=cfg.batch,
-            steps=cfg.steps,
-            samples=cfg.samples,
-            parameters=b.total_parameters,
-            train_flops_per_step=cfgs.train_flops_per_step(b),
-            layers=[f"{s.kind} {s.output_shape}" for s in b.layers],
-            note=cfg.note,
-        )
-        data = runners.bench_data(cfg, args.seed)
-        for p in precisions:
-            flops = cfgs.train_flops_per_step(b)
-            for r in names:
-                why = runners.unsupported(r, p, keras.backend.backend(), args.devices)
-                if why:
-                    skipped.append(dict(config=name, precision=p, runner=r, reason=why))
-                    continue
-                log(f"{name} / {p} / {r} ...")
-                row = dict(config=name, precision=p, runner=r, steps=cfg.steps, error=None)
-                try:
-                    t = runners.run(
-                        r, cfg, p, data, args.warmup, args.repeats, args.seed, args.devices
-                    )
-                except Exception as exc:  # one failing cell must not lose the others
-                    t = None
-                    row.update(
-                        error=f"{type(exc).__name__}: {exc}",
-                        seconds_per_step=None,
-                        epoch_seconds=[],
-                        tflops=None,
-                        ratio_to_floor=None,
-                        loss=None,
-                        detail="",
-                    )
-                    log(f"  failed: {row['error']}")
-                # The floor of the precision that ran ("auto" rows: the one it chose).
-                ran = runners.policy_of(p if p != "auto" or t is None else t.precision)
-                rate = rates.flops.get(ran if p != "float32-full" else p) or rates.flops.get(
-                    "float32"
-                )
-                nbytes = cfgs.bytes_per_step(b, ran)
-                floor = roofline.floor_seconds(flops, nbytes, rate, rates.bandwidth)
-                row.update(
-                    flops_per_step=flops,
-                    bytes_per_step=nbytes,
-                    floor_seconds=floor,
-                    bound="compute" if flops / rate >= nbytes / rates.bandwidth else "memory",
-                    precision_run=ran,
-                )
-                if t is not None:
-                    row.update(
-                        seconds_per_step=t.seconds_per_step,
-                        epoch_seconds=t.epoch_seconds,
-                        tflops=flops / t.seconds_per_step / 1e12,
-                        ratio_to_floor=t.seconds_per_step / floor,
-                        loss=_finite(t.loss),
-                        detail=t.detail,
-                    )
-                row["loss_after_steps"] = (args.warmup + args.repeats) * cfg.steps
-                results.append(row)
-    for row in results:
-        for base, key in (
-            ("float32", "speedup_vs_float32"),
-            ("float32-full", "speedup_vs_float32_full"),
-        ):
-            ref = next(
-                (
-                    o["seconds_per_step"]
-                    for o in results
-                    if o["precision"] == base
-                    and o["config"] == row["config"]
-                    and o["runner"] == row["runner"]
-                ),
-                None,
-            )
-            mine = row["seconds_per_step"]
-            row[key] = ref / mine if ref and mine and row["precision"] != base else None
+    rates = roofline.measure(list(plan.precisions), device.kind != "cpu", settings.quick)
+    results = derive.results(measure.measure_cells(plan, settings, log), rates, settings)
     return dict(
         schema=SCHEMA,
         date=started.isoformat(timespec="seconds"),
@@ -234,29 +141,21 @@ def run_bench(args: argparse.Namespace, log=print) -> dict[str, Any]:
         ),
         wall_seconds=time.perf_counter() - t0,
         backend=keras.backend.backend(),
-        device=dataclasses.asdict(device) | {"description": device.describe()},
-        versions=versions(),
-        settings=dict(
-            quick=args.quick,
-            steps=args.steps,
-            repeats=args.repeats,
-            warmup=args.warmup,
-            seed=args.seed,
-            configs=args.configs,
-            precisions=args.precisions,
-            runners=args.runners,
-            devices=args.devices,
-        ),
+        device=environment.device_dict(device),
+        versions=environment.versions(),
+        settings=settings.to_dict(),
         rates=rates.to_dict(),
-        configs=info,
+        configs={name: cfgs.describe(cfg) for name, cfg in plan.configs.items()},
         results=results,
-        skipped=skipped,
+        skipped=[dataclasses.asdict(s) for s in plan.skipped],
     )
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, write ``--json``, print the table; return the exit status 0."""
     args = parse_args(argv)
-    result = run_bench(args, log=lambda m: print(m, file=sys.stderr, flush=True))
+    settings = Settings.from_args(args)
+    result = run_bench(settings, log=lambda m: print(m, file=sys.stderr, flush=True))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(result, fh, indent=2)

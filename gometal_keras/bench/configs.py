@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
+from typing import Any
 
 from gometal_keras.builder import ModelBuilder
 
@@ -106,6 +107,26 @@ def configs(quick: bool = False) -> dict[str, BenchConfig]:
             "cnn", 64, 4, cnn((16, 32, 64), 128), "quick: filters 16/32/64, dense 128, batch 64"
         ),
     }
+
+
+def describe(cfg: BenchConfig) -> dict[str, Any]:
+    """Return a config as the JSON ``configs`` entry: sizes, work count, layers and note.
+
+    Example:
+        >>> d = describe(configs(quick=True)["seed"])
+        >>> d["batch"], d["steps"], d["samples"], d["layers"][0]
+        (64, 15, 960, 'dense (512,)')
+    """
+    b = cfg.builder()
+    return dict(
+        batch=cfg.batch,
+        steps=cfg.steps,
+        samples=cfg.samples,
+        parameters=b.total_parameters,
+        train_flops_per_step=train_flops_per_step(b),
+        layers=[f"{s.kind} {s.output_shape}" for s in b.layers],
+        note=cfg.note,
+    )
 
 
 def forward_flops_per_sample(builder: ModelBuilder) -> int:

@@ -9,20 +9,15 @@ compute with a static loss scale (no overflow check: the cheapest honest loop). 
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 
+from gometal_keras.bench.measurement import RunRequest, Timing, time_epochs, timing_of
+from gometal_keras.bench.precisions import compute_dtype, precision_context
 from gometal_keras.builder import ModelBuilder
 
 STATIC_LOSS_SCALE = 1024.0
-COMPUTE = {
-    "float32": "float32",
-    "float32-full": "float32",
-    "mixed_float16": "float16",
-    "mixed_bfloat16": "bfloat16",
-}
 
 
 def init_params(builder: ModelBuilder, seed: int) -> list[dict[str, Any]]:
@@ -48,48 +43,57 @@ def init_params(builder: ModelBuilder, seed: int) -> list[dict[str, Any]]:
     return params
 
 
-def make_epoch(builder: ModelBuilder, precision: str, lr: float = 1e-3) -> Any:
-    """Return ``epoch(state, xs, ys, key) -> (state, losses)``, jitted; state = (p, m, v, t)."""
+def _layer(spec: Any, p: dict[str, Any], h: Any, key: Any, cdt: Any) -> Any:
+    """One layer's forward pass in the compute dtype `cdt` (NHWC images)."""
     import jax
     import jax.numpy as jnp
 
-    cdt = jnp.dtype(COMPUTE[precision])
-    scale = STATIC_LOSS_SCALE if cdt == jnp.float16 else 1.0
-    specs = builder.layers
+    a = spec.args
+    if spec.kind == "dense":
+        h = h.reshape(h.shape[0], -1) @ p["w"].astype(cdt)
+        return h + p["b"].astype(cdt) if "b" in p else h
+    if spec.kind == "conv2d":
+        pad = a["padding"]
+        h = jax.lax.conv_general_dilated(
+            h,
+            p["w"].astype(cdt),
+            (a["stride"],) * 2,
+            [(pad, pad)] * 2,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        return h + p["b"].astype(cdt) if "b" in p else h
+    if spec.kind == "maxpool2d":
+        s, w = a["stride"] or a["pool_size"], a["pool_size"]
+        return jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, w, w, 1), (1, s, s, 1), "VALID")
+    if spec.kind == "relu":
+        return jax.nn.relu(h)
+    if spec.kind == "dropout":
+        keep = jax.random.bernoulli(key, 1 - a["rate"], h.shape)
+        return jnp.where(keep, h / (1 - a["rate"]), 0).astype(cdt)
+    raise ValueError(f"The reference loop has no {spec.kind} layer.")
 
-    def forward(params, x, key):
-        h = x.astype(cdt)
-        for i, (spec, p) in enumerate(zip(specs, params, strict=True)):
-            a = spec.args
-            if spec.kind == "dense":
-                h = h.reshape(h.shape[0], -1) @ p["w"].astype(cdt)
-                h = h + p["b"].astype(cdt) if "b" in p else h
-            elif spec.kind == "conv2d":
-                pad = a["padding"]
-                h = jax.lax.conv_general_dilated(
-                    h,
-                    p["w"].astype(cdt),
-                    (a["stride"],) * 2,
-                    [(pad, pad)] * 2,
-                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                )
-                h = h + p["b"].astype(cdt) if "b" in p else h
-            elif spec.kind == "maxpool2d":
-                s, w = a["stride"] or a["pool_size"], a["pool_size"]
-                h = jax.lax.reduce_window(
-                    h, -jnp.inf, jax.lax.max, (1, w, w, 1), (1, s, s, 1), "VALID"
-                )
-            elif spec.kind == "relu":
-                h = jax.nn.relu(h)
-            elif spec.kind == "dropout":
-                keep = jax.random.bernoulli(jax.random.fold_in(key, i), 1 - a["rate"], h.shape)
-                h = jnp.where(keep, h / (1 - a["rate"]), 0).astype(cdt)
-            else:
-                raise ValueError(f"The reference loop has no {spec.kind} layer.")
-        return h.astype(jnp.float32)
+
+def forward(builder: ModelBuilder, params: list[dict[str, Any]], x: Any, key: Any, cdt: Any) -> Any:
+    """The model's float32 logits of a batch, computed in `cdt` (dropout keys from `key`)."""
+    import jax
+    import jax.numpy as jnp
+
+    h = x.astype(cdt)
+    for i, (spec, p) in enumerate(zip(builder.layers, params, strict=True)):
+        h = _layer(spec, p, h, jax.random.fold_in(key, i), cdt)
+    return h.astype(jnp.float32)
+
+
+def make_epoch(builder: ModelBuilder, precision: str, lr: float = 1e-3) -> Any:
+    """Return ``epoch(state, xs, ys) -> (state, losses)``, jitted; state = (p, m, v, t, key)."""
+    import jax
+    import jax.numpy as jnp
+
+    cdt = jnp.dtype(compute_dtype(precision))
+    scale = STATIC_LOSS_SCALE if cdt == jnp.float16 else 1.0
 
     def loss_fn(params, x, y, key):
-        logits = forward(params, x, key)
+        logits = forward(builder, params, x, key, cdt)
         logp = jax.nn.log_softmax(logits)
         loss = -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
         return loss * scale, loss
@@ -118,27 +122,35 @@ def make_epoch(builder: ModelBuilder, precision: str, lr: float = 1e-3) -> Any:
     return epoch
 
 
-def run_reference(
-    cfg: Any, precision: str, data: tuple, warmup: int, repeats: int, seed: int
-) -> tuple[list[float], np.ndarray]:
-    """Time `warmup + repeats` epochs; return the timed epochs' seconds and last losses."""
+def run_reference(request: RunRequest) -> Timing:
+    """Train and time the hand-written loop (the ``jax-reference`` runner).
+
+    Args:
+        request: The config, precision, data, epochs and seed.
+
+    Returns:
+        The `Timing` of the timed epochs, with the loss of the last.
+    """
     import jax
     import jax.numpy as jnp
 
+    cfg, (x, y) = request.config, request.data
     builder = cfg.builder()
-    params = jax.device_put(init_params(builder, seed))
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    state = (params, zeros, zeros, jnp.float32(0), jax.random.key(seed))
-    steps = len(data[0]) // cfg.batch
-    n = steps * cfg.batch
-    xs = jax.device_put(data[0][:n].reshape(steps, cfg.batch, *data[0].shape[1:]))
-    ys = jax.device_put(data[1][:n].reshape(steps, cfg.batch))
-    epoch = make_epoch(builder, precision)
-    times, losses = [], None
-    for i in range(warmup + repeats):
-        start = time.perf_counter()
-        state, losses = epoch(state, xs, ys)
-        losses = np.asarray(losses)  # waits for the device
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return times, losses
+    with precision_context(request.precision):
+        params = jax.device_put(init_params(builder, request.seed))
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        state = (params, zeros, zeros, jnp.float32(0), jax.random.key(request.seed))
+        steps = len(x) // cfg.batch
+        xs = jax.device_put(x[: steps * cfg.batch].reshape(steps, cfg.batch, *x.shape[1:]))
+        ys = jax.device_put(y[: steps * cfg.batch].reshape(steps, cfg.batch))
+        epoch = make_epoch(builder, request.precision)
+
+        def one_epoch() -> np.ndarray:
+            nonlocal state
+            state, losses = epoch(state, xs, ys)
+            return np.asarray(losses)  # waits for the device
+
+        times, losses = time_epochs(one_epoch, request.warmup, request.repeats)
+    scaled = compute_dtype(request.precision) == "float16"
+    scale = f", static loss scale {STATIC_LOSS_SCALE:g}" if scaled else ""
+    return timing_of(times, cfg.steps, losses, f"hand-written lax.scan epoch, Adam{scale}")

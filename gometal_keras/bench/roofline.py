@@ -17,7 +17,6 @@ never imports TensorFlow.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import statistics
 import time
@@ -27,13 +26,8 @@ from typing import Any
 import keras
 import numpy as np
 
-#: The dtype whose matrix rate bounds each precision.
-MATMUL_DTYPE = {
-    "float32": "float32",
-    "float32-full": "float32",
-    "mixed_float16": "float16",
-    "mixed_bfloat16": "bfloat16",
-}
+from gometal_keras.bench.precisions import compute_dtype, precision_context
+from gometal_keras.plan import AUTO, Precision
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,37 +50,14 @@ def floor_seconds(flops: float, nbytes: float, rate: float, bandwidth: float) ->
     return max(flops / rate, nbytes / bandwidth)
 
 
-@contextlib.contextmanager
-def full_float32():
-    """Full-precision float32 matrix products (no TF32) for the current backend, then restore."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
+def bound(flops: float, nbytes: float, rate: float, bandwidth: float) -> str:
+    """Which term of the floor is larger: ``"compute"`` (ties too) or ``"memory"``.
 
-        with jax.default_matmul_precision("highest"):
-            yield
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        before = tf.config.experimental.is_tensor_float_32_execution_enabled()
-        tf.config.experimental.enable_tensor_float_32_execution(False)
-        try:
-            yield
-        finally:
-            tf.config.experimental.enable_tensor_float_32_execution(before)
-    elif backend == "torch":
-        import torch
-
-        before = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
-        torch.set_float32_matmul_precision("highest")
-        torch.backends.cudnn.allow_tf32 = False
-        try:
-            yield
-        finally:
-            torch.set_float32_matmul_precision(before[0])
-            torch.backends.cudnn.allow_tf32 = before[1]
-    else:
-        yield
+    Example:
+        >>> bound(1e12, 1e9, 1e14, 1e12), bound(1e12, 1e9, 1e14, 1e10)
+        ('compute', 'memory')
+    """
+    return "compute" if flops / rate >= nbytes / bandwidth else "memory"
 
 
 def _compiler() -> tuple[Callable[[Callable], Callable], Callable[[np.ndarray, str], Any]]:
@@ -156,9 +127,8 @@ def measure(precisions: list[str], gpu: bool, quick: bool) -> Rates:
     nbytes = (2 << 30) if gpu else (64 << 20 if quick else 256 << 20)
     flops = {}
     # "auto" runs one of the others: measure them all so its floor can be drawn.
-    wanted = ["float32", "mixed_float16", "mixed_bfloat16"] if "auto" in precisions else []
-    for p in dict.fromkeys([q for q in precisions if q != "auto"] + wanted):
-        ctx = full_float32() if p == "float32-full" else contextlib.nullcontext()
-        with ctx:
-            flops[p] = matmul_rate(MATMUL_DTYPE[p], n, repeats=3 if quick else 10)
+    wanted = [p.value for p in Precision] if AUTO in precisions else []
+    for p in dict.fromkeys([q for q in precisions if q != AUTO] + wanted):
+        with precision_context(p):
+            flops[p] = matmul_rate(compute_dtype(p), n, repeats=3 if quick else 10)
     return Rates(flops, copy_bandwidth(nbytes, repeats=3 if quick else 10), n, nbytes)

@@ -70,8 +70,21 @@ def header_lines(result: dict[str, Any]) -> list[str]:
 def markdown(result: dict[str, Any]) -> str:
     """The result as a Markdown table (for bench/RESULTS.md), header lines first.
 
+    Args:
+        result: A benchmark result (what ``--json`` writes).
+
+    Returns:
+        The header lines, then a table of one row per result.
+
     Example:
-        >>> # print(markdown(json.load(open("bench.json"))))
+        >>> result = {
+        ...     "device": {"description": "CPU"}, "backend": "jax", "skipped": [],
+        ...     "rates": {"matmul_flops": {"float32": 2e12}, "bandwidth": 5e10, "matmul_n": 512},
+        ...     "results": [{"config": "seed", "precision": "float32", "runner": "keras",
+        ...                  "error": "ValueError: no"}],
+        ... }
+        >>> print(markdown(result).splitlines()[-1])
+        | seed | float32 | keras | error: ValueError: no |  |  |  |  |  |  |
     """
     lines = [f"{line}  " for line in header_lines(result)] + [""]
     lines.append("| " + " | ".join(HEADERS) + " |")

@@ -7,13 +7,11 @@ device-resident data. CUDA only; `torch_cuda` says why not elsewhere.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import time
 from typing import Any
 
-from gometal_keras.bench.configs import BenchConfig
-from gometal_keras.bench.runners import Timing, timing_of
+from gometal_keras.bench.measurement import RunRequest, Timing, time_epochs, timing_of
+from gometal_keras.bench.precisions import FULL, compute_dtype, torch_float32
 
 
 def torch_module(builder: Any) -> Any:
@@ -49,82 +47,78 @@ def torch_module(builder: Any) -> Any:
     return nn.Sequential(*mods)
 
 
-@contextlib.contextmanager
-def _torch_float32(precision: str):
-    """float32 runs TF32 (as JAX does by default); float32-full runs full float32."""
+def run_torch(request: RunRequest, compiled: bool = False, device: str = "cuda") -> Timing:
+    """Train and time a hand-written PyTorch AMP loop (eager, or with `torch.compile`).
+
+    Args:
+        request: The config, precision, data, epochs and seed.
+        compiled: Compile the model and loss with `torch.compile` (``torch-compile``).
+        device: The torch device.
+
+    Returns:
+        The `Timing` of the timed epochs, with the loss of the last.
+    """
     import torch
 
-    before = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
-    torch.set_float32_matmul_precision("highest" if precision == "float32-full" else "high")
-    torch.backends.cudnn.allow_tf32 = precision != "float32-full"
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(before[0])
-        torch.backends.cudnn.allow_tf32 = before[1]
-
-
-def run_torch(
-    cfg: BenchConfig,
-    precision: str,
-    data: tuple,
-    warmup: int,
-    repeats: int,
-    seed: int,
-    compiled: bool = False,
-    device: str = "cuda",
-) -> Timing:
-    """A hand-written PyTorch AMP loop (eager, or with `torch.compile`)."""
-    import torch
-    from torch.nn import functional
-
-    amp = {"mixed_float16": torch.float16, "mixed_bfloat16": torch.bfloat16}.get(precision)
+    cfg, precision = request.config, request.precision
+    amp = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(compute_dtype(precision))
     image = len(cfg.builder().input_shape) == 3
     fmt = torch.channels_last if image else torch.contiguous_format
-    with torch.random.fork_rng(devices=[0] if device == "cuda" else []), _torch_float32(precision):
-        torch.manual_seed(seed)
+    forks = [0] if device == "cuda" else []
+    with torch.random.fork_rng(devices=forks), torch_float32(full=precision == FULL):
+        torch.manual_seed(request.seed)
         model = torch_module(cfg.builder()).to(device, memory_format=fmt)
-        x, y = data
-        xs = torch.as_tensor(x).to(device)
-        if image:
-            xs = xs.permute(0, 3, 1, 2).contiguous(memory_format=fmt)
-        xs = xs.reshape(cfg.steps, cfg.batch, *xs.shape[1:])
-        ys = torch.as_tensor(y).long().to(device).reshape(cfg.steps, cfg.batch)
+        xs, ys = _device_batches(request, device, fmt)
         opt = torch.optim.Adam(model.parameters(), 1e-3, (0.9, 0.999), 1e-8, fused=device == "cuda")
         scaler = torch.amp.GradScaler(
             device, 65536.0, growth_interval=2000, enabled=amp is torch.float16
         )
-
-        def loss_of(xb, yb):
-            return functional.cross_entropy(model(xb).float(), yb)
-
-        forward = torch.compile(loss_of) if compiled else loss_of
+        step = _make_step(model, opt, scaler, amp, device, compiled)
 
         def epoch() -> list[float]:
-            out = []
-            for i in range(cfg.steps):
-                with torch.autocast(device, dtype=amp or torch.float32, enabled=amp is not None):
-                    loss = forward(xs[i], ys[i])
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                out.append(loss.detach())
-            return torch.stack(out).cpu().tolist()  # waits for the device
+            losses = [step(xs[i], ys[i]) for i in range(cfg.steps)]
+            return torch.stack(losses).cpu().tolist()  # waits for the device
 
         model.train()
-        losses = None
-        for _ in range(warmup):
-            losses = epoch()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            losses = epoch()
-            times.append(time.perf_counter() - start)
+        times, losses = time_epochs(epoch, request.warmup, request.repeats)
     detail = ("torch.compile" if compiled else "eager") + (
         ", GradScaler" if scaler.is_enabled() else ""
     )
     return timing_of(times, cfg.steps, losses, detail)
+
+
+def _device_batches(request: RunRequest, device: str, fmt: Any) -> tuple[Any, Any]:
+    """The request's data on the device as ``(steps, batch, ...)`` (NCHW images)."""
+    import torch
+
+    cfg, (x, y) = request.config, request.data
+    xs = torch.as_tensor(x).to(device)
+    if xs.ndim == 4:
+        xs = xs.permute(0, 3, 1, 2).contiguous(memory_format=fmt)
+    xs = xs.reshape(cfg.steps, cfg.batch, *xs.shape[1:])
+    return xs, torch.as_tensor(y).long().to(device).reshape(cfg.steps, cfg.batch)
+
+
+def _make_step(model: Any, opt: Any, scaler: Any, amp: Any, device: str, compiled: bool) -> Any:
+    """Return ``step(xb, yb) -> loss``: one autocast forward, scaled backward and update."""
+    import torch
+    from torch.nn import functional
+
+    def loss_of(xb: Any, yb: Any) -> Any:
+        return functional.cross_entropy(model(xb).float(), yb)
+
+    forward = torch.compile(loss_of) if compiled else loss_of
+
+    def step(xb: Any, yb: Any) -> Any:
+        with torch.autocast(device, dtype=amp or torch.float32, enabled=amp is not None):
+            loss = forward(xb, yb)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        return loss.detach()
+
+    return step
 
 
 def torch_cuda() -> str | None:
