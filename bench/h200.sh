@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The H200 runs behind bench/RESULTS.md, from the project root on the device machine
-# (JAX and PyTorch with CUDA there, no TensorFlow): `bash bench/h200.sh jax|torch|overhead|verify|demo`.
+# (JAX and PyTorch with CUDA there, no TensorFlow): `bash bench/h200.sh jax|torch|overhead|verify|demo|plan|interleave`.
 # Needs the Keras wheels in .whl (../shared/device/keras-wheels.sh) carried along.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -40,6 +40,31 @@ case "${1:-jax}" in
       --precisions float32,mixed_float16,mixed_bfloat16,auto \
       --runners gometal,jax-reference --repeats 10 --json "$out/bench_verify.json" \
       2>&1 | grep -v '^WARNING\|^I0000\|^E0000' | tee "$out/bench_verify.txt"
+    ;;
+  plan)
+    # After the typed-plan redesign: the Trainer against the hand-written JAX loop, the demo
+    # on JAX, then the demo and the Trainer / Keras fit rows on PyTorch.
+    python3 -m gometal_keras.bench --configs seed,wide \
+      --precisions float32,mixed_float16,mixed_bfloat16,auto \
+      --runners gometal,jax-reference --repeats 10 --json "$out/bench_verify.json" \
+      2>&1 | grep -v '^WARNING\|^I0000\|^E0000' | tee "$out/bench_verify.txt"
+    python3 examples/mixed_precision_demo.py 2>&1 | tee "$out/demo_seed_jax.txt"
+    export KERAS_BACKEND=torch
+    python3 -m gometal_keras info 2>&1 | tee "$out/info_torch.txt"
+    python3 examples/mixed_precision_demo.py --json "$out/demo_seed_torch.json" 2>&1 \
+      | tee "$out/demo_seed_torch.txt"
+    python3 -m gometal_keras.bench --configs seed,wide \
+      --precisions float32,mixed_float16,mixed_bfloat16,auto \
+      --runners gometal,keras --repeats 5 --json "$out/bench_torch_trainer.json" \
+      2>&1 | grep -v '^WARNING\|^I0000\|^E0000' | tee "$out/bench_torch_trainer.txt"
+    ;;
+  interleave)
+    # The Trainer and the hand-written JAX loop with their epochs interleaved, then the
+    # demo on PyTorch.
+    python3 bench/interleave_jax.py seed wide --rounds 60 2>&1 \
+      | grep -v '^WARNING\|^I0000\|^E0000' | tee "$out/interleave_jax.txt"
+    KERAS_BACKEND=torch python3 examples/mixed_precision_demo.py \
+      --json "$out/demo_seed_torch.json" 2>&1 | tee "$out/demo_seed_torch.txt"
     ;;
   demo)
     python3 -m gometal_keras info 2>&1 | tee "$out/info.txt"

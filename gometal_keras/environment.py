@@ -104,3 +104,49 @@ def environment() -> dict[str, Any]:
         "auto_candidates": {str(p): why for p, why in prec.candidates(device).items()},
         "auto_rejected": {str(p): why for p, why in prec.rejected(device).items()},
     }
+
+
+def info_lines(facts: dict[str, Any]) -> list[str]:
+    """Render `gometal_keras.environment.environment()` facts as the ``info`` text.
+
+    Args:
+        facts: The dict `environment()` returns.
+
+    Returns:
+        Lines of plain text.
+
+    Example:
+        >>> info_lines(environment())[0].startswith("Backend:")
+        True
+    """
+    v, dev = facts["versions"], facts["device"]
+    installed = [f"{name} {ver}" for name, ver in v.items() if ver]
+    missing = [name for name, ver in v.items() if not ver]
+    yes = {True: "yes", False: "no"}
+    lines = [
+        f"Backend:   {facts['backend']} (Keras {v.get('keras')})",
+        f"Platform:  {facts['platform']}",
+        f"Versions:  {', '.join(installed)}",
+    ]
+    if missing:
+        lines.append(f"           not installed: {', '.join(missing)}")
+    lines += [
+        f"Device:    {dev['description']}",
+        f"           kind {dev['kind']}; fast float16: {yes[dev['fp16_fast']]}; "
+        f"fast bfloat16: {yes[dev['bf16_fast']]}; TF32 matmuls: {yes[dev['tf32']]}",
+    ]
+    if dev.get("compute_capability"):
+        lines.append("           compute capability {}.{}".format(*dev["compute_capability"]))
+    if dev.get("cpu_features"):
+        lines.append(f"           CPU mixed-precision flags: {', '.join(dev['cpu_features'])}")
+    metal = facts["tensorflow_metal"]
+    state = "active" if metal["active"] else "installed, not driving the device"
+    lines.append(f"tensorflow-metal: {state if metal['installed'] else 'not installed'}")
+    lines.append(f"XLA:       {'available' if facts['xla'] else 'not available'}")
+    lines.append('precision="auto" would time:')
+    width = max(map(len, [*facts["auto_candidates"], *facts["auto_rejected"]]))
+    lines += [f"  {name:<{width}}  {why}" for name, why in facts["auto_candidates"].items()]
+    if facts["auto_rejected"]:
+        lines.append("and leaves out:")
+        lines += [f"  {name:<{width}}  {why}" for name, why in facts["auto_rejected"].items()]
+    return lines

@@ -2,201 +2,26 @@
 
 The rest of the library talks to one `Engine`; `current()` returns the one for the Keras
 backend in use. An engine knows its device, moves data onto it, waits for queued work,
-and builds a `Program`: the compiled training step and whole-epoch loop of one model.
+and builds a `Program` for a `RunPlan`: the compiled training step and whole-epoch loop of
+one model, which reports the plan it really runs. The types live in `engines.base`; each
+backend's module is imported only when that backend is in use.
 """
 
 from __future__ import annotations
 
-import abc
-import contextlib
-import dataclasses
 import functools
-from collections.abc import Callable
-from typing import Any
 
 import keras
-import numpy as np
 
-from gometal_keras.plan import Precision, RunPlan
-from gometal_keras.precision import DeviceInfo
+from gometal_keras.engines.base import (
+    Engine,
+    Objective,
+    Placement,
+    Program,
+    host_free_memory_bytes,
+)
 
-LossFn = Callable[[Any, Any], Any]
-
-
-@dataclasses.dataclass(frozen=True)
-class Objective:
-    """What a training step computes besides the update (how it updates is the `RunPlan`).
-
-    Attributes:
-        loss: ``loss(y_true, y_pred)`` returning a scalar.
-        metric_names: Names of the per-batch metrics, in order.
-        metrics: ``metrics(y_true, y_pred)`` returning one float32 scalar per name.
-    """
-
-    loss: LossFn
-    metric_names: tuple[str, ...] = ()
-    metrics: Callable[[Any, Any], list] = lambda y_true, y_pred: []
-
-    @property
-    def width(self) -> int:
-        """Values per step: the loss, then the metrics."""
-        return 1 + len(self.metric_names)
-
-
-class Program(abc.ABC):
-    """A model's compiled training step and epoch. Calls update the model's variables.
-
-    Attributes:
-        plan: The plan this program really runs (the engine may have had to change the one
-            asked for; e.g. a `tf.distribute` strategy runs without XLA and the guard).
-            With ``plan.guard``, a step whose loss is not finite leaves every variable as
-            it was, and so does every later step of the same device call.
-    """
-
-    plan: RunPlan
-
-    @abc.abstractmethod
-    def step(self, x: Any, y: Any) -> Any:
-        """Run one optimizer step on one batch.
-
-        Returns:
-            A float32 vector of `Objective.width` values: the (unscaled) loss, then the
-            metrics, as a device tensor.
-        """
-
-    @abc.abstractmethod
-    def epoch(self, xs: Any, ys: Any) -> Any:
-        """Run one step per leading index of `xs`/`ys` as one device program.
-
-        Args:
-            xs: Batches stacked on a leading axis, ``(steps, batch, ...)``, on the device.
-            ys: Labels stacked the same way.
-
-        Returns:
-            The per-step values, shape ``(steps, Objective.width)``, as a device tensor.
-        """
-
-
-class Placement:
-    """Where a model's variables live and how batches are laid out: one device by default.
-
-    A data-parallel placement replicates the variables over `replicas` devices and splits
-    every batch between them; `batch_size` stays the global batch (per replica x replicas).
-
-    Args:
-        engine: The engine whose default device holds everything.
-    """
-
-    replicas = 1
-    description = "one device"
-
-    def __init__(self, engine: Engine):
-        self._engine = engine
-
-    def scope(self) -> contextlib.AbstractContextManager:
-        """Context in which models and optimizers must be created."""
-        return contextlib.nullcontext()
-
-    def put(self, array: np.ndarray, batch_axis: int = 0) -> Any:
-        """Copy a host array of batches to the device(s), split along `batch_axis`."""
-        return self._engine.to_device(array)
-
-    def adapt(self, plan: RunPlan) -> RunPlan:
-        """The plan as it runs under this placement (replicas and description filled in).
-
-        Example:
-            >>> from gometal_keras.plan import Precision
-            >>> Placement(current()).adapt(RunPlan(Precision.FLOAT32, xla=True)).replicas
-            1
-        """
-        return plan.replace(replicas=self.replicas, placement=self.description)
-
-    def check_batch(self, batch_size: int) -> None:
-        """Raise ValueError when `batch_size` does not split evenly over the replicas."""
-        if batch_size % self.replicas:
-            raise ValueError(
-                f"batch_size {batch_size} does not split over {self.replicas} replicas; "
-                "expected a multiple of the replica count (batch_size is the global batch)."
-            )
-
-
-class Engine(abc.ABC):
-    """One Keras backend on one device."""
-
-    name: str = ""
-
-    @abc.abstractmethod
-    def describe_device(self) -> DeviceInfo:
-        """Return what the default device is and what it runs fast."""
-
-    @abc.abstractmethod
-    def to_device(self, array: np.ndarray) -> Any:
-        """Copy a host array onto the default device once."""
-
-    @abc.abstractmethod
-    def sync(self, model: keras.Model | None = None) -> None:
-        """Wait until all work queued on the device (for `model`) has finished."""
-
-    @abc.abstractmethod
-    def free_memory_bytes(self) -> int | None:
-        """Bytes free on the device for data, or None when unknown."""
-
-    #: The `Program` class `program` builds: ``cls(model, objective, optimizer, plan,
-    #: placement)``.
-    program_class: type[Program]
-
-    def program(
-        self,
-        model: keras.Model,
-        objective: Objective,
-        optimizer: Any,
-        plan: RunPlan,
-        placement: Placement | None = None,
-    ) -> Program:
-        """Compile the training step and epoch loop of `model` for `plan`.
-
-        Args:
-            model: A built Keras model (made under ``placement.scope()``).
-            objective: The loss and the metrics.
-            optimizer: A Keras optimizer (a `LossScaleOptimizer` when the plan scales).
-            plan: What to run; the program's own ``plan`` says what it really runs.
-            placement: Where the model lives; None for one device.
-
-        Returns:
-            The `Program`.
-        """
-        placement = placement or Placement(self)
-        return self.program_class(model, objective, optimizer, placement.adapt(plan), placement)
-
-    def placement(self, distribution: Any = None, devices: int | None = None) -> Placement:
-        """Return the placement for a `distribution` request.
-
-        Args:
-            distribution: None (one device), ``"data_parallel"`` (every local device, or
-                the first `devices`), ``"multi_worker"`` (several hosts), or a backend
-                object (a `tf.distribute.Strategy` or `keras.distribution.Distribution`).
-            devices: How many local devices to use (None = all).
-        """
-        if distribution is None:
-            return Placement(self)
-        raise ValueError(
-            f"Distribution {distribution!r} is not supported on the {self.name} backend; "
-            "expected None on this backend."
-        )
-
-    def jit_options(self, device: DeviceInfo, precision: Precision) -> tuple[bool, ...]:
-        """The XLA settings worth timing for `precision` on `device` (first = default)."""
-        return (True,) if device.xla else (False,)
-
-
-def host_free_memory_bytes() -> int | None:
-    """Bytes of host memory available (Linux / macOS), or None when unknown."""
-    try:
-        import os
-
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+__all__ = ["Engine", "Objective", "Placement", "Program", "current", "host_free_memory_bytes"]
 
 
 @functools.cache

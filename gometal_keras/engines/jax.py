@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
-from gometal_keras.engines import Engine, Objective, Placement, Program, host_free_memory_bytes
+from gometal_keras.engines.base import Engine, Objective, Placement, Program, host_free_memory_bytes
 from gometal_keras.plan import RunPlan
 from gometal_keras.precision import DeviceInfo, cpu_device
 

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from gometal_keras.engines import (
+from gometal_keras.engines.base import (
     Engine,
     Objective,
     Placement,

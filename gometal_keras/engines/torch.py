@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import torch
 
-from gometal_keras.engines import (
+from gometal_keras.engines.base import (
     Engine,
     Objective,
     Placement,

@@ -1,0 +1,81 @@
+"""The Trainer against the hand-written JAX loop, their epochs interleaved (ABAB...).
+
+The benchmark times each runner's epochs one runner after the other; on a tiny model (the
+seed MLP's epoch is about 2 ms) the machine's drift between the two blocks can exceed the
+difference being measured. Here both are built first, then each round runs one epoch of
+each, alternating which goes first, and the ratio of each round's two times is kept. The
+median ratio and its spread over rounds are printed. Run from the project root:
+
+    KERAS_BACKEND=jax python bench/interleave_jax.py seed wide --rounds 60
+"""
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gometal_keras import Trainer, TrainerConfig
+from gometal_keras.bench import configs, reference, runners
+
+
+def reference_epoch(cfg, precision: str, x, y, seed: int):
+    builder = cfg.builder()
+    params = jax.device_put(reference.init_params(builder, seed))
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    state = [(params, zeros, zeros, jnp.float32(0), jax.random.key(seed))]
+    steps = len(x) // cfg.batch
+    xs = jax.device_put(x[: steps * cfg.batch].reshape(steps, cfg.batch, *x.shape[1:]))
+    ys = jax.device_put(y[: steps * cfg.batch].reshape(steps, cfg.batch))
+    epoch = reference.make_epoch(builder, precision)
+
+    def run() -> np.ndarray:
+        state[0], losses = epoch(state[0], xs, ys)
+        return np.asarray(losses)  # waits for the device
+
+    return run
+
+
+def timed(run) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("configs", nargs="+")
+    parser.add_argument("--precisions", default="float32,mixed_float16,mixed_bfloat16")
+    parser.add_argument("--rounds", type=int, default=60)
+    args = parser.parse_args()
+    print("config precision        trainer ms/step  reference ms/step  ratio (median, p10-p90)")
+    for name in args.configs:
+        cfg = configs.configs()[name]
+        x, y = runners.bench_data(cfg, 42)
+        for precision in args.precisions.split(","):
+            config = TrainerConfig(batch_size=cfg.batch, precision=precision, seed=42)
+            trainer = Trainer(cfg.builder(), config)
+            data = trainer.arrange(x, y)
+            ours = lambda: trainer.train_epoch(data)  # noqa: E731
+            theirs = reference_epoch(cfg, precision, x, y, 42)
+            for _ in range(3):  # compile and warm up both
+                ours(), theirs()
+            a, b, ratios = [], [], []
+            for i in range(args.rounds):
+                first, second = (ours, theirs) if i % 2 == 0 else (theirs, ours)
+                t1, t2 = timed(first), timed(second)
+                ta, tb = (t1, t2) if i % 2 == 0 else (t2, t1)
+                a.append(ta), b.append(tb), ratios.append(ta / tb)
+            q = statistics.quantiles(ratios, n=10)
+            print(
+                f"{name:6s} {precision:15s} {statistics.median(a) / data.steps * 1e3:15.4f}"
+                f" {statistics.median(b) / data.steps * 1e3:18.4f}"
+                f"  {statistics.median(ratios):.3f} ({q[0]:.3f}-{q[-1]:.3f})  {trainer.plan.label()}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
