@@ -18,7 +18,7 @@ import enum
 import math
 from typing import Any
 
-from gometal_keras.record import TrainingRun
+from gometal_keras.record import TrainingRun, json_safe
 
 #: Speedup (percent) above which the verdict is "Excellent".
 SPEEDUP_EXCELLENT_PERCENT = 50.0
@@ -166,18 +166,7 @@ class Comparison:
             elif isinstance(value, enum.Enum):
                 value = value.value
             data[field.name] = value
-        return _json_safe(data)
-
-
-def _json_safe(value: Any) -> Any:
-    """Replace non-finite floats with None, recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    return value
+        return json_safe(data)
 
 
 def _per_epoch(run: TrainingRun, timing: str) -> float:

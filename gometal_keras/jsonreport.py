@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 from gometal_keras.demo import DemoResult
 from gometal_keras.environment import device_dict, versions
-from gometal_keras.record import TrainingRun
+from gometal_keras.record import TrainingRun, json_safe
 
 #: Name and version of the schema; the number changes when a field changes meaning or goes.
 SCHEMA = "gometal_keras.demo/1"
@@ -40,30 +39,6 @@ _RUN_FIELDS = (
     "metrics",
     "decision",
 )
-
-
-def json_safe(value: Any) -> Any:
-    """Return `value` with non-finite floats as None and tuples as lists, recursively.
-
-    Args:
-        value: Plain data (dicts, lists, tuples, numbers, strings).
-
-    Returns:
-        Data that ``json.dumps(..., allow_nan=False)`` accepts.
-
-    Example:
-        >>> json_safe({"a": float("nan"), "b": (1.5, float("inf"))})
-        {'a': None, 'b': [1.5, None]}
-    """
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(key): json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return json_safe(value.item())
-    return value
 
 
 def run_dict(run: TrainingRun) -> dict[str, Any]:

@@ -53,6 +53,26 @@ class Program(abc.ABC):
 
     plan: RunPlan
 
+    def __init__(
+        self,
+        model: keras.Model,
+        objective: Objective,
+        optimizer: Any,
+        plan: RunPlan,
+        placement: Placement,
+    ):
+        self.plan = plan
+        if not optimizer.built:
+            with placement.scope():
+                optimizer.build(model.trainable_variables)
+        self._compile(model, objective, optimizer, placement)
+
+    @abc.abstractmethod
+    def _compile(
+        self, model: keras.Model, objective: Objective, optimizer: Any, placement: Placement
+    ) -> None:
+        """Build the step and the epoch for ``self.plan`` (the optimizer is built)."""
+
     @abc.abstractmethod
     def step(self, x: Any, y: Any) -> Any:
         """Run one optimizer step on one batch.

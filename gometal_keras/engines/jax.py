@@ -10,7 +10,6 @@ import keras
 import numpy as np
 
 from gometal_keras.engines.base import Engine, Objective, Placement, Program, host_free_memory_bytes
-from gometal_keras.plan import RunPlan
 from gometal_keras.precision import DeviceInfo, cpu_device
 
 
@@ -22,17 +21,10 @@ class JaxProgram(Program):
     Keras model always holds the current weights.
     """
 
-    def __init__(
-        self,
-        model: keras.Model,
-        objective: Objective,
-        optimizer: Any,
-        plan: RunPlan,
-        placement: Placement,
-    ):
-        self.plan = plan
-        if not optimizer.built:
-            optimizer.build(model.trainable_variables)
+    def _compile(
+        self, model: keras.Model, objective: Objective, optimizer: Any, placement: Placement
+    ) -> None:
+        plan = self.plan
         self._model, self._optimizer = model, optimizer
         # Commit every value where it lives now (replicated under data parallelism): the
         # program's outputs are committed, and a first call on uncommitted inputs would

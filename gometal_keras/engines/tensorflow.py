@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import sys
 from typing import Any
@@ -39,21 +38,13 @@ class TensorFlowProgram(Program):
     the optimizer all-reduces the gradients, and the values are averaged over replicas.
     """
 
-    def __init__(
-        self,
-        model: keras.Model,
-        objective: Objective,
-        optimizer: Any,
-        plan: RunPlan,
-        placement: Placement,
-    ):
-        self.plan = plan
+    def _compile(
+        self, model: keras.Model, objective: Objective, optimizer: Any, placement: Placement
+    ) -> None:
+        plan = self.plan
         strategy = placement.strategy if isinstance(placement, MirroredPlacement) else None
         variables = model.trainable_variables
         replicas = strategy.num_replicas_in_sync if strategy else 1
-        if not optimizer.built:
-            with strategy.scope() if strategy else contextlib.nullcontext():
-                optimizer.build(variables)
 
         def forward_backward(x, y):
             with tf.GradientTape() as tape:

@@ -15,7 +15,6 @@ from gometal_keras.engines.base import (
     Program,
     host_free_memory_bytes,
 )
-from gometal_keras.plan import RunPlan
 from gometal_keras.precision import DeviceInfo, cpu_device
 
 
@@ -26,18 +25,10 @@ class TorchProgram(Program):
     whether to apply an update), so a guarded epoch waits for the device once a step.
     """
 
-    def __init__(
-        self,
-        model: keras.Model,
-        objective: Objective,
-        optimizer: Any,
-        plan: RunPlan,
-        placement: Placement,
-    ):
-        self.plan = plan
+    def _compile(
+        self, model: keras.Model, objective: Objective, optimizer: Any, placement: Placement
+    ) -> None:
         variables = model.trainable_variables
-        if not optimizer.built:
-            optimizer.build(variables)
         self._model, self._objective, self._optimizer = model, objective, optimizer
         self._vars = variables
 
