@@ -76,7 +76,14 @@ SCRIPT = textwrap.dedent(
                        "weights": [w.tolist() for w in t.model.get_weights()]}
     out["loops"] = loops
 
+    # auto with two candidates, so that its trials (not only fit) run on this backend.
+    import dataclasses
     engine = engines.current()
+    dev = dataclasses.replace(engine.describe_device(), bf16_fast=True)
+    with mock.patch.object(type(engine), "describe_device", return_value=dev):
+        t = Trainer(builder(), config("auto"))
+        out["auto"] = {"timed": sorted({c.plan.policy for c in t.decision.candidates}),
+                       "losses": t.fit(x, y, epochs=2).losses}
     out["device"] = engine.describe_device().describe()
     out["fake_cuda"] = fake_cuda()
     print("RESULT " + json.dumps(out))
@@ -106,10 +113,25 @@ FAKE_CUDA = {
     ),
     "torch": textwrap.dedent(
         """
+        import sys
         from unittest import mock
         import torch
         from gometal_keras.engines.torch import TorchEngine
         from gometal_keras import precision as prec
+
+        # As on a GPU (CUDA or Apple's MPS): a device tensor reaches numpy only through
+        # keras.ops.convert_to_numpy, which copies it to the host first.
+        _to_array = torch.Tensor.__array__
+
+        def _device_array(self, *args, **kwargs):
+            frame = sys._getframe(1)
+            while frame is not None:
+                if frame.f_code.co_name == "convert_to_numpy":
+                    return _to_array(self, *args, **kwargs)
+                frame = frame.f_back
+            raise TypeError("can't convert cuda:0 device type tensor to numpy (simulated)")
+
+        torch.Tensor.__array__ = _device_array
 
         def fake_cuda():
             out = {}
@@ -220,6 +242,11 @@ class BackendTest(tf.test.TestCase):
         for a, b in zip(fused["weights"], step["weights"], strict=True):
             self.assertAllClose(a, b, rtol=1e-4, atol=1e-5)
 
+    def check_auto_trials(self):
+        auto = self.result()["auto"]
+        self.assertEqual(auto["timed"], ["float32", "mixed_bfloat16"])
+        self.assertTrue(all(math.isfinite(v) for v in auto["losses"]), auto)
+
     def check_fake_cuda(self):
         found = self.result()["fake_cuda"]
         self.assertEqual(found["7.0"], ["float32", "mixed_float16"])
@@ -239,6 +266,9 @@ class JaxTest(BackendTest):
     def test_cuda_capabilities(self):
         self.check_fake_cuda()
 
+    def test_auto_trials_run(self):
+        self.check_auto_trials()
+
 
 class TorchTest(BackendTest):
     backend = "torch"
@@ -251,3 +281,6 @@ class TorchTest(BackendTest):
 
     def test_cuda_capabilities(self):
         self.check_fake_cuda()
+
+    def test_auto_trials_run_with_device_tensors(self):
+        self.check_auto_trials()
