@@ -18,8 +18,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-import keras
-
 from gometal_keras import (
     DemoResult,
     DemoSettings,
@@ -60,9 +58,12 @@ def make_config(s: DemoSettings, precision: str) -> TrainerConfig:
 def run_demo(
     s: DemoSettings,
     reporter: Reporter | None = None,
-    progress: Callable[[int, str], keras.callbacks.Callback] | None = None,
+    progress: Callable[[int, str], object] | None = None,
 ) -> DemoResult:
-    """Train both phases, compare them, and print the seed's report if `reporter` is given."""
+    """Train both phases, compare them, and print the seed's report if `reporter` is given.
+
+    `progress(phase, label)`, when given, returns a Keras callback for that phase's `fit`.
+    """
     # 1. The data: the seed demo's synthetic classification set.
     x, y = demo_dataset(s.samples, s.features, s.classes, s.seed)
 

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -89,6 +90,12 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'gometal_keras' has no attribute {name!r}")
+    if "keras" not in sys.modules:
+        # The backend starts here: without TensorFlow's C++ start-up lines on stderr, unless
+        # the user set TF_CPP_MIN_LOG_LEVEL (see gometal_keras.native_logs).
+        from gometal_keras.native_logs import import_backend
+
+        import_backend()
     value = getattr(importlib.import_module(f"gometal_keras.{_EXPORTS[name]}"), name)
     globals()[name] = value
     return value

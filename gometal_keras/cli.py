@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import traceback
 from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+
+from gometal_keras.native_logs import import_backend
 
 PROG = "gometal-keras"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -102,14 +103,14 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    if not debug:  # the command line's own output only: TensorFlow's C++ log lines hidden
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         rest = [a for a in argv if a != "--debug"]
         if rest[:1] == ["bench"]:
+            import_backend(debug)
             return _bench(rest[1:])
         parser = build_parser(prog)
-        args = parser.parse_args(argv)
+        args = parser.parse_args(argv)  # --help and usage errors exit here, before Keras
+        import_backend(debug)  # the command's own output only: C++ log lines hidden
         if args.command == "demo":
             try:
                 return _demo(args)
