@@ -1,5 +1,6 @@
 # Two commands for a new user: `make demo` and `make test`. Each creates .venv and installs
-# what it needs (TensorFlow, and tensorflow-metal on Apple Silicon) on first use.
+# what it needs (TensorFlow, and tensorflow-metal on Apple Silicon) on first use; `make test`
+# adds the JAX and PyTorch backends (CPU builds), whose tests skip where they are missing.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,13 +8,29 @@ EXTRAS := test,plot
 ifeq ($(shell uname -s)-$(shell uname -m),Darwin-arm64)
 EXTRAS := $(EXTRAS),metal
 endif
+# PyTorch, pinned to the CPU-only build verified with Keras 3.15. The local version "+cpu" is never
+# on PyPI (whose Linux x86_64 torch pulls several GB of CUDA libraries), so this pin can take only
+# a CPU build (a wheel in pip's find-links, or PyTorch's CPU index), never a CUDA one. Where none
+# is found the PyTorch tests skip, unless BACKENDS_REQUIRED=1 (CI), which makes that an error.
+TORCH := torch==2.13.0+cpu
+BACKENDS_REQUIRED ?= 0
 
 .PHONY: demo test lint bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+# The backends `make test` adds. The `jax` extra (JAX's CPU wheels from PyPI, pinned in
+# pyproject.toml) goes in one pip run with the others, so that its numpy suits TensorFlow's too.
+$(VENV)/.backends: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[$(EXTRAS),jax]"
+	$(PY) -m pip install -q "$(TORCH)" \
+	  || { echo "No CPU-only $(TORCH) here: the PyTorch tests will skip."; \
+	       test "$(BACKENDS_REQUIRED)" != 1; }
+	if [ "$(BACKENDS_REQUIRED)" = 1 ]; then $(PY) -c "import jax, torch"; fi
 	touch $@
 
 demo: $(VENV)/.installed
@@ -22,7 +39,7 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check gometal_keras tests examples
 
-test: lint
+test: lint $(VENV)/.backends
 	$(PY) -m pytest -q -p no:cacheprovider $(ARGS)
 
 bench: $(VENV)/.installed

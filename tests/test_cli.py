@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
-from gometal_keras.examples import mixed_precision_demo as demo_program
 
 from gometal_keras import cli
+from gometal_keras.examples import mixed_precision_demo as demo_program
 
 SMALL = ["--epochs", "2", "--samples", "128", "--hidden", "16", "--precision", "float32"]
 

@@ -11,11 +11,11 @@ from unittest import mock
 
 import keras
 import pytest
-from gometal_keras.examples.mixed_precision_demo import run_demo
 
 from gometal_keras import decision, engines
 from gometal_keras.cli import add_demo_arguments, demo_settings
 from gometal_keras.demo import DemoSettings
+from gometal_keras.examples.mixed_precision_demo import run_demo
 from gometal_keras.plan import Precision
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,6 @@ import dataclasses
 from unittest import mock
 
 import keras
-import pytest
 import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
