@@ -2,8 +2,9 @@
 
 `gometal_keras.autotune` times the user's model under each `RunPlan` worth trying and
 hands the results here as `Candidate` records; `choose` keeps the fastest sound one, with
-mixed precision kept only when it beats float32 by `MIN_GAIN`. Labels and JSON are made
-from these records only when shown or written.
+mixed precision kept only when it beats float32 by `MIN_GAIN`. A candidate whose program
+raised (or hung) carries its `error` and is never chosen; `check_failures` raises when
+every one did. Labels and JSON are made from these records only when shown or written.
 """
 
 from __future__ import annotations
@@ -27,18 +28,31 @@ class Candidate:
 
     Attributes:
         plan: What was timed.
-        seconds: Measured seconds per step.
+        seconds: Measured seconds per step (NaN when its program failed).
         finite: Whether every trial step's loss was finite (a candidate is only kept if so).
+        error: Why its program failed (it raised, did not finish in time, or computed
+            losses that disagree with the CPU), or None.
+
+    Example:
+        >>> plan = RunPlan(Precision.FLOAT32, xla=False)
+        >>> Candidate(plan, math.nan, error="RuntimeError: no kernel").sound
+        False
     """
 
     plan: RunPlan
     seconds: float
     finite: bool = True
+    error: str | None = None
 
     @property
     def sound(self) -> bool:
-        """Finite loss and a usable time."""
-        return self.finite and math.isfinite(self.seconds) and self.seconds > 0
+        """No error, a finite loss and a usable time."""
+        ok = self.error is None and self.finite
+        return ok and math.isfinite(self.seconds) and self.seconds > 0
+
+    def shown(self) -> str:
+        """``"<label>: <error>"`` for a failed candidate, else its label."""
+        return f"{self.plan.label()}: {self.error}" if self.error else self.plan.label()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +99,10 @@ class Decision:
             },
             "timed": [
                 {"plan": c.plan.to_dict(), "seconds": c.seconds, "finite": c.finite}
+                | ({"error": c.error} if c.error else {})
                 for c in self.candidates
             ],
+            "failed": {c.plan.label(): c.error for c in self.candidates if c.error},
             "skipped": {p.value: why for p, why in self.skipped.items()},
         }
 
@@ -101,7 +117,9 @@ class Decision:
             True
         """
         timed = tuple(
-            Candidate(RunPlan.from_dict(c["plan"]), float(c["seconds"]), bool(c["finite"]))
+            Candidate(
+                RunPlan.from_dict(c["plan"]), float(c["seconds"]), bool(c["finite"]), c.get("error")
+            )
             for c in data.get("timed", ())
         )
         skipped = {Precision(p): str(why) for p, why in data.get("skipped", {}).items()}
@@ -121,7 +139,7 @@ def choose(device: DeviceInfo, timed: Sequence[Candidate]) -> Decision:
         says so.
 
     Raises:
-        RuntimeError: No candidate was sound.
+        RuntimeError: Every candidate failed, or none gave a finite loss.
 
     Example:
         >>> dev = DeviceInfo("jax", "cuda", "GPU", True, True, True)
@@ -130,6 +148,7 @@ def choose(device: DeviceInfo, timed: Sequence[Candidate]) -> Decision:
         >>> choose(dev, timed).chosen.label()
         'mixed_bfloat16 (XLA, fused)'
     """
+    check_failures(timed)
     sound = [c for c in timed if c.sound]
     if not sound:
         raise RuntimeError("Every candidate plan gave a non-finite loss on its trial steps.")
@@ -142,7 +161,8 @@ def choose(device: DeviceInfo, timed: Sequence[Candidate]) -> Decision:
     if winner.plan.precision.mixed and base and winner.seconds > base.seconds * (1 - MIN_GAIN):
         winner = base
     skipped = rejected(device)
-    reason = _reason(winner.plan.precision, best, device, skipped)
+    where = f"the CPU of this {device.kind}" if winner.plan.on_host else device.kind
+    reason = _reason(winner.plan.precision, best, where, skipped)
     return Decision(winner.plan, reason, tuple(timed), skipped)
 
 
@@ -175,6 +195,60 @@ def kept(plan: RunPlan, timed: Sequence[Candidate] = ()) -> Decision:
     return Decision(plan, reason, tuple(timed))
 
 
+def check_failures(timed: Sequence[Candidate]) -> None:
+    """Raise RuntimeError, one sentence listing each, when every candidate's program failed.
+
+    Example:
+        >>> plan = RunPlan(Precision.FLOAT32, xla=False)
+        >>> check_failures([Candidate(plan, math.nan, error="OOM")])
+        Traceback (most recent call last):
+        RuntimeError: Every candidate plan failed: float32 (no XLA, fused): OOM.
+    """
+    if timed and all(c.error for c in timed):
+        listed = "; ".join(c.shown() for c in timed)
+        raise RuntimeError(f"Every candidate plan failed: {listed}.")
+
+
+def decide(device: DeviceInfo, timed: Sequence[Candidate], compare: bool, own: bool) -> Decision:
+    """The decision over trials that ran; failed candidates are named in its reason.
+
+    Args:
+        device: The device the model will train on.
+        timed: The candidates, failed ones among them.
+        compare: Whether precisions were compared (`choose`); else the fastest sound plan
+            of the one precision is kept.
+        own: Whether that precision is a user's own keras.Model's (`kept`).
+
+    Returns:
+        The `Decision`, its reason ending with the failed candidates and their errors.
+
+    Raises:
+        RuntimeError: Every candidate failed (one sentence listing each).
+
+    Example:
+        >>> p = RunPlan(Precision.FLOAT32, xla=False)
+        >>> timed = [Candidate(p, math.nan, error="OOM"), Candidate(p.replace(loop="step"), 1.0)]
+        >>> dev = DeviceInfo("tensorflow", "metal", "GPU", False, True, False)
+        >>> decide(dev, timed, compare=False, own=False).reason.split(". ")[1]
+        'Failed: float32 (no XLA, fused): OOM; running float32 (no XLA, step) instead.'
+    """
+    check_failures(timed)
+    if compare:
+        decision = choose(device, timed)
+    else:
+        best = fastest(timed)
+        plan = best.plan if best else next(c.plan for c in timed if not c.error)
+        why = "XLA setting and loop chosen by measurement."
+        if best is None:
+            why = "No trial gave a finite loss; the default XLA setting and loop are kept."
+        decision = kept(plan, timed) if own else Decision(plan, why, tuple(timed))
+    failed = "; ".join(c.shown() for c in timed if c.error)
+    if failed:
+        why = f"{decision.reason} Failed: {failed}; running {decision.chosen.label()} instead."
+        decision = dataclasses.replace(decision, reason=why)
+    return decision
+
+
 def fastest(timed: Sequence[Candidate]) -> Candidate | None:
     """The fastest sound candidate, or None.
 
@@ -197,24 +271,24 @@ def _none_fast(skipped: Mapping[Precision, str]) -> str:
 def _reason(
     chosen: Precision,
     best: Mapping[Precision, Candidate],
-    device: DeviceInfo,
+    where: str,
     skipped: Mapping[Precision, str],
 ) -> str:
     ordered = sorted(best.values(), key=lambda c: c.seconds)
-    ms = ", ".join(f"{c.plan.policy} {c.seconds * 1e3:.3g} ms" for c in ordered)
+    ms = ", ".join(
+        f"{c.plan.policy}{' on the CPU' if c.plan.on_host else ''} {c.seconds * 1e3:.3g} ms"
+        for c in ordered
+    )
     if chosen is Precision.FLOAT32:
         why = f"no mixed precision was at least {MIN_GAIN:.0%} faster"
         if len(best) == 1:
             why = _none_fast(skipped)
-        return f"float32 kept on {device.kind}: {why} (per step: {ms})."
+        return f"float32 kept on {where}: {why} (per step: {ms})."
     base = best.get(Precision.FLOAT32)
     if base is None:
         return (
-            f"{chosen.value} chosen on {device.kind}: the fastest sound plan, float32 gave no "
+            f"{chosen.value} chosen on {where}: the fastest sound plan, float32 gave no "
             f"finite loss (per step: {ms})."
         )
     gain = base.seconds / best[chosen].seconds
-    return (
-        f"{chosen.value} chosen on {device.kind}: {gain:.2f}x float32's step speed "
-        f"(per step: {ms})."
-    )
+    return f"{chosen.value} chosen on {where}: {gain:.2f}x float32's step speed (per step: {ms})."

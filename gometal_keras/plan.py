@@ -62,6 +62,10 @@ class Precision(str, enum.Enum):
         return {"float32": "FP32", "float16": "FP16", "bfloat16": "BF16"}[self.compute_dtype]
 
 
+#: The placement description of a plan that runs on the host CPU of a machine whose default
+#: device is an accelerator (a fallback, or a timed candidate on Apple GPUs).
+HOST = "CPU"
+
 #: Every precision name a user may ask for: the policies, and "auto" (measure and choose).
 AUTO = "auto"
 PRECISION_NAMES = (*(p.value for p in Precision), AUTO)
@@ -103,7 +107,8 @@ class RunPlan:
             stops the rest of its device call). Off where a loss scaler skips such steps
             itself, and where the engine cannot run it (a `tf.distribute` strategy).
         replicas: Devices the model is replicated over (1 = one device).
-        placement: How the model is placed, for display (e.g. ``"one device"``).
+        placement: How the model is placed, for display (e.g. ``"one device"``, or `HOST`
+            for the host CPU of an accelerator machine).
     """
 
     precision: Precision
@@ -140,6 +145,11 @@ class RunPlan:
         """The dtype weights are stored in."""
         return self.precision.variable_dtype
 
+    @property
+    def on_host(self) -> bool:
+        """Whether the plan runs on the host CPU instead of the machine's accelerator."""
+        return self.placement == HOST
+
     def replace(self, **changes: Any) -> RunPlan:
         """Return a plan with `changes` applied (and checked).
 
@@ -150,8 +160,14 @@ class RunPlan:
         return dataclasses.replace(self, **changes)
 
     def label(self) -> str:
-        """Display label, e.g. ``"float32 (XLA, fused)"``."""
-        return f"{self.policy} ({'XLA' if self.xla else 'no XLA'}, {self.loop.value})"
+        """Display label, e.g. ``"float32 (XLA, fused)"``; a `HOST` plan ends ``" on the CPU"``.
+
+        Example:
+            >>> RunPlan(Precision.FLOAT32, xla=False, placement=HOST).label()
+            'float32 (no XLA, fused) on the CPU'
+        """
+        where = " on the CPU" if self.on_host else ""
+        return f"{self.policy} ({'XLA' if self.xla else 'no XLA'}, {self.loop.value}){where}"
 
     def to_dict(self) -> dict[str, Any]:
         """Return the plan as JSON-ready data (names as strings).

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from gometal_keras.compare import Comparison
 from gometal_keras.record import TrainingRun
-from gometal_keras.report import label_for
+from gometal_keras.text import label_for
 
 #: File types `plot_comparison` writes, by suffix.
 FORMATS = (".png", ".svg", ".pdf")

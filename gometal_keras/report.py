@@ -17,76 +17,8 @@ from rich.text import Text
 
 from gometal_keras.compare import BASIS_PER_EPOCH, Comparison, ConvergenceVerdict, SpeedupVerdict
 from gometal_keras.decision import Decision
-from gometal_keras.plan import Precision
 from gometal_keras.record import TrainingRun
-
-#: ASCII stand-ins for the emoji the report uses, for consoles that cannot encode them.
-EMOJI_ASCII: dict[str, str] = {
-    "🚀": "[DEMO]",
-    "📊": "[BASE]",
-    "⚡": "[MIXED]",
-    "📈": "[PERF]",
-    "✅": "[OK]",
-    "🎉": "[GREAT]",
-    "👍": "[GOOD]",
-    "⚠️": "[WARN]",
-    "❌": "[FAIL]",
-    "🏁": "[DONE]",
-}
-
-def label_for(precision: Precision | str) -> str:
-    """Short display label of a precision (`Precision.label`), or the name unchanged.
-
-    Args:
-        precision: A `Precision` or Keras dtype-policy name, e.g. ``"mixed_float16"``.
-
-    Returns:
-        ``"FP32"``, ``"FP16"`` or ``"BF16"`` for the policies we train under; any other
-        name unchanged.
-
-    Example:
-        >>> label_for("mixed_bfloat16"), label_for("float64")
-        ('BF16', 'float64')
-    """
-    try:
-        return Precision(precision).label
-    except ValueError:
-        return str(precision)
-
-
-def epoch_rows(epochs: int) -> list[int]:
-    """Epoch numbers the epoch table shows: 1-5, every 10th, and the last, once each.
-
-    Args:
-        epochs: Number of epochs that ran.
-
-    Returns:
-        The 1-based epoch numbers, ascending.
-
-    Example:
-        >>> epoch_rows(23)
-        [1, 2, 3, 4, 5, 10, 20, 23]
-    """
-    rows = {e for e in range(1, epochs + 1) if e <= 5 or e % 10 == 0}
-    if epochs > 0:
-        rows.add(epochs)
-    return sorted(rows)
-
-
-def _can_encode(encoding: str) -> bool:
-    try:
-        "".join(EMOJI_ASCII).encode(encoding)
-    except (UnicodeEncodeError, LookupError):
-        return False
-    return True
-
-
-def _seconds(*values: float) -> list[str]:
-    """Format times with one shared number of decimals, enough to tell them apart."""
-    finite = [v for v in values if math.isfinite(v) and v > 0]
-    smallest = min(finite, default=1.0)
-    decimals = 2 if smallest >= 0.1 else 3 if smallest >= 0.01 else 4
-    return [f"{v:.{decimals}f}" for v in values]
+from gometal_keras.text import EMOJI_ASCII, can_encode, epoch_rows, label_for, seconds_text
 
 
 class Reporter:
@@ -111,7 +43,7 @@ class Reporter:
         self, console: Console | None = None, plain: bool | None = None, emoji: bool | None = None
     ) -> None:
         self.console = console if console is not None else Console(highlight=False)
-        encodable = _can_encode(self.console.encoding)
+        encodable = can_encode(self.console.encoding)
         self.emoji = encodable if emoji is None else emoji
         self.plain = (not self.console.is_terminal or not encodable) if plain is None else plain
 
@@ -122,7 +54,7 @@ class Reporter:
                 text = text.replace(icon, tag)
             text = text.replace("⚠", EMOJI_ASCII["⚠️"])
         encoding = self.console.encoding
-        if not _can_encode(encoding):
+        if not can_encode(encoding):
             with contextlib.suppress(LookupError):
                 text = text.encode(encoding, "replace").decode(encoding)
         return text
@@ -218,6 +150,7 @@ class Reporter:
             width = max(len(c.plan.label()) for c in decision.candidates)
             for c in decision.candidates:
                 shown = f"{c.seconds * 1000:8.2f} ms/step" if c.sound else "rejected"
+                shown = f"failed: {c.error}" if c.error else shown
                 mark = "  <- chosen" if c.plan == decision.chosen else ""
                 self._print(f"  {c.plan.label():<{width}} | {shown}{mark}")
         self._print(f"Chosen: {decision.chosen.label()}")
@@ -259,7 +192,7 @@ class Reporter:
             n = base.epochs_run
             scope = f"steady state, epochs 2-{n}" if steady and n > 1 else "total"
             self._print(f"Training Time ({scope}):")
-            shown = _seconds(cmp.baseline_seconds, cmp.candidate_seconds)
+            shown = seconds_text(cmp.baseline_seconds, cmp.candidate_seconds)
             self._print(f"  {b}: {shown[0]} seconds")
             self._print(f"  {c}: {shown[1]} seconds")
         pct = cmp.speedup_percent
@@ -273,7 +206,7 @@ class Reporter:
         if steady:
             self._print()
             self._print("Total Time (including compilation):")
-            shown = _seconds(cmp.baseline_total_seconds, cmp.candidate_total_seconds)
+            shown = seconds_text(cmp.baseline_total_seconds, cmp.candidate_total_seconds)
             self._print(f"  {b}: {shown[0]} seconds")
             self._print(f"  {c}: {shown[1]} seconds")
         self._print()

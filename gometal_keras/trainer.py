@@ -69,16 +69,15 @@ class Trainer(Persistent):
         self.config = config
         self._engine = engines.current()
         self.device = self._engine.describe_device()
+        autotune.check(config, self.device)  # e.g. XLA asked for where there is none
         entropy = np.random.SeedSequence().entropy  # fresh, without touching global state
         self.seed = config.seed if config.seed is not None else int(entropy % 2**31)
-        self._placement = self._engine.placement(
-            distribution or config.distribution, config.devices
-        )
-        self._placement.check_batch(config.batch_size)
+        placement = self._engine.placement(distribution or config.distribution, config.devices)
+        placement.check_batch(config.batch_size)
+        with placement.scope():
+            chosen = autotune.select(model_or_builder, config, self._engine, self.seed, placement)
+        self._placement = chosen.placement  # the one asked for, or the host CPU
         with self._placement.scope():
-            chosen = autotune.select(
-                model_or_builder, config, self._engine, self.seed, self._placement
-            )
             self.decision: Decision | None = chosen.decision
             self.model = chosen.model
             self.optimizer = make_optimizer(config, chosen.plan.loss_scaling)

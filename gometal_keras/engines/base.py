@@ -9,8 +9,9 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import keras
 import numpy as np
@@ -19,6 +20,7 @@ from gometal_keras.plan import Precision, RunPlan
 from gometal_keras.precision import DeviceInfo
 
 LossFn = Callable[[Any, Any], Any]
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,6 +205,23 @@ class Engine(abc.ABC):
             "expected None on this backend."
         )
 
+    def cpu_placement(self) -> Placement | None:
+        """The host CPU as a placement (description `HOST`), or None.
+
+        None where the default device already is the CPU (nothing else to try) and on
+        backends that cannot place one model on the CPU beside an accelerator.
+
+        Returns:
+            A `Placement` whose scope builds models on the CPU and whose ``put`` copies
+            batches there, or None.
+
+        Example:
+            >>> from gometal_keras.engines import current
+            >>> current().cpu_placement() is None  # this machine's default device: a CPU
+            True
+        """
+        return None
+
     def jit_options(self, device: DeviceInfo, precision: Precision) -> tuple[bool, ...]:
         """The XLA settings worth timing for `precision` on `device` (first = default)."""
         return (True,) if device.xla else (False,)
@@ -216,3 +235,33 @@ def host_free_memory_bytes() -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def run_within(work: Callable[[], T], seconds: float) -> T:
+    """Return ``work()``, run in a worker thread; TimeoutError if it takes over `seconds`.
+
+    For device calls that may never return (a GPU command buffer that hangs). A thread
+    that does not finish is abandoned, not stopped: Python cannot kill a thread, so it
+    runs on in the background (daemon: it does not hold up exit) and its result is lost.
+    Enter any thread-local scope (a placement's) inside `work`.
+
+    Example:
+        >>> run_within(lambda: 6 * 7, seconds=10.0)
+        42
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as error:  # raised again in the caller's thread
+            box["error"] = error
+
+    thread = threading.Thread(target=target, name="gometal-run-within", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(f"did not finish within {seconds:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

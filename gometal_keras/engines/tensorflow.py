@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import sys
 from typing import Any
@@ -17,7 +18,7 @@ from gometal_keras.engines.base import (
     Program,
     host_free_memory_bytes,
 )
-from gometal_keras.plan import Precision, RunPlan
+from gometal_keras.plan import HOST, Precision, RunPlan
 from gometal_keras.precision import DeviceInfo, cpu_device
 
 
@@ -103,12 +104,16 @@ class TensorFlowProgram(Program):
 
         self._step = tf.function(one_step, jit_compile=plan.xla, reduce_retracing=True)
         self._epoch = tf.function(train_epoch, jit_compile=plan.xla, reduce_retracing=True)
+        # A CPU placement pins every call (and so its trace) to the CPU, in any thread.
+        self._where = placement.scope if isinstance(placement, CPUPlacement) else None
 
     def step(self, x: Any, y: Any) -> Any:
-        return self._step(x, y)
+        with self._where() if self._where else contextlib.nullcontext():
+            return self._step(x, y)
 
     def epoch(self, xs: Any, ys: Any) -> Any:
-        return self._epoch(xs, ys)
+        with self._where() if self._where else contextlib.nullcontext():
+            return self._epoch(xs, ys)
 
 
 class MirroredPlacement(Placement):
@@ -129,6 +134,25 @@ class MirroredPlacement(Placement):
 
     def adapt(self, plan: RunPlan) -> RunPlan:
         return super().adapt(plan).replace(guard=False, xla=False)
+
+
+class CPUPlacement(Placement):
+    """The host CPU of a GPU machine: models built, batches kept and steps run on the CPU.
+
+    Example:
+        >>> from gometal_keras.plan import Precision
+        >>> CPUPlacement(TensorFlowEngine()).adapt(RunPlan(Precision.FLOAT32, False)).label()
+        'float32 (no XLA, fused) on the CPU'
+    """
+
+    description = HOST
+
+    def scope(self) -> Any:
+        return tf.device("/CPU:0")
+
+    def put(self, array: np.ndarray, batch_axis: int = 0) -> Any:
+        with tf.device("/CPU:0"):
+            return tf.identity(tf.convert_to_tensor(array))
 
 
 class TensorFlowEngine(Engine):
@@ -169,6 +193,9 @@ class TensorFlowEngine(Engine):
             return (True,)  # TF's float16 CPU kernels without XLA are ~100x slower
         # XLA is not always faster: on a CPU its random numbers make Dropout slow.
         return (False, True) if device.kind == "cpu" else (True, False)
+
+    def cpu_placement(self) -> Placement | None:
+        return CPUPlacement(self) if self._gpus else None
 
     def to_device(self, array: np.ndarray) -> Any:
         device = "/GPU:0" if self._gpus else "/CPU:0"

@@ -1,0 +1,150 @@
+"""An Apple GPU simulated on this CPU: a fake Metal `DeviceInfo` and a fault-injecting engine.
+
+Nobody here has a Mac, so tensorflow-metal's known failures are injected around the real
+TensorFlow engine: `FaultyEngine` delegates everything to it, says its device is
+`METAL`, and wraps each `Program` it builds so that, as configured, a plan's calls raise
+(a missing kernel, a command-buffer error), hang, return wrong losses, or return tensors
+that reach numpy only through ``keras.ops.convert_to_numpy`` (as MPS tensors do). Plans
+on the CPU placement (a real `CPUPlacement`) are never faulty: they are the reference.
+
+Use it as ``with mock.patch.object(engines, "current", return_value=FaultyEngine(...))``.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Collection
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from gometal_keras import engines
+from gometal_keras.engines.base import Engine, Placement, Program
+from gometal_keras.engines.tensorflow import CPUPlacement
+from gometal_keras.plan import RunPlan
+from gometal_keras.precision import DeviceInfo
+
+#: An Apple GPU as tensorflow-metal presents it: no XLA, fast float16, no fast bfloat16.
+METAL = DeviceInfo("tensorflow", "metal", "Apple M2 GPU (fake)", False, True, False)
+#: A CUDA GPU without XLA and without fast mixed types: float32 is its only candidate...
+CUDA = DeviceInfo("tensorflow", "cuda", "NVIDIA GPU (fake)", False, False, True)
+
+#: What the injected failures say, as tensorflow-metal's would.
+MISSING_KERNEL = "No registered 'TensorListReserve' OpKernel for 'GPU' devices (fake)"
+COMMAND_BUFFER = "Command buffer execution failed: kIOGPUCommandBufferCallbackError (fake)"
+NO_XLA = "Could not find an XLA device for the Apple GPU (fake)"
+
+
+class DeviceTensor:
+    """A device tensor that refuses ``np.asarray`` except inside ``convert_to_numpy``."""
+
+    def __init__(self, tensor: Any):
+        self.tensor = tensor
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame.f_code.co_name == "convert_to_numpy":
+                return np.asarray(self.tensor.numpy(), dtype=dtype)
+            frame = frame.f_back
+        raise TypeError("can't convert mps:0 device type tensor to numpy (simulated)")
+
+
+class FaultyProgram(Program):
+    """Wraps a real `Program`; its calls fail as its `FaultyEngine` says."""
+
+    def __init__(self, inner: Program, engine: FaultyEngine):  # no super(): nothing to build
+        self.inner, self.engine, self.plan = inner, engine, inner.plan
+
+    def _compile(self, model: Any, objective: Any, optimizer: Any, placement: Any) -> None:
+        raise NotImplementedError("a FaultyProgram wraps a compiled program")
+
+    def step(self, x: Any, y: Any) -> Any:
+        return self.engine.call(self.plan, "step", lambda: self.inner.step(x, y))
+
+    def epoch(self, xs: Any, ys: Any) -> Any:
+        return self.engine.call(self.plan, "epoch", lambda: self.inner.epoch(xs, ys))
+
+
+class FaultyEngine(Engine):
+    """The real TensorFlow engine on a fake device, with faults in its GPU programs.
+
+    Args:
+        device: What `describe_device` says (default `METAL`).
+        fails: Labels of plans (``RunPlan.label()``) whose every call raises.
+        epoch_raises: Every fused epoch call on the GPU raises (a missing TensorList kernel).
+        hangs: Labels of plans whose calls block until `release` (a hung command buffer).
+        wrong: GPU programs report their losses times 1.5 (silently wrong numbers).
+        device_tensors: GPU programs return `DeviceTensor` values.
+        cpu: Whether `cpu_placement` offers the (real) host CPU.
+    """
+
+    name = "tensorflow"
+
+    def __init__(
+        self,
+        device: DeviceInfo = METAL,
+        *,
+        fails: Collection[str] = (),
+        epoch_raises: bool = False,
+        hangs: Collection[str] = (),
+        wrong: bool = False,
+        device_tensors: bool = False,
+        cpu: bool = True,
+    ):
+        self.real = engines.current()
+        self.program_class = self.real.program_class
+        self.device, self.fails, self.epoch_raises = device, set(fails), epoch_raises
+        self.hangs, self.wrong, self.device_tensors = set(hangs), wrong, device_tensors
+        self.cpu = CPUPlacement(self.real) if cpu else None
+        self.released = threading.Event()
+        self.calls: list[str] = []  # labels of the plans called, in order
+
+    def release(self) -> None:
+        """Let hung calls go on (they raise): the abandoned trial threads end."""
+        self.released.set()
+
+    def call(self, plan: RunPlan, kind: str, run: Any) -> Any:
+        """Run one call of `plan`'s program (`kind` "step" or "epoch"), faults injected."""
+        label = plan.label()
+        self.calls.append(label)
+        if label in self.hangs:
+            self.released.wait()
+            raise RuntimeError(f"{label} was released after hanging (fake)")
+        if plan.xla:
+            raise tf.errors.InvalidArgumentError(None, None, NO_XLA)
+        if label in self.fails:
+            raise tf.errors.InternalError(None, None, COMMAND_BUFFER)
+        if self.epoch_raises and kind == "epoch" and not plan.on_host:
+            raise tf.errors.NotFoundError(None, None, MISSING_KERNEL)
+        values = run()
+        if self.wrong and not plan.on_host:
+            values = values * 1.5
+        return DeviceTensor(values) if self.device_tensors and not plan.on_host else values
+
+    def program(self, model, objective, optimizer, plan, placement=None) -> Program:
+        return FaultyProgram(self.real.program(model, objective, optimizer, plan, placement), self)
+
+    def describe_device(self) -> DeviceInfo:
+        return self.device
+
+    def cpu_placement(self) -> Placement | None:
+        return self.cpu
+
+    def to_device(self, array: np.ndarray) -> Any:
+        return self.real.to_device(array)
+
+    def sync(self, model: keras.Model | None = None) -> None:
+        self.real.sync(model)
+
+    def free_memory_bytes(self) -> int | None:
+        return self.real.free_memory_bytes()
+
+    def placement(self, distribution: Any = None, devices: int | None = None) -> Placement:
+        return Placement(self) if distribution is None else self.real.placement(distribution)
+
+    def jit_options(self, device: DeviceInfo, precision: Any) -> tuple[bool, ...]:
+        return self.real.jit_options(device, precision)
