@@ -1,13 +1,20 @@
 # Two commands for a new user: `make demo` and `make test`. Each creates .venv and installs
 # what it needs (TensorFlow, and tensorflow-metal on Apple Silicon) on first use; `make test`
 # adds the JAX and PyTorch backends (CPU builds), whose tests skip where they are missing.
-PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS := test,plot
-ifeq ($(shell uname -s)-$(shell uname -m),Darwin-arm64)
+UNAME ?= $(shell uname -s)-$(shell uname -m)
+# Apple Silicon: tensorflow-metal 1.2.0 has wheels for Python 3.10-3.12 only, so the venv is
+# made with the newest of those found (unless PYTHON is given); none found is an error below.
+APPLE_PYTHONS := python3.12 python3.11 python3.10
+ifeq ($(UNAME),Darwin-arm64)
 EXTRAS := $(EXTRAS),metal
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(firstword $(foreach p,$(APPLE_PYTHONS),$(shell command -v $(p) 2>/dev/null)))
 endif
+endif
+PYTHON ?= python3
 # PyTorch, pinned to the CPU-only build verified with Keras 3.15. The local version "+cpu" is never
 # on PyPI (whose Linux x86_64 torch pulls several GB of CUDA libraries), so this pin can take only
 # a CPU build (a wheel in pip's find-links, or PyTorch's CPU index), never a CUDA one. Where none
@@ -18,6 +25,9 @@ BACKENDS_REQUIRED ?= 0
 .PHONY: demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
+	@test -n "$(PYTHON)" || { echo "No Python 3.10-3.12 found (tensorflow-metal 1.2.0 has \
+	wheels for those only); install one with: brew install python@3.12 (or pass \
+	PYTHON=/path/to/python3.12)."; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
@@ -40,7 +50,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check gometal_keras tests examples
 
 test: lint $(VENV)/.backends
-	$(PY) -m pytest -q -p no:cacheprovider $(ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 $(ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) -m gometal_keras.bench --quick $(ARGS)

@@ -35,12 +35,10 @@ from gometal_keras.objectives import make_objective, make_optimizer
 from gometal_keras.plan import AUTO, PRECISION_NAMES, Loop, Precision, RunPlan
 from gometal_keras.precision import DeviceInfo, candidates, policy_of
 
-#: A trial warms up with one call of TRIAL_STEPS steps, then times calls until
-#: TRIAL_BUDGET seconds or TRIAL_REPEATS calls have passed, and keeps the fastest call.
-TRIAL_STEPS, TRIAL_REPEATS, TRIAL_BUDGET = 8, 5, 0.5
-#: Seconds a trial's device calls (warm-up with compiling, timing, CPU check) may take, in
-#: a worker thread (`run_within`: one that does not finish is abandoned, it cannot be killed).
-TRIAL_TIME_LIMIT = 300.0
+#: A trial warms up with one call of TRIAL_STEPS steps, then times calls until TRIAL_BUDGET
+#: seconds or TRIAL_REPEATS calls, and keeps the fastest; its device calls may take up to
+#: TRIAL_TIME_LIMIT seconds in a worker thread (`run_within`: abandoned, not killed, if not).
+TRIAL_STEPS, TRIAL_REPEATS, TRIAL_BUDGET, TRIAL_TIME_LIMIT = 8, 5, 0.5, 300.0
 #: Device kinds with known failures and silently wrong float32 results in graph mode, each
 #: with its report: a float32 trial there must match the CPU's losses within CHECK_RTOL
 #: (mixed plans are not compared: float16 rounding alone exceeds that).
@@ -88,8 +86,10 @@ def plans(
     """The plans for `precision` worth timing, the default first.
 
     XLA settings come from the engine (or `config.jit_compile`). Loops: `config.loop`
-    when set; else the fused epoch, plus one step per call on a CPU that must use XLA:
-    XLA's compiled loops run convolutions there up to 10-30x slower than single steps.
+    when set; else the fused epoch, plus one step per call where fused can lose: on a CPU
+    that must use XLA (its compiled loops run convolutions up to 10-30x slower) and on Metal
+    (no GPU kernels for the loop's TensorArray ops nor Dropout's random-key op: TensorFlow
+    moves them to the CPU, copying every step).
 
     Example:
         >>> from gometal_keras import engines
@@ -110,7 +110,7 @@ def plans(
     for jit in jits:
         if config.loop != "auto":
             loops: tuple[Loop, ...] = (Loop(config.loop),)
-        elif jit and xla_only and device.kind == "cpu":
+        elif (jit and xla_only and device.kind == "cpu") or device.kind in KNOWN_FAULTS:
             loops = (Loop.FUSED, Loop.STEP)
         else:
             loops = (Loop.FUSED,)

@@ -73,6 +73,15 @@ class RefusedTest(MetalTestCase):
             plans = autotune.plans(config(), FaultyEngine(), METAL, precision)
             self.assertFalse(any(p.xla for p in plans), plans)
 
+    def test_fused_and_per_step_are_both_timed_on_metal(self):
+        # No GPU kernels for the fused loop's TensorArray ops or Dropout's random-key op:
+        # the fused loop may copy to the CPU every step, so per-step is timed against it.
+        for precision in Precision:
+            plans = autotune.plans(config(), FaultyEngine(), METAL, precision)
+            self.assertEqual([p.loop for p in plans], [Loop.FUSED, Loop.STEP])
+        plans = autotune.plans(config(loop="fused"), FaultyEngine(), METAL, Precision.FLOAT32)
+        self.assertEqual([p.loop for p in plans], [Loop.FUSED])  # the user's loop is kept
+
 
 class FallbackTest(MetalTestCase):
     def test_fused_raises_step_is_chosen(self):
@@ -90,7 +99,7 @@ class FallbackTest(MetalTestCase):
         # A keras.Model keeps its own policy and device: one plan, no CPU, nothing to time.
         model = tiny_builder().compile("float32", seed=0)
         engine = FaultyEngine(epoch_raises=True)
-        trainer = self.trainer(engine, model)
+        trainer = self.trainer(engine, model, loop="fused")
         self.assertEqual(trainer.plan.loop, Loop.STEP)
         self.assertIs(trainer.model, model)
         self.assertIn("NotFoundError", self.errors(trainer.decision)[FUSED])
@@ -99,7 +108,7 @@ class FallbackTest(MetalTestCase):
     def test_sole_plan_that_works_keeps_the_old_decision(self):
         model = tiny_builder().compile("float32", seed=0)
         engine = FaultyEngine()
-        trainer = self.trainer(engine, model, precision="float32")
+        trainer = self.trainer(engine, model, precision="float32", loop="fused")
         self.assertIsNone(trainer.decision)
         self.assertEqual(engine.calls, [FUSED])  # tried once, not timed
 
