@@ -95,11 +95,11 @@ class FallbackTest(MetalTestCase):
         run = trainer.fit(*classification_data(), epochs=2)  # trains, per step
         self.assertEqual(run.epochs_run, 2)
 
-    def test_sole_plan_is_tried_once_on_metal(self):
-        # A keras.Model keeps its own policy and device: one plan, no CPU, nothing to time.
+    def test_a_keras_model_falls_back_to_per_step_on_metal(self):
+        # A keras.Model keeps its own policy and device (no CPU); its loops are both tried.
         model = tiny_builder().compile("float32", seed=0)
         engine = FaultyEngine(epoch_raises=True)
-        trainer = self.trainer(engine, model, loop="fused")
+        trainer = self.trainer(engine, model)
         self.assertEqual(trainer.plan.loop, Loop.STEP)
         self.assertIs(trainer.model, model)
         self.assertIn("NotFoundError", self.errors(trainer.decision)[FUSED])
