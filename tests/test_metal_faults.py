@@ -112,6 +112,15 @@ class FallbackTest(MetalTestCase):
         self.assertIsNone(trainer.decision)
         self.assertEqual(engine.calls, [FUSED])  # tried once, not timed
 
+    def test_the_cpu_is_a_timed_candidate_on_metal(self):
+        # Small models often train faster on Apple Silicon's CPU than on its GPU (row 7).
+        trainer = self.trainer(FaultyEngine())
+        timed = {c.plan.label(): c for c in trainer.decision.candidates}
+        self.assertIn(CPU_FUSED, timed)
+        self.assertTrue(timed[CPU_FUSED].sound)
+        sound = [c for c in trainer.decision.candidates if c.sound]
+        self.assertEqual(trainer.plan, min(sound, key=lambda c: c.seconds).plan)
+
     def test_both_loops_raise_the_cpu_is_chosen(self):
         trainer = self.trainer(FaultyEngine(fails=(FUSED, STEP)))
         self.assertEqual(trainer.plan.placement, HOST)
