@@ -15,7 +15,7 @@ from typing import Any
 
 import keras
 
-from gometal_keras import engines
+from gometal_keras import engines, metal
 from gometal_keras import precision as prec
 
 #: Distributions whose versions are reported (None when not installed).
@@ -82,14 +82,17 @@ def environment() -> dict[str, Any]:
         A JSON-ready dict with ``platform``, ``backend``, ``versions``, ``device`` (see
         `device_dict`), ``tensorflow_metal`` (installed and driving the device), ``xla``
         (available to this backend on this device), ``auto_candidates`` and
-        ``auto_rejected`` (precision -> reason, from `gometal_keras.precision`).
+        ``auto_rejected`` (precision -> reason, from `gometal_keras.precision`),
+        ``tensorflow_metal_check`` (`gometal_keras.metal.status`: ``"not installed"``,
+        ``"ok (...)"`` or the problem) and ``memory_budget`` (see `memory_budget`).
 
     Example:
         >>> facts = environment()
         >>> "float32" in facts["auto_candidates"], type(next(iter(facts["auto_candidates"])))
         (True, <class 'str'>)
     """
-    device = engines.current().describe_device()
+    engine = engines.current()
+    device = engine.describe_device()
     found = versions()
     return {
         "platform": f"{platform.system()} {platform.machine()} ({sys.platform})",
@@ -103,7 +106,32 @@ def environment() -> dict[str, Any]:
         "xla": device.xla,
         "auto_candidates": {str(p): why for p, why in prec.candidates(device).items()},
         "auto_rejected": {str(p): why for p, why in prec.rejected(device).items()},
+        "tensorflow_metal_check": metal.status(found),
+        "memory_budget": memory_budget(engine.free_memory_bytes()),
     }
+
+
+def memory_budget(free: int | None) -> dict[str, Any]:
+    """How much memory a data set may take and still stay resident on the device.
+
+    Args:
+        free: The engine's free bytes (`Engine.free_memory_bytes`; the host's on a CPU or
+            an Apple GPU), or None when unknown.
+
+    Returns:
+        ``{"free_bytes": free, "device_share": loop.DEVICE_SHARE, "data_bytes": share of
+        free}``; ``data_bytes`` is None (no limit: never chunked) when `free` is unknown.
+
+    Example:
+        >>> memory_budget(8 * 2**30)["data_bytes"] == 0.25 * 8 * 2**30
+        True
+        >>> memory_budget(None)["data_bytes"] is None
+        True
+    """
+    from gometal_keras.loop import DEVICE_SHARE
+
+    data = int(DEVICE_SHARE * free) if free else None
+    return {"free_bytes": free, "device_share": DEVICE_SHARE, "data_bytes": data}
 
 
 def info_lines(facts: dict[str, Any]) -> list[str]:
@@ -142,7 +170,9 @@ def info_lines(facts: dict[str, Any]) -> list[str]:
     metal = facts["tensorflow_metal"]
     state = "active" if metal["active"] else "installed, not driving the device"
     lines.append(f"tensorflow-metal: {state if metal['installed'] else 'not installed'}")
+    lines.append(f"tensorflow-metal check: {facts['tensorflow_metal_check']}")
     lines.append(f"XLA:       {'available' if facts['xla'] else 'not available'}")
+    lines.append(f"Memory:    {_budget_line(facts['memory_budget'])}")
     lines.append('precision="auto" would time:')
     width = max(map(len, [*facts["auto_candidates"], *facts["auto_rejected"]]))
     lines += [f"  {name:<{width}}  {why}" for name, why in facts["auto_candidates"].items()]
@@ -150,3 +180,15 @@ def info_lines(facts: dict[str, Any]) -> list[str]:
         lines.append("and leaves out:")
         lines += [f"  {name:<{width}}  {why}" for name, why in facts["auto_rejected"].items()]
     return lines
+
+
+def _budget_line(budget: dict[str, Any]) -> str:
+    """``"data up to 3.9 GiB stays resident (25% of 15.6 GiB free); larger is chunked"``."""
+    if budget["data_bytes"] is None:
+        return "free memory unknown: data is never chunked"
+    gib = 2.0**30
+    return (
+        f"data up to {budget['data_bytes'] / gib:.1f} GiB stays resident "
+        f"({budget['device_share']:.0%} of {budget['free_bytes'] / gib:.1f} GiB free); "
+        "larger is copied in chunks"
+    )

@@ -142,6 +142,10 @@ def import_backend(debug: bool = False) -> None:
         >>> "keras" in sys.modules
         True
     """
+    from gometal_keras import metal
+
+    if metal.keras_backend() == "tensorflow":
+        metal.require_compatible()  # one sentence, not a symbol error from the plugin
     quiet_native_logs(debug)
     with filtered_native_stderr(debug):
         importlib.import_module("keras")

@@ -5,11 +5,20 @@ backend in use. An engine knows its device, moves data onto it, waits for queued
 and builds a `Program` for a `RunPlan`: the compiled training step and whole-epoch loop of
 one model, which reports the plan it really runs. The types live in `engines.base`; each
 backend's module is imported only when that backend is in use.
+
+On macOS arm64 with tensorflow-metal installed, `gometal_keras.metal` checks the plugin
+against TensorFlow's version (package metadata only) before this module imports Keras, so an
+out-of-step pair raises ImportError with the fix instead of a symbol error.
 """
 
 from __future__ import annotations
 
 import functools
+
+from gometal_keras import metal
+
+if metal.keras_backend() == "tensorflow":
+    metal.require_compatible()  # `import keras` imports TensorFlow (and its plugins) here
 
 import keras
 
@@ -27,6 +36,7 @@ __all__ = ["Engine", "Objective", "Placement", "Program", "current", "host_free_
 @functools.cache
 def _engine(backend: str) -> Engine:
     if backend == "tensorflow":
+        metal.require_compatible()
         from gometal_keras.engines.tensorflow import TensorFlowEngine as Chosen
     elif backend == "jax":
         from gometal_keras.engines.jax import JaxEngine as Chosen

@@ -228,11 +228,38 @@ class Engine(abc.ABC):
 
 
 def host_free_memory_bytes() -> int | None:
-    """Bytes of host memory available (Linux / macOS), or None when unknown."""
-    try:
-        import os
+    """Bytes of host memory available for data, or None when unknown.
 
+    Linux reports the free pages (``SC_AVPHYS_PAGES``). macOS does not (``os.sysconf``
+    raises ValueError there), so the physical memory stands in: ``sysctl -n hw.memsize``,
+    else ``SC_PHYS_PAGES`` pages. The loop keeps a share of it (`loop.DEVICE_SHARE`), so a
+    data set larger than that share is copied in chunks instead of all at once.
+
+    Returns:
+        Bytes, or None when neither figure can be read.
+
+    Example:
+        >>> host_free_memory_bytes() > 0
+        True
+    """
+    import os
+    import subprocess
+    import sys
+
+    try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        pass
+    if sys.platform == "darwin":
+        try:
+            out = subprocess.run(
+                ["sysctl", "-n", "hw.memsize"], capture_output=True, text=True, timeout=5
+            ).stdout
+            return int(out.strip())
+        except (OSError, ValueError, subprocess.SubprocessError):
+            pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
 
