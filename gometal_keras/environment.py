@@ -17,6 +17,7 @@ import keras
 
 from gometal_keras import engines, metal
 from gometal_keras import precision as prec
+from gometal_keras.autotune import KNOWN_FAULTS
 
 #: Distributions whose versions are reported (None when not installed).
 DISTRIBUTIONS = (
@@ -108,7 +109,33 @@ def environment() -> dict[str, Any]:
         "auto_rejected": {str(p): why for p, why in prec.rejected(device).items()},
         "tensorflow_metal_check": metal.status(found),
         "memory_budget": memory_budget(engine.free_memory_bytes()),
+        "candidate_devices": candidate_devices(device, engine.cpu_placement() is not None),
     }
+
+
+def candidate_devices(device: prec.DeviceInfo, has_cpu: bool) -> dict[str, str]:
+    """Where ``precision="auto"`` may train: the device, and the host CPU beside a GPU.
+
+    Args:
+        device: The default device.
+        has_cpu: Whether the engine can place a model on the host CPU beside it.
+
+    Returns:
+        Device description -> its role.
+
+    Example:
+        >>> gpu = prec.DeviceInfo("tensorflow", "metal", "Apple GPU", False, True, False)
+        >>> list(candidate_devices(gpu, True).values())[1]
+        'timed too (small models often train faster on the CPU)'
+    """
+    found = {device.describe(): "the default device"}
+    if has_cpu:
+        found["the host CPU"] = (
+            "timed too (small models often train faster on the CPU)"
+            if device.kind in KNOWN_FAULTS
+            else "a fallback when every plan on the device fails"
+        )
+    return found
 
 
 def memory_budget(free: int | None) -> dict[str, Any]:
@@ -173,6 +200,8 @@ def info_lines(facts: dict[str, Any]) -> list[str]:
     lines.append(f"tensorflow-metal check: {facts['tensorflow_metal_check']}")
     lines.append(f"XLA:       {'available' if facts['xla'] else 'not available'}")
     lines.append(f"Memory:    {_budget_line(facts['memory_budget'])}")
+    extra = [f"{name}: {role}" for name, role in list(facts["candidate_devices"].items())[1:]]
+    lines.append(f"Devices:   {'; '.join(extra) if extra else 'the default device only'}")
     lines.append('precision="auto" would time:')
     width = max(map(len, [*facts["auto_candidates"], *facts["auto_rejected"]]))
     lines += [f"  {name:<{width}}  {why}" for name, why in facts["auto_candidates"].items()]

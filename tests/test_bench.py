@@ -318,3 +318,28 @@ class CliTest(tf.test.TestCase):
 
 if __name__ == "__main__":
     tf.test.main()
+
+
+def test_roofline_skips_what_the_device_cannot_run_and_compiles_without_xla_where_none():
+    # tensorflow-metal has no XLA and may lack a kernel: the ceilings still get measured.
+    import math
+    from unittest import mock
+
+    from gometal_keras.bench import roofline
+
+    asked = []
+
+    def rate(dtype, n, repeats=5, chain=4, xla=True):
+        asked.append((dtype, xla))
+        if dtype == "float16":
+            raise RuntimeError("no MatMul kernel for float16 (injected)")
+        return 1e12
+
+    with (
+        mock.patch.object(roofline, "matmul_rate", rate),
+        mock.patch.object(roofline, "copy_bandwidth", return_value=1e9) as copy,
+    ):
+        rates = roofline.measure(["float32", "mixed_float16"], gpu=False, quick=True, xla=False)
+    assert rates.flops["float32"] == 1e12 and math.isnan(rates.flops["mixed_float16"])
+    assert [xla for _, xla in asked] == [False, False]
+    assert copy.call_args.kwargs["xla"] is False

@@ -348,3 +348,17 @@ def test_the_package_and_cli_check_the_plugin_before_keras_starts():
         native_logs.import_backend()
     check.assert_called_once()
     started.assert_not_called()
+
+
+def test_info_names_the_candidate_devices():
+    from gometal_keras.environment import candidate_devices
+    from gometal_keras.precision import DeviceInfo
+
+    metal = DeviceInfo("tensorflow", "metal", "Apple GPU", False, True, False)
+    cuda = DeviceInfo("tensorflow", "cuda", "GPU", True, True, True, compute_capability=(9, 0))
+    assert "timed too" in candidate_devices(metal, True)["the host CPU"]
+    assert "fallback" in candidate_devices(cuda, True)["the host CPU"]
+    assert list(candidate_devices(cuda, False)) == [cuda.describe()]
+    facts = environment()
+    facts["candidate_devices"] = candidate_devices(metal, True)
+    assert any(line.startswith("Devices:   the host CPU: timed too") for line in info_lines(facts))

@@ -131,7 +131,9 @@ def run_bench(settings: Settings, log: Callable[[str], None] = print) -> dict[st
     device = engines.current().describe_device()
     plan = planning.make_plan(settings, device, keras.backend.backend())
     log(f"measuring ceilings on {device.describe()} ...")
-    rates = roofline.measure(list(plan.precisions), device.kind != "cpu", settings.quick)
+    rates = roofline.measure(
+        list(plan.precisions), device.kind != "cpu", settings.quick, xla=device.xla
+    )
     results = derive.results(measure.measure_cells(plan, settings, log), rates, settings)
     return dict(
         schema=SCHEMA,

@@ -18,6 +18,7 @@ never imports TensorFlow.
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -60,8 +61,11 @@ def bound(flops: float, nbytes: float, rate: float, bandwidth: float) -> str:
     return "compute" if flops / rate >= nbytes / bandwidth else "memory"
 
 
-def _compiler() -> tuple[Callable[[Callable], Callable], Callable[[np.ndarray, str], Any]]:
-    """(compile function, host array -> device tensor of a dtype) for the backend in use."""
+def _compiler(xla: bool = True) -> tuple[Callable[[Callable], Callable], Callable]:
+    """(compile function, host array -> device tensor of a dtype) for the backend in use.
+
+    TensorFlow compiles with XLA only where the device has it (tensorflow-metal has none).
+    """
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
@@ -77,7 +81,7 @@ def _compiler() -> tuple[Callable[[Callable], Callable], Callable[[np.ndarray, s
             with tf.device(device):
                 return tf.cast(tf.identity(tf.convert_to_tensor(a)), d)
 
-        return (lambda f: tf.function(f, jit_compile=True)), put
+        return (lambda f: tf.function(f, jit_compile=xla)), put
     return (lambda f: f), lambda a, d: keras.ops.cast(keras.ops.convert_to_tensor(a), d)
 
 
@@ -93,9 +97,9 @@ def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(run() for _ in range(repeats))
 
 
-def matmul_rate(dtype: str, n: int, repeats: int = 5, chain: int = 4) -> float:
+def matmul_rate(dtype: str, n: int, repeats: int = 5, chain: int = 4, xla: bool = True) -> float:
     """FLOP/s of ``chain`` dependent ``n x n`` products in `dtype` (one compiled call)."""
-    compile_fn, put = _compiler()
+    compile_fn, put = _compiler(xla)
     rng = np.random.default_rng(0)
     a = put(rng.standard_normal((n, n), dtype=np.float32) / np.sqrt(n), dtype)
     b = put(rng.standard_normal((n, n), dtype=np.float32) / np.sqrt(n), dtype)
@@ -112,23 +116,30 @@ def matmul_rate(dtype: str, n: int, repeats: int = 5, chain: int = 4) -> float:
     return chain * 2.0 * n**3 / best
 
 
-def copy_bandwidth(nbytes: int, repeats: int = 5) -> float:
+def copy_bandwidth(nbytes: int, repeats: int = 5, xla: bool = True) -> float:
     """Bytes/s (read + write) of ``x + s`` over `nbytes` of float32."""
-    compile_fn, put = _compiler()
+    compile_fn, put = _compiler(xla)
     x = put(np.random.default_rng(1).standard_normal(nbytes // 4, dtype=np.float32), "float32")
     s = put(np.float32(0.5), "float32")
     fn = compile_fn(lambda x, s: x + s)
     return 2.0 * (nbytes // 4) * 4 / _median_seconds(lambda: fn(x, s), repeats)
 
 
-def measure(precisions: list[str], gpu: bool, quick: bool) -> Rates:
-    """Measure the matrix rate of each precision and the copy bandwidth."""
+def measure(precisions: list[str], gpu: bool, quick: bool, xla: bool = True) -> Rates:
+    """Measure the matrix rate of each precision and the copy bandwidth.
+
+    A precision whose product the device cannot run (it raises) gets a NaN rate: its rows
+    then have no floor, and the others are still measured.
+    """
     n = 8192 if gpu else (512 if quick else 1024)
     nbytes = (2 << 30) if gpu else (64 << 20 if quick else 256 << 20)
     flops = {}
     # "auto" runs one of the others: measure them all so its floor can be drawn.
     wanted = [p.value for p in Precision] if AUTO in precisions else []
     for p in dict.fromkeys([q for q in precisions if q != AUTO] + wanted):
-        with precision_context(p):
-            flops[p] = matmul_rate(compute_dtype(p), n, repeats=3 if quick else 10)
-    return Rates(flops, copy_bandwidth(nbytes, repeats=3 if quick else 10), n, nbytes)
+        try:
+            with precision_context(p):
+                flops[p] = matmul_rate(compute_dtype(p), n, repeats=3 if quick else 10, xla=xla)
+        except Exception:  # a kernel the device lacks must not lose the whole run
+            flops[p] = math.nan
+    return Rates(flops, copy_bandwidth(nbytes, repeats=3 if quick else 10, xla=xla), n, nbytes)
