@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import keras
 import numpy as np
@@ -18,8 +18,20 @@ from gometal_keras.config import TrainerConfig
 from gometal_keras.decision import Decision
 from gometal_keras.plan import RunPlan
 
-if TYPE_CHECKING:
-    from gometal_keras.trainer import Trainer
+
+class Resumable(Protocol):
+    """What `TrainerState` reads and restores: a `Trainer`'s public state attributes."""
+
+    config: TrainerConfig
+    seed: int
+    epoch: int
+    decision: Decision | None
+    model: keras.Model
+    optimizer: Any
+    schedule: Any
+
+    @property
+    def plan(self) -> RunPlan: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +82,7 @@ class TrainerState:
     __hash__ = None  # type: ignore[assignment]
 
     @classmethod
-    def capture(cls, trainer: Trainer) -> TrainerState:
+    def capture(cls, trainer: Resumable) -> TrainerState:
         """Read a trainer's state through its public attributes (`Trainer.get_state`)."""
         to_host = keras.ops.convert_to_numpy
         return cls(
@@ -84,7 +96,7 @@ class TrainerState:
             optimizer_variables=tuple(to_host(v.value) for v in trainer.optimizer.variables),
         )
 
-    def restore(self, trainer: Trainer) -> None:
+    def restore(self, trainer: Resumable) -> None:
         """Put this state into `trainer`, all or nothing (`Trainer.set_state`)."""
         model_vars, opt_vars = trainer.model.variables, trainer.optimizer.variables
         self.check_fits(trainer.plan, model_vars, opt_vars)
