@@ -115,7 +115,12 @@ def demo_notes(trainer: Trainer, cmp: Comparison, verdict: str | None = None) ->
     elif trainer.config.resolved_precision == "auto" and decision is not None:
         notes.append(f"Precision choice: {decision.reason}")
     pct = cmp.speedup_percent
-    if trainer.device.kind == "cpu" and not pct >= 20:
+    if not cmp.candidate.precision.mixed:
+        notes.append(
+            f"Both phases trained FP32 (no mixed precision runs fast on this "
+            f"{trainer.device.kind}): the {pct:+.1f}% between them is run-to-run variation."
+        )
+    elif trainer.device.kind == "cpu" and not pct >= 20:
         steady = max(cmp.baseline.epochs_run - 1, 1)
         said = (
             f"does not help on this CPU (measured {pct:+.1f}%)"

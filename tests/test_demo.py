@@ -53,6 +53,9 @@ def test_run_demo_calls_progress_per_phase_and_records_what_ran():
     # The records carry the plans that ran, and the two float32 runs are the same run.
     assert result.baseline.plan == result.mixed.plan
     assert result.baseline.losses == result.mixed.losses
+    # No mixed precision ran: the notes must not read the difference as its speedup.
+    assert any(note.startswith("Both phases trained FP32") for note in result.notes)
+    assert not any("Mixed precision" in note for note in result.notes)
 
 
 def test_example_script_runs_the_seed_report(monkeypatch, capsys):
@@ -96,3 +99,4 @@ def test_explicit_mixed_precision_is_phase_two():
     assert result.mixed.precision is Precision.MIXED_BFLOAT16
     assert result.mixed.plan.compute_dtype == "bfloat16"
     assert not any("Precision choice" in note for note in result.notes)
+    assert not any(note.startswith("Both phases trained FP32") for note in result.notes)
