@@ -56,7 +56,17 @@ class Persistent:
             >>> state.plan == t.plan, len(state.model_variables)
             (True, 2)
         """
-        return TrainerState.capture(self)
+        to_host = keras.ops.convert_to_numpy
+        return TrainerState(
+            config=self.config,
+            plan=self.plan,
+            seed=self.seed,
+            epoch=self.epoch,
+            decision=self.decision,
+            schedule=self.schedule.get_state() if self.schedule else None,
+            model_variables=tuple(to_host(v.value) for v in self.model.variables),
+            optimizer_variables=tuple(to_host(v.value) for v in self.optimizer.variables),
+        )
 
     def set_state(self, state: TrainerState) -> None:
         """Restore what `get_state` returned (from this trainer or one of the same model).
@@ -77,7 +87,15 @@ class Persistent:
             >>> t.set_state(saved); t.epoch
             0
         """
-        state.restore(self)
+        model_vars, opt_vars = self.model.variables, self.optimizer.variables
+        state.check_fits(self.plan, model_vars, opt_vars)
+        for variable, value in zip(model_vars, state.model_variables, strict=True):
+            variable.assign(value)
+        for variable, value in zip(opt_vars, state.optimizer_variables, strict=True):
+            variable.assign(value)
+        self.epoch, self.decision = state.epoch, state.decision
+        if self.schedule and state.schedule:
+            self.schedule.set_state(state.schedule)
 
     def save(self, path: str) -> None:
         """Write a checkpoint atomically: model, optimizer state, plan, epoch reached.

@@ -9,29 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
-import keras
 import numpy as np
 
 from gometal_keras.config import TrainerConfig
 from gometal_keras.decision import Decision
 from gometal_keras.plan import RunPlan
-
-
-class Resumable(Protocol):
-    """What `TrainerState` reads and restores: a `Trainer`'s public state attributes."""
-
-    config: TrainerConfig
-    seed: int
-    epoch: int
-    decision: Decision | None
-    model: keras.Model
-    optimizer: Any
-    schedule: Any
-
-    @property
-    def plan(self) -> RunPlan: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,33 +64,6 @@ class TrainerState:
         )
 
     __hash__ = None  # type: ignore[assignment]
-
-    @classmethod
-    def capture(cls, trainer: Resumable) -> TrainerState:
-        """Read a trainer's state through its public attributes (`Trainer.get_state`)."""
-        to_host = keras.ops.convert_to_numpy
-        return cls(
-            config=trainer.config,
-            plan=trainer.plan,
-            seed=trainer.seed,
-            epoch=trainer.epoch,
-            decision=trainer.decision,
-            schedule=trainer.schedule.get_state() if trainer.schedule else None,
-            model_variables=tuple(to_host(v.value) for v in trainer.model.variables),
-            optimizer_variables=tuple(to_host(v.value) for v in trainer.optimizer.variables),
-        )
-
-    def restore(self, trainer: Resumable) -> None:
-        """Put this state into `trainer`, all or nothing (`Trainer.set_state`)."""
-        model_vars, opt_vars = trainer.model.variables, trainer.optimizer.variables
-        self.check_fits(trainer.plan, model_vars, opt_vars)
-        for variable, value in zip(model_vars, self.model_variables, strict=True):
-            variable.assign(value)
-        for variable, value in zip(opt_vars, self.optimizer_variables, strict=True):
-            variable.assign(value)
-        trainer.epoch, trainer.decision = self.epoch, self.decision
-        if trainer.schedule and self.schedule:
-            trainer.schedule.set_state(self.schedule)
 
     def resume_config(self) -> TrainerConfig:
         """The configuration that rebuilds this state's plan without measuring again.
