@@ -12,11 +12,15 @@ from typing import Any
 
 import keras
 
-from gometal_keras import checkpoint
+from gometal_keras import checkpoint, engines
 from gometal_keras.config import TrainerConfig
 from gometal_keras.decision import Decision
 from gometal_keras.plan import RunPlan
 from gometal_keras.state import TrainerState
+
+#: `Trainer.load`'s default placement: the checkpoint's own ``config.distribution``, over
+#: the devices of the process that loads it.
+AS_SAVED = "as_saved"
 
 
 class Persistent:
@@ -115,21 +119,54 @@ class Persistent:
         checkpoint.write(path, self.model, self.get_state())
 
     @classmethod
-    def load(cls, path: str) -> Any:
-        """Return the trainer a checkpoint holds, ready to resume where it stopped.
+    def load(cls, path: str, distribution: Any = AS_SAVED, devices: int | None = None) -> Any:
+        """Return the trainer a checkpoint holds, on this process's devices, ready to resume.
+
+        A checkpoint does not depend on the device count that wrote it: one written on
+        two devices loads on one, and one written on one device resumes on several.
 
         Args:
             path: A file written by `save`.
+            distribution: Where to resume: `AS_SAVED` (the default: the checkpoint's own
+                ``config.distribution``, over the devices this process has), None (one
+                device), ``"data_parallel"``, ``"multi_worker"``, or a backend object (a
+                `tf.distribute.Strategy`, a `keras.distribution.Distribution`).
+            devices: How many local devices `distribution` uses (None = all of them).
 
         Returns:
-            A trainer with the saved plan, weights, optimizer state and progress.
+            A trainer with the saved plan (placed here), weights, optimizer state and
+            progress.
 
         Raises:
-            ValueError: The file is not a gometal_keras checkpoint, or it is truncated or
-                corrupted.
+            ValueError: The file is not a gometal_keras checkpoint, it is truncated or
+                corrupted, its variables do not fit its model, or this process's devices
+                cannot run it (e.g. the batch size does not split over them); the message
+                names the path.
+
+        Example:
+            >>> import os, tempfile
+            >>> from gometal_keras import ModelBuilder, Trainer, TrainerConfig
+            >>> b = ModelBuilder([8, 3]).add_dense(2)
+            >>> cfg = TrainerConfig(8, precision="float32", jit_compile=False)
+            >>> path = os.path.join(tempfile.mkdtemp(), "run.gmk")
+            >>> Trainer(b, cfg).save(path)
+            >>> Trainer.load(path, distribution=None).plan.replicas
+            1
         """
         model, state = checkpoint.read(path)
-        trainer = cls(model, state.resume_config())
+        config = state.resume_config()
+        if isinstance(distribution, str) and distribution == AS_SAVED:
+            distribution = config.distribution
+        try:
+            if distribution is None or isinstance(distribution, str):
+                config = config.replace(distribution=distribution, devices=devices)
+            placement = engines.current().placement(distribution, devices)
+            placement.check_batch(config.batch_size)
+        except ValueError as err:
+            raise ValueError(
+                f"Checkpoint {path!r} cannot resume on this process's devices: {err}"
+            ) from None
+        trainer = cls(placement.adopt(model), config, distribution=placement)
         try:
             trainer.set_state(state)
         except ValueError as err:

@@ -25,6 +25,19 @@ from gometal_keras.config import TrainerConfig
 FEATURES, CLASSES, BATCH = 8, 4, 16
 #: The line prefix a subprocess script prints its JSON result after (see `run_script`).
 RESULT = "RESULT "
+#: The first lines of a `run_script` script that trains on two devices: TensorFlow splits
+#: the CPU into two logical devices before it starts (it defines ``backend``).
+TWO_DEVICES = """\
+import os
+backend = os.environ["KERAS_BACKEND"]
+if backend == "tensorflow":
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+"""
+#: `run_script`'s ``env`` for two JAX CPU devices (XLA reads it when JAX starts).
+TWO_JAX_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 
 
 def seed_mlp() -> ModelBuilder:

@@ -8,17 +8,11 @@ import textwrap
 
 import numpy as np
 import tensorflow as tf
-from helpers import require_backend, run_script
+from helpers import TWO_DEVICES, TWO_JAX_DEVICES, require_backend, run_script
 
-SCRIPT = textwrap.dedent(
+SCRIPT = TWO_DEVICES + textwrap.dedent(
     """
-    import json, os, sys
-    backend = os.environ["KERAS_BACKEND"]
-    if backend == "tensorflow":
-        import tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import json, sys
     from gometal_keras import ModelBuilder, Trainer, TrainerConfig, demo_dataset
     x, y = demo_dataset(256, 32, seed=0)
     out = {}
@@ -59,9 +53,7 @@ class DistributedTest(tf.test.TestCase):
 
     def test_jax_data_parallel_matches_one_device(self):
         require_backend("jax")
-        self._check(
-            "jax", "mixed_float16", 2e-2, XLA_FLAGS="--xla_force_host_platform_device_count=2"
-        )
+        self._check("jax", "mixed_float16", 2e-2, **TWO_JAX_DEVICES)
 
     def test_batch_must_split_over_replicas(self):
         from gometal_keras import ModelBuilder, Trainer, TrainerConfig

@@ -1,4 +1,4 @@
-"""The seam's types: `Engine`, `Program`, `Placement` and `Objective`.
+"""The seam's types: `Engine`, `Program`, `Placement` (from `engines.placement`), `Objective`.
 
 Each backend module (`tensorflow`, `jax`, `torch`) implements them; `gometal_keras.engines`
 picks the one for the Keras backend in use.
@@ -7,7 +7,6 @@ picks the one for the Keras backend in use.
 from __future__ import annotations
 
 import abc
-import contextlib
 import dataclasses
 import threading
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from typing import Any, TypeVar
 import keras
 import numpy as np
 
+from gometal_keras.engines.placement import Placement
 from gometal_keras.plan import Precision, RunPlan
 from gometal_keras.precision import DeviceInfo
 
@@ -97,50 +97,6 @@ class Program(abc.ABC):
         """
 
 
-class Placement:
-    """Where a model's variables live and how batches are laid out: one device by default.
-
-    A data-parallel placement replicates the variables over `replicas` devices and splits
-    every batch between them; `batch_size` stays the global batch (per replica x replicas).
-
-    Args:
-        engine: The engine whose default device holds everything.
-    """
-
-    replicas = 1
-    description = "one device"
-
-    def __init__(self, engine: Engine):
-        self._engine = engine
-
-    def scope(self) -> contextlib.AbstractContextManager:
-        """Context in which models and optimizers must be created."""
-        return contextlib.nullcontext()
-
-    def put(self, array: np.ndarray, batch_axis: int = 0) -> Any:
-        """Copy a host array of batches to the device(s), split along `batch_axis`."""
-        return self._engine.to_device(array)
-
-    def adapt(self, plan: RunPlan) -> RunPlan:
-        """The plan as it runs under this placement (replicas and description filled in).
-
-        Example:
-            >>> from gometal_keras.plan import Precision
-            >>> from gometal_keras.engines import current
-            >>> Placement(current()).adapt(RunPlan(Precision.FLOAT32, xla=True)).replicas
-            1
-        """
-        return plan.replace(replicas=self.replicas, placement=self.description)
-
-    def check_batch(self, batch_size: int) -> None:
-        """Raise ValueError when `batch_size` does not split evenly over the replicas."""
-        if batch_size % self.replicas:
-            raise ValueError(
-                f"batch_size {batch_size} does not split over {self.replicas} replicas; "
-                "expected a multiple of the replica count (batch_size is the global batch)."
-            )
-
-
 class Engine(abc.ABC):
     """One Keras backend on one device."""
 
@@ -200,6 +156,8 @@ class Engine(abc.ABC):
         """
         if distribution is None:
             return Placement(self)
+        if isinstance(distribution, Placement):  # one made already (e.g. by Trainer.load)
+            return distribution
         raise ValueError(
             f"Distribution {distribution!r} is not supported on the {self.name} backend; "
             "expected None on this backend."

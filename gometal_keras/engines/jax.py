@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from gometal_keras.engines.base import Engine, Objective, Placement, Program, host_free_memory_bytes
+from gometal_keras.engines.placement import rebuilt_in
 from gometal_keras.precision import DeviceInfo, cpu_device
 
 
@@ -120,6 +121,9 @@ class JaxDataParallel(Placement):
 
     def scope(self) -> Any:
         return self.distribution.scope()
+
+    def adopt(self, model: keras.Model) -> keras.Model:
+        return rebuilt_in(self, model)  # variables laid out over the mesh in the scope
 
     def put(self, array: np.ndarray, batch_axis: int = 0) -> Any:
         axes: list[str | None] = [None] * array.ndim

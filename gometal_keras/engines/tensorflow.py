@@ -18,6 +18,7 @@ from gometal_keras.engines.base import (
     Program,
     host_free_memory_bytes,
 )
+from gometal_keras.engines.placement import rebuilt_in
 from gometal_keras.plan import HOST, Precision, RunPlan
 from gometal_keras.precision import DeviceInfo, cpu_device
 
@@ -131,6 +132,9 @@ class MirroredPlacement(Placement):
 
     def scope(self) -> Any:
         return self.strategy.scope()
+
+    def adopt(self, model: keras.Model) -> keras.Model:
+        return rebuilt_in(self, model)  # mirrored variables exist only in the scope
 
     def adapt(self, plan: RunPlan) -> RunPlan:
         return super().adapt(plan).replace(guard=False, xla=False)

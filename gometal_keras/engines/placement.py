@@ -1,0 +1,94 @@
+"""`Placement`: where a model's variables live and how batches are laid out.
+
+One device by default; each backend module derives its distributed placements (a
+`tf.distribute` strategy, a `keras.distribution.DataParallel` mesh) and the host CPU of an
+accelerator machine. A model built outside a placement (read from a checkpoint, say) is
+brought into it with `Placement.adopt`, whatever device count wrote it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import keras
+import numpy as np
+
+from gometal_keras.plan import RunPlan
+
+if TYPE_CHECKING:
+    from gometal_keras.engines.base import Engine
+
+
+class Placement:
+    """Where a model's variables live and how batches are laid out: one device by default.
+
+    A data-parallel placement replicates the variables over `replicas` devices and splits
+    every batch between them; `batch_size` stays the global batch (per replica x replicas).
+
+    Args:
+        engine: The engine whose default device holds everything.
+    """
+
+    replicas = 1
+    description = "one device"
+
+    def __init__(self, engine: Engine):
+        self._engine = engine
+
+    def scope(self) -> contextlib.AbstractContextManager:
+        """Context in which models and optimizers must be created."""
+        return contextlib.nullcontext()
+
+    def put(self, array: np.ndarray, batch_axis: int = 0) -> Any:
+        """Copy a host array of batches to the device(s), split along `batch_axis`."""
+        return self._engine.to_device(array)
+
+    def adopt(self, model: keras.Model) -> keras.Model:
+        """`model`, built outside any placement (e.g. read from a checkpoint), living here.
+
+        One device takes the model as it is; a distributed placement rebuilds it in its
+        scope (`rebuilt_in`). Either way the caller assigns the variable values after.
+
+        Example:
+            >>> from gometal_keras.engines import current
+            >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+            >>> Placement(current()).adopt(m) is m
+            True
+        """
+        return model
+
+    def adapt(self, plan: RunPlan) -> RunPlan:
+        """The plan as it runs under this placement (replicas and description filled in).
+
+        Example:
+            >>> from gometal_keras.plan import Precision
+            >>> from gometal_keras.engines import current
+            >>> Placement(current()).adapt(RunPlan(Precision.FLOAT32, xla=True)).replicas
+            1
+        """
+        return plan.replace(replicas=self.replicas, placement=self.description)
+
+    def check_batch(self, batch_size: int) -> None:
+        """Raise ValueError when `batch_size` does not split evenly over the replicas."""
+        if batch_size % self.replicas:
+            raise ValueError(
+                f"batch_size {batch_size} does not split over {self.replicas} replicas; "
+                "expected a multiple of the replica count (batch_size is the global batch)."
+            )
+
+
+def rebuilt_in(placement: Placement, model: keras.Model) -> keras.Model:
+    """A copy of `model` whose variables are created in ``placement.scope()``.
+
+    The copy has the same layers, dtype policies and variable shapes, in the same order
+    (`keras.models.clone_model`); its values are fresh, to be assigned by the caller.
+
+    Example:
+        >>> from gometal_keras.engines import current
+        >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        >>> [tuple(v.shape) for v in rebuilt_in(Placement(current()), m).variables]
+        [(3, 2), (2,)]
+    """
+    with placement.scope():
+        return keras.models.clone_model(model)
