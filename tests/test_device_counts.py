@@ -2,13 +2,13 @@
 
 Issue 15. Each backend runs one subprocess with two logical CPU devices (the device count
 is fixed before the backend starts: TensorFlow's logical devices, JAX's XLA_FLAGS) that
-plays every row and reports what it saw; each row is then its own test:
+plays every row and reports what it saw; each row is then a subtest of that backend's test:
 
 - 2 -> 2: a run saved after one epoch on two devices and loaded there resumes bit for bit
   like an unbroken two-device run (the oracle);
 - 2 -> 1 and 1 -> 2: the loaded trainer holds exactly the saved weights, optimizer state and
   loss scale, and its next losses agree with the unbroken run of the writing device count
-  within `RTOL` (docs/guarantees.md, "Checkpoints across device counts");
+  within `RTOL` (docs/guarantees.md, section 6, "Across device counts");
 - export: the SavedModel (and, on TensorFlow, the ONNX file) of a two-device model predicts
   what the trainer predicts when loaded on one device;
 - failures: one sentence naming the path and the mismatch.
@@ -168,22 +168,41 @@ SCRIPT = (
 
 
 class DeviceCountRows:
-    """The rows, for one backend's subprocess (a mixin: `tf.test.TestCase` runs them)."""
+    """The rows, for one backend's subprocess (a mixin: `tf.test.TestCase` runs them).
+
+    One test method per backend, each row a subtest: under ``pytest -n`` the rows of one
+    class could otherwise land on two workers and run the subprocess twice.
+    """
 
     backend = "tensorflow"
     env: ClassVar[dict[str, str]] = {}
     precisions: tuple[str, ...] = tuple(RTOL)
-    result: dict | None = None
 
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        if cls.backend != "tensorflow":
-            require_backend(cls.backend)
-        cls.result = run_script(SCRIPT, *cls.precisions, backend=cls.backend, env=cls.env)
-
-    def rows(self, precision: str) -> dict:
-        return self.result[precision]
+    def test_rows(self):
+        if self.backend != "tensorflow":
+            require_backend(self.backend)
+        result = run_script(SCRIPT, *self.precisions, backend=self.backend, env=self.env)
+        for precision in self.precisions:
+            rows, rtol = result[precision], RTOL[precision]
+            with self.subTest("2 -> 2 resumes bit for bit", precision=precision):
+                self.assert_restored(rows["2->2"], 2, precision)
+                self.assertEqual(rows["2->2"]["tail"], rows["unbroken2"][1:])
+            for row, replicas, unbroken in (("2->1", 1, "unbroken2"), ("1->2", 2, "unbroken1")):
+                with self.subTest(f"{row} continues the unbroken run", precision=precision):
+                    self.assert_restored(rows[row], replicas, precision)
+                    np.testing.assert_allclose(rows[row]["tail"], rows[unbroken][1:], rtol=rtol)
+        with self.subTest("export of a two-device model predicts as one device"):
+            out = result["export"]
+            self.assertEqual(out["replicas"], [2, 1])
+            self.assertLessEqual(out["saved_model"], 1e-6)
+            if self.backend == "tensorflow":
+                self.assertLessEqual(out["onnx"], 1e-5)
+        with self.subTest("failures name the path and the mismatch"):
+            out = result["failures"]
+            assert_one_sentence(self, out["odd"], "odd", r"batch_size 15 does not split over 2")
+            assert_one_sentence(self, out["mixed"], "mixed", r"values that do not match the")
+            name = self.precisions[0] + "2"
+            assert_one_sentence(self, out["three"], name, r"3 devices asked for, but only 2")
 
     def assert_restored(self, row: dict, replicas: int, precision: str) -> None:
         self.assertEqual(row["replicas"], replicas)
@@ -193,40 +212,6 @@ class DeviceCountRows:
         self.assertEqual(loaded, saved)
         if precision == "mixed_float16":  # the overflowing batch halved it in epoch 1
             self.assertEqual(saved, 32768.0)
-
-    def test_two_to_two_resumes_bit_for_bit(self):
-        for precision in self.precisions:
-            rows = self.rows(precision)
-            self.assert_restored(rows["2->2"], 2, precision)
-            self.assertEqual(rows["2->2"]["tail"], rows["unbroken2"][1:], precision)
-
-    def assert_continues(self, row: str, replicas: int, unbroken: str) -> None:
-        for precision in self.precisions:
-            rows, rtol = self.rows(precision), RTOL[precision]
-            self.assert_restored(rows[row], replicas, precision)
-            np.testing.assert_allclose(
-                rows[row]["tail"], rows[unbroken][1:], rtol=rtol, err_msg=precision
-            )
-
-    def test_two_to_one_continues_the_unbroken_run(self):
-        self.assert_continues("2->1", 1, unbroken="unbroken2")
-
-    def test_one_to_two_continues_the_unbroken_run(self):
-        self.assert_continues("1->2", 2, unbroken="unbroken1")
-
-    def test_export_of_a_two_device_model_predicts_as_one_device(self):
-        out = self.result["export"]
-        self.assertEqual(out["replicas"], [2, 1])
-        self.assertLessEqual(out["saved_model"], 1e-6)
-        if self.backend == "tensorflow":
-            self.assertLessEqual(out["onnx"], 1e-5)
-
-    def test_failures_name_the_path_and_the_mismatch(self):
-        out = self.result["failures"]
-        assert_one_sentence(self, out["odd"], "odd", r"batch_size 15 does not split over 2")
-        assert_one_sentence(self, out["mixed"], "mixed", r"values that do not match the")
-        name = self.precisions[0] + "2"
-        assert_one_sentence(self, out["three"], name, r"3 devices asked for, but only 2")
 
 
 def assert_one_sentence(case: tf.test.TestCase, message: str | None, name: str, what: str):

@@ -151,7 +151,8 @@ class Engine(abc.ABC):
         Args:
             distribution: None (one device), ``"data_parallel"`` (every local device, or
                 the first `devices`), ``"multi_worker"`` (several hosts), or a backend
-                object (a `tf.distribute.Strategy` or `keras.distribution.Distribution`).
+                object (a `tf.distribute.Strategy` or `keras.distribution.Distribution`);
+                a `Placement` is returned as it is.
             devices: How many local devices to use (None = all).
         """
         if distribution is None:
