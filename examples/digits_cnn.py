@@ -36,11 +36,14 @@ def digits(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return train_test_split(x, data.target, test_size=0.2, stratify=data.target, random_state=seed)
 
 
-def builder() -> ModelBuilder:
-    """The CNN as a Go-Metal builder chain (input given as [batch, channels, height, width])."""
+def builder(batchnorm: bool = False) -> ModelBuilder:
+    """The CNN as a Go-Metal builder chain (input given as [batch, channels, height, width]).
+
+    With ``batchnorm`` a BatchNorm follows the first convolution.
+    """
+    b = ModelBuilder([BATCH, 1, 8, 8]).AddConv2D(32, 3, 1, 1, True, "conv1")
     return (
-        ModelBuilder([BATCH, 1, 8, 8])
-        .AddConv2D(32, 3, 1, 1, True, "conv1")
+        (b.AddBatchNorm(name="bn1") if batchnorm else b)
         .AddReLU("relu1")
         .AddConv2D(64, 3, 1, 1, True, "conv2")
         .AddReLU("relu2")
