@@ -27,22 +27,14 @@ def add_ship_commands(commands: argparse._SubParsersAction, debug: argparse.Argu
         'proba'
     """
 
-    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, parents=[debug], help=summary, description=description)
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[debug], help=text, description=f"{text}.")
 
-    export = command(
-        "export",
-        "write a checkpoint's model as ONNX (or a TF SavedModel)",
-        "Export the model of a checkpoint written by Trainer.save.",
-    )
+    export = command("export", "write a checkpoint's model as ONNX (or a TF SavedModel)")
     export.add_argument("checkpoint", help="a checkpoint file written by Trainer.save")
     export.add_argument("output", help="the file (onnx) or folder (tf_saved_model) to write")
     export.add_argument("--format", choices=("onnx", "tf_saved_model"), default="onnx")
-    predict = command(
-        "predict",
-        "run a checkpoint or ONNX model on the samples of a .npy file",
-        "Run a saved model (checkpoint or ONNX) on INPUT.npy, batch by batch.",
-    )
+    predict = command("predict", "run a checkpoint or ONNX model on the samples of a .npy file")
     predict.add_argument("model", help="a checkpoint (Trainer.save) or an .onnx file")
     predict.add_argument("input", help="a .npy file of samples shaped like the model's input")
     predict.add_argument(
