@@ -26,6 +26,18 @@ from gometal_keras.record import TrainingRun, json_safe
 SCHEMA, VERSION = "gometal_keras.evaluation", 1
 
 
+def _metrics() -> Any:
+    """``sklearn.metrics``, or ImportError naming the ``evaluate`` extra."""
+    try:
+        from sklearn import metrics
+    except ImportError:
+        raise ImportError(
+            "The evaluation report needs scikit-learn; install it with "
+            "pip install 'gometal_keras[evaluate]'."
+        ) from None
+    return metrics
+
+
 @dataclasses.dataclass(frozen=True)
 class EvaluationReport:
     """Metrics and curves of one model on one data set.
@@ -96,7 +108,7 @@ def classification_report(
         >>> r.metrics["accuracy"], r.confusion
         (0.75, [[1, 0], [1, 2]])
     """
-    from sklearn import metrics as skm
+    skm = _metrics()
     from sklearn.preprocessing import label_binarize
 
     proba = to_probabilities(outputs, are_probabilities)
@@ -177,8 +189,7 @@ def regression_report(
         >>> r.metrics["mae"], r.metrics["rmse"]
         (0.3333333333333333, 0.5773502691896257)
     """
-    from sklearn import metrics as skm
-
+    skm = _metrics()
     y_pred = np.asarray(outputs, dtype=np.float64).reshape(-1)
     y_true = np.asarray(y, dtype=np.float64).reshape(-1)
     if y_true.shape != y_pred.shape:
