@@ -4,9 +4,10 @@ The digits are 1 797 grey 8x8 images bundled with scikit-learn (nothing is downl
 model is built from Go-Metal's ``[batch, channels, height, width]`` shape and fed channels-last
 arrays; it trains once in float32 and once under the mixed precision asked for (cosine
 learning-rate schedule, the test set as validation data), and prints the evaluation report of
-each (`Trainer.evaluate(..., report=True)`: accuracy, macro F1, ROC AUC) with the measured
-training time. ``--report DIR`` writes each report as JSON with Go-Metal's plots (training
-curves, learning rate, confusion matrix, ROC, precision-recall) under ``DIR/PRECISION/``.
+each (`evaluation_report`, `Trainer.evaluate(..., report=True)` with the training run:
+accuracy, macro F1, ROC AUC) with the measured training time. ``--report DIR`` (or ``--plot DIR``) writes each report as JSON with Go-Metal's
+plots (training curves, learning rate, confusion matrix, ROC, precision-recall) under
+``DIR/PRECISION/``.
 
 Run: python examples/digits_cnn.py [--epochs 30] [--precision mixed|auto|mixed_float16|...]
      [--report DIR]
@@ -80,7 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--xla", choices=("off", "on", "auto"), default="off")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--report", metavar="DIR", help="write JSON reports and plots here")
+    parser.add_argument(
+        "--report", "--plot", metavar="DIR", help="write JSON reports and plots (PNG) here"
+    )
     args = parser.parse_args(argv)
     if args.epochs < 1:
         parser.error("--epochs must be a positive integer.")

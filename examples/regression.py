@@ -6,8 +6,9 @@ training split's statistics; the model trains with loss "mse" and problem_type "
 once in float32 and once in mixed precision (exponential learning-rate decay, the test set as
 validation data), and the evaluation report of each (`regression_report`: MAE, RMSE, R²) is
 printed in the target's own units, next to the RMSE of always predicting the training mean.
-``--report DIR`` writes each report as JSON with Go-Metal's regression plots (training
-curves, learning rate, predicted-vs-true scatter, residuals, Q-Q) under ``DIR/PRECISION/``.
+``--report DIR`` (or ``--plot DIR``) writes each report as JSON with Go-Metal's regression
+plots (training curves, learning rate, predicted-vs-true scatter, residuals, Q-Q) under
+``DIR/PRECISION/``.
 
 Run: python examples/regression.py [--epochs 15] [--precision mixed_bfloat16|...] [--report DIR]
 """
@@ -68,7 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="precision of the second run (auto: measured; may keep float32)",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--report", metavar="DIR", help="write JSON reports and plots here")
+    parser.add_argument(
+        "--report", "--plot", metavar="DIR", help="write JSON reports and plots (PNG) here"
+    )
     args = parser.parse_args(argv)
     if args.epochs < 1:
         parser.error("--epochs must be a positive integer.")
