@@ -5,9 +5,9 @@ model is built from Go-Metal's ``[batch, channels, height, width]`` shape and fe
 arrays; it trains once in float32 and once under the mixed precision asked for (cosine
 learning-rate schedule, the test set as validation data), and prints the evaluation report of
 each (`evaluation_report`, `Trainer.evaluate(..., report=True)` with the training run:
-accuracy, macro F1, ROC AUC) with the measured training time. ``--report DIR`` (or ``--plot DIR``) writes each report as JSON with Go-Metal's
-plots (training curves, learning rate, confusion matrix, ROC, precision-recall) under
-``DIR/PRECISION/``.
+accuracy, macro F1, ROC AUC) with the measured training time. ``--report DIR`` (or
+``--plot DIR``) writes each report as JSON with Go-Metal's plots (training curves, learning
+rate, confusion matrix, ROC, precision-recall) under ``DIR/PRECISION/``.
 
 Run: python examples/digits_cnn.py [--epochs 30] [--precision mixed|auto|mixed_float16|...]
      [--report DIR]
