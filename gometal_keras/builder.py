@@ -248,7 +248,7 @@ class ModelBuilder:
     def from_onnx(path: str, batch_size: int = 32) -> Any:
         """Rebuild a chain and its weights from an ONNX file (`gometal_keras.onnx_import`).
 
-        Returns an `ImportedModel`: ``.builder`` and ``.compile()`` (the model with weights).
+        Returns an `ImportedModel`: a builder whose ``compile()`` loads the file's weights.
         """
         from gometal_keras.onnx_import import import_onnx
 

@@ -13,7 +13,6 @@ builder model does. A BatchNorm whose scale is all ones and bias all zeros reads
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any
 
@@ -30,20 +29,23 @@ MAPPED = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class ImportedModel:
-    """What `ModelBuilder.from_onnx` returns: the builder chain and its weights.
+class ImportedModel(ModelBuilder):
+    """What `ModelBuilder.from_onnx` returns: a `ModelBuilder` that carries the file's weights.
+
+    It is a builder in every way (``layers``, ``summary()``, more ``add_*`` calls, a `Trainer`
+    takes it); `compile` loads the imported weights into the layers they belong to, so a
+    trainer made from it starts from them. Layers added afterwards start fresh.
 
     Attributes:
-        builder: The rebuilt `ModelBuilder` (its layers, names where the file's are usable).
         weights: Keras layer name -> that layer's weights in ``get_weights()`` order.
     """
 
-    builder: ModelBuilder
-    weights: dict[str, list[np.ndarray]]
+    def __init__(self, input_shape: list[int]) -> None:
+        super().__init__(input_shape)
+        self.weights: dict[str, list[np.ndarray]] = {}
 
-    def compile(self, dtype_policy: PolicyLike = None) -> keras.Sequential:
-        """Compile the builder (see `ModelBuilder.compile`) and load the imported weights.
+    def compile(self, dtype_policy: PolicyLike = None, seed: int | None = None) -> keras.Sequential:
+        """`ModelBuilder.compile`, then the imported weights are loaded.
 
         Example:
             >>> import tempfile, os
@@ -54,10 +56,12 @@ class ImportedModel:
             >>> all((a == b).all() for a, b in zip(back.get_weights(), m.get_weights()))
             True
         """
-        model = self.builder.compile(dtype_policy)
+        model = super().compile(dtype_policy, seed)
         for name, values in self.weights.items():
             model.get_layer(name).set_weights(values)
         return model
+
+    Compile = compile
 
 
 def read_onnx(path: str | os.PathLike[str]) -> Any:
@@ -152,7 +156,8 @@ def import_onnx(path: str | os.PathLike[str], batch_size: int = 32) -> ImportedM
         batch_size: The builder's batch size (ONNX files keep the batch dynamic).
 
     Returns:
-        An `ImportedModel`; ``.compile()`` gives the Keras model with the file's weights.
+        An `ImportedModel` (a `ModelBuilder`); ``.compile()`` gives the Keras model with the
+        file's weights.
 
     Raises:
         ValueError: Not a readable ONNX file, or a node the builder cannot map (named).
@@ -166,15 +171,14 @@ def import_onnx(path: str | os.PathLike[str], batch_size: int = 32) -> ImportedM
         dims = [dims[2], dims[0], dims[1]]  # our export: channels-last input
         tensor = node.output[0]
         node = chain.next(tensor)
-    builder = ModelBuilder([batch_size, *dims])
-    weights: dict[str, list[np.ndarray]] = {}
+    builder = ImportedModel([batch_size, *dims])
     used = {"to_nchw", "to_nhwc"}
     while node is not None:
         name = node.name if node.name and "/" not in node.name and node.name not in used else None
-        node, tensor = _map(chain, node, builder, weights, name)
+        node, tensor = _map(chain, node, builder, builder.weights, name)
         used.update(s.name for s in builder.layers)
         node = chain.next(tensor) if node is None else node
-    return ImportedModel(builder, weights)
+    return builder
 
 
 def _map(chain: _Chain, node: Any, b: ModelBuilder, weights: dict, name: str | None) -> tuple:

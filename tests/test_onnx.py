@@ -158,7 +158,7 @@ def test_export_import_round_trip_is_exact_for_any_chain(builder, seed):
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(model, f"{tmp}/m.onnx")
         back = ModelBuilder.ImportFromONNX(path, batch_size=4)
-    assert [(s.kind, s.name, dict(s.args)) for s in back.builder.layers] == [
+    assert [(s.kind, s.name, dict(s.args)) for s in back.layers] == [
         (s.kind, s.name, _canonical(s)) for s in builder.layers
     ]
     again = back.compile("float32")
@@ -201,7 +201,7 @@ def test_import_of_a_torch_export_matches_torch(tmp_path):
         dynamo=False,
     )
     imported = ModelBuilder.from_onnx(path)
-    kinds = [s.kind for s in imported.builder.layers]
+    kinds = [s.kind for s in imported.layers]
     assert kinds == [
         "conv2d",
         "relu",
@@ -221,6 +221,10 @@ def test_import_of_a_torch_export_matches_torch(tmp_path):
         want = net(torch.from_numpy(x)).numpy()
     got = imported.compile().predict(x.transpose(0, 2, 3, 1), verbose=0)  # Keras: NHWC
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # a builder like any other: a trainer made from it starts from the file's weights
+    config = TrainerConfig(batch_size=7, precision="float32", jit_compile=False, seed=0)
+    tuned = Trainer(imported, config).predict(x.transpose(0, 2, 3, 1))
+    np.testing.assert_allclose(tuned, want, rtol=1e-5, atol=1e-6)
 
 
 def test_unsupported_op_is_named_in_one_sentence(tmp_path):
