@@ -3,7 +3,7 @@
 # adds the JAX and PyTorch backends (CPU builds), whose tests skip where they are missing.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS := test,plot
+EXTRAS := test,plot,onnx,evaluate
 UNAME ?= $(shell uname -s)-$(shell uname -m)
 # Apple Silicon: tensorflow-metal 1.2.0 has wheels for Python 3.10-3.12 only, so the venv is
 # made with the newest of those found (unless PYTHON is given); none found is an error below.

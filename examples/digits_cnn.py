@@ -2,10 +2,15 @@
 
 The digits are 1 797 grey 8x8 images bundled with scikit-learn (nothing is downloaded). The
 model is built from Go-Metal's ``[batch, channels, height, width]`` shape and fed channels-last
-arrays; it trains once in float32 and once under the mixed precision asked for, and prints the
-test accuracy of each (from `Trainer.predict` and argmax) with the measured training time.
+arrays; it trains once in float32 and once under the mixed precision asked for (cosine
+learning-rate schedule, the test set as validation data), and prints the evaluation report of
+each (`evaluation_report`, `Trainer.evaluate(..., report=True)` with the training run:
+accuracy, macro F1, ROC AUC) with the measured training time. ``--report DIR`` (or
+``--plot DIR``) writes each report as JSON with Go-Metal's plots (training curves, learning
+rate, confusion matrix, ROC, precision-recall) under ``DIR/PRECISION/``.
 
 Run: python examples/digits_cnn.py [--epochs 30] [--precision mixed|auto|mixed_float16|...]
+     [--report DIR]
 
 ``--precision mixed`` (the default) picks the mixed policy this device runs fast (bfloat16
 when it has both, float16 on Apple GPUs, bfloat16 where it has neither). XLA is off by
@@ -24,6 +29,8 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from gometal_keras import ModelBuilder, Trainer, TrainerConfig, engines
+from gometal_keras.evalplots import plot_report
+from gometal_keras.evaluation import evaluation_report
 from gometal_keras.precision import candidates
 
 BATCH = 32
@@ -36,11 +43,14 @@ def digits(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return train_test_split(x, data.target, test_size=0.2, stratify=data.target, random_state=seed)
 
 
-def builder() -> ModelBuilder:
-    """The CNN as a Go-Metal builder chain (input given as [batch, channels, height, width])."""
+def builder(batchnorm: bool = False) -> ModelBuilder:
+    """The CNN as a Go-Metal builder chain (input given as [batch, channels, height, width]).
+
+    With ``batchnorm`` a BatchNorm follows the first convolution.
+    """
+    b = ModelBuilder([BATCH, 1, 8, 8]).AddConv2D(32, 3, 1, 1, True, "conv1")
     return (
-        ModelBuilder([BATCH, 1, 8, 8])
-        .AddConv2D(32, 3, 1, 1, True, "conv1")
+        (b.AddBatchNorm(name="bn1") if batchnorm else b)
         .AddReLU("relu1")
         .AddConv2D(64, 3, 1, 1, True, "conv2")
         .AddReLU("relu2")
@@ -71,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--xla", choices=("off", "on", "auto"), default="off")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--report", "--plot", metavar="DIR", help="write JSON reports and plots (PNG) here"
+    )
     args = parser.parse_args(argv)
     if args.epochs < 1:
         parser.error("--epochs must be a positive integer.")
@@ -88,16 +101,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             precision=precision,
             seed=args.seed,
             jit_compile=jit,
+            lr_schedule="cosine",
+            lr_t_max=args.epochs,
         )
         trainer = Trainer(builder(), config)
-        run = trainer.fit(x_train, y_train, epochs=args.epochs)
-        predicted = trainer.predict(x_test).argmax(axis=-1)
-        accuracy = float((predicted == y_test).mean())
+        run = trainer.fit(x_train, y_train, epochs=args.epochs, validation_data=(x_test, y_test))
+        report = evaluation_report(trainer, x_test, y_test, run=run)
+        m = report.metrics
         print(
-            f"{precision:>14} -> {trainer.precision:<14} test accuracy {accuracy:.2%}  "
+            f"{precision:>14} -> {trainer.precision:<14} test accuracy {m['accuracy']:.2%}  "
+            f"macro F1 {m['macro_f1']:.3f}  ROC AUC {m['roc_auc_ovr']:.4f}  "
             f"final loss {run.final_loss:.4f}  training {run.total_seconds:.2f} s "
             f"({run.steady_epoch_seconds * 1000:.1f} ms/epoch steady)"
         )
+        if args.report:
+            folder = f"{args.report}/{precision}"
+            written = plot_report(report, folder)
+            report.write_json(f"{folder}/evaluation.json")
+            print(f"{'':>18}report: {folder}/evaluation.json and {len(written)} plots")
     return 0
 
 

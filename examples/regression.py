@@ -3,10 +3,14 @@
 The diabetes set (442 patients, 10 features, disease progression after one year) is bundled
 with scikit-learn; nothing is downloaded. Features and target are standardized with the
 training split's statistics; the model trains with loss "mse" and problem_type "regression"
-once in float32 and once in mixed precision, and the test RMSE is printed in the target's
-own units for both, next to the RMSE of always predicting the training mean.
+once in float32 and once in mixed precision (exponential learning-rate decay, the test set as
+validation data), and the evaluation report of each (`regression_report`: MAE, RMSE, R²) is
+printed in the target's own units, next to the RMSE of always predicting the training mean.
+``--report DIR`` (or ``--plot DIR``) writes each report as JSON with Go-Metal's regression
+plots (training curves, learning rate, predicted-vs-true scatter, residuals, Q-Q) under
+``DIR/PRECISION/``.
 
-Run: python examples/regression.py [--epochs 15] [--precision mixed_bfloat16|...]
+Run: python examples/regression.py [--epochs 15] [--precision mixed_bfloat16|...] [--report DIR]
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from sklearn.datasets import load_diabetes
 from sklearn.model_selection import train_test_split
 
 from gometal_keras import ModelBuilder, Trainer, TrainerConfig
+from gometal_keras.evalplots import plot_report
+from gometal_keras.evaluation import regression_report
 
 BATCH = 32
 
@@ -63,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="precision of the second run (auto: measured; may keep float32)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--report", "--plot", metavar="DIR", help="write JSON reports and plots (PNG) here"
+    )
     args = parser.parse_args(argv)
     if args.epochs < 1:
         parser.error("--epochs must be a positive integer.")
@@ -79,15 +88,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             precision=precision,
             seed=args.seed,
             jit_compile=None if precision == "mixed_float16" else False,
+            lr_schedule="exponential",
+            lr_gamma=0.95,
         )
         trainer = Trainer(builder(x_train.shape[1]), config)
-        run = trainer.fit(x_train, y_train, epochs=args.epochs)
-        predicted = trainer.predict(x_test)[:, 0] * y_std + y_mean
-        rmse = float(np.sqrt(np.mean((predicted - y_test) ** 2)))
+        val = (x_test, ((y_test - y_mean) / y_std).astype(np.float32)[:, None])
+        run = trainer.fit(x_train, y_train, epochs=args.epochs, validation_data=val)
+        predicted = trainer.predict(x_test)[:, 0] * y_std + y_mean  # in the target's units
+        report = regression_report(predicted, y_test, run=run)
+        m = report.metrics
         print(
-            f"{precision:>14} -> {trainer.precision:<14} test RMSE {rmse:.2f}  "
+            f"{precision:>14} -> {trainer.precision:<14} test RMSE {m['rmse']:.2f}  "
+            f"MAE {m['mae']:.2f}  R² {m['r2']:.3f}  "
             f"final loss {run.final_loss:.4f}  training {run.total_seconds:.2f} s"
         )
+        if args.report:
+            folder = f"{args.report}/{precision}"
+            written = plot_report(report, folder)
+            report.write_json(f"{folder}/evaluation.json")
+            print(f"{'':>18}report: {folder}/evaluation.json and {len(written)} plots")
     return 0
 
 

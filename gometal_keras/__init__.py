@@ -30,10 +30,13 @@ _EXPORTS = {
     "DemoSettings": "demo",
     "DeviceInfo": "precision",
     "EpochTimer": "timing",
+    "EvaluationReport": "evaluation",
+    "ImportedModel": "onnx_import",
     "Loop": "plan",
     "LossScaling": "plan",
     "ModelBuilder": "builder",
     "Precision": "plan",
+    "Predictor": "predictor",
     "Reporter": "report",
     "RunPlan": "plan",
     "Trainer": "trainer",
@@ -43,6 +46,7 @@ _EXPORTS = {
     "compare_runs": "compare",
     "demo_dataset": "data",
     "demo_notes": "demo",
+    "evaluation_report": "evaluation",
 }
 
 __all__ = [
@@ -55,10 +59,13 @@ __all__ = [
     "DemoSettings",
     "DeviceInfo",
     "EpochTimer",
+    "EvaluationReport",
+    "ImportedModel",
     "Loop",
     "LossScaling",
     "ModelBuilder",
     "Precision",
+    "Predictor",
     "Reporter",
     "RunPlan",
     "Trainer",
@@ -68,6 +75,7 @@ __all__ = [
     "compare_runs",
     "demo_dataset",
     "demo_notes",
+    "evaluation_report",
 ]
 
 if TYPE_CHECKING:
@@ -77,9 +85,12 @@ if TYPE_CHECKING:
     from gometal_keras.data import demo_dataset
     from gometal_keras.decision import Candidate, Decision
     from gometal_keras.demo import DemoResult, DemoSettings, demo_notes
+    from gometal_keras.evaluation import EvaluationReport, evaluation_report
     from gometal_keras.loop import ArrangedData
+    from gometal_keras.onnx_import import ImportedModel
     from gometal_keras.plan import Loop, LossScaling, Precision, RunPlan
     from gometal_keras.precision import DeviceInfo
+    from gometal_keras.predictor import Predictor
     from gometal_keras.record import BatchResult, TrainingRun
     from gometal_keras.report import Reporter
     from gometal_keras.state import TrainerState

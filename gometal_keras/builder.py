@@ -14,6 +14,7 @@ from typing import Any
 
 import keras
 
+from gometal_keras.layer_rules import resolve_policy
 from gometal_keras.layers import LayerSpec, make_spec
 
 PolicyLike = str | keras.DTypePolicy | None
@@ -21,23 +22,6 @@ PolicyLike = str | keras.DTypePolicy | None
 
 def _channels_last(shape: tuple[int, ...]) -> tuple[int, ...]:
     return (shape[1], shape[2], shape[0]) if len(shape) == 3 else shape
-
-
-def _resolve_policy(dtype_policy: PolicyLike) -> keras.DTypePolicy | None:
-    if dtype_policy is None or isinstance(dtype_policy, keras.DTypePolicy):
-        return dtype_policy
-    if not isinstance(dtype_policy, str):
-        raise TypeError(
-            f"dtype_policy must be None, a policy name or a keras.DTypePolicy, "
-            f"got {dtype_policy!r}."
-        )
-    try:
-        return keras.DTypePolicy(dtype_policy)
-    except (ValueError, TypeError):
-        raise ValueError(
-            f"Unknown dtype_policy {dtype_policy!r}; expected a name such as "
-            "'float32', 'bfloat16', 'mixed_float16' or 'mixed_bfloat16'."
-        ) from None
 
 
 class ModelBuilder:
@@ -241,7 +225,7 @@ class ModelBuilder:
         """
         if not self._layers:
             raise ValueError("Cannot compile an empty model; expected at least one add_* call.")
-        policy = _resolve_policy(dtype_policy)
+        policy = resolve_policy(dtype_policy)
         effective = policy if policy is not None else keras.config.dtype_policy()
         mixed = effective.name.startswith("mixed_")
         last = len(self._layers) - 1
@@ -259,6 +243,16 @@ class ModelBuilder:
             i, input_name = i + 1, f"input_{i + 1}"
         inputs = keras.Input(shape=_channels_last(self._input_shape), name=input_name)
         return keras.Sequential([inputs, *built], name="gometal_model")
+
+    @staticmethod
+    def from_onnx(path: str, batch_size: int = 32) -> Any:
+        """Rebuild a chain and its weights from an ONNX file (`gometal_keras.onnx_import`).
+
+        Returns an `ImportedModel`: a builder whose ``compile()`` loads the file's weights.
+        """
+        from gometal_keras.onnx_import import import_onnx
+
+        return import_onnx(path, batch_size)
 
     def summary(self) -> str:
         """Return a text table: name, kind, output shape (batch first, Go layout), params."""
@@ -296,4 +290,5 @@ class ModelBuilder:
     AddDropout = add_dropout
     AddBatchNorm = add_batchnorm
     Compile = compile
+    ImportFromONNX = from_onnx
     Summary = summary

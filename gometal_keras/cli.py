@@ -83,6 +83,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         'precision="auto" would time on it.',
     )
     info.add_argument("--json", action="store_true", help="print the facts as JSON")
+    from gometal_keras.ship_cli import add_ship_commands
+
+    add_ship_commands(commands, debug)  # export, predict
     return parser
 
 
@@ -117,6 +120,10 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
             except UsageError as err:
                 print(f"{prog} demo: error: {err}", file=sys.stderr)
                 return EXIT_USAGE
+        if args.command in ("export", "predict"):
+            from gometal_keras.ship_cli import run_ship_command
+
+            return run_ship_command(args)
         return _info(args)
     except SystemExit as done:  # argparse: --help, --version and usage errors
         code = done.code

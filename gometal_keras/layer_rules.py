@@ -12,6 +12,8 @@ import numbers
 from collections.abc import Callable
 from typing import Any
 
+import keras
+
 Shape = tuple[int, ...]
 Check = Callable[[str, str, Any], Any]
 
@@ -123,3 +125,26 @@ def check_softmax(label: str, a: dict, s: Shape) -> None:
 
 def window_out(channels: int, s: Shape, k: int, stride: int, pad: int = 0) -> Shape:
     return (channels, *((n + 2 * pad - k) // stride + 1 for n in s[1:]))
+
+
+def resolve_policy(dtype_policy: str | keras.DTypePolicy | None) -> keras.DTypePolicy | None:
+    """Return `compile`'s ``dtype_policy`` argument as a policy (None stays None).
+
+    Example:
+        >>> resolve_policy("mixed_bfloat16").compute_dtype
+        'bfloat16'
+    """
+    if dtype_policy is None or isinstance(dtype_policy, keras.DTypePolicy):
+        return dtype_policy
+    if not isinstance(dtype_policy, str):
+        raise TypeError(
+            f"dtype_policy must be None, a policy name or a keras.DTypePolicy, "
+            f"got {dtype_policy!r}."
+        )
+    try:
+        return keras.DTypePolicy(dtype_policy)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"Unknown dtype_policy {dtype_policy!r}; expected a name such as "
+            "'float32', 'bfloat16', 'mixed_float16' or 'mixed_bfloat16'."
+        ) from None

@@ -174,10 +174,16 @@ class Persistent:
         return trainer
 
     def export(self, path: str, format: str = "tf_saved_model") -> None:
-        """Export the model for serving with Keras' `Model.export` (needs TensorFlow).
+        """Export the model for serving: ``"onnx"`` (float32, any backend), else Keras'.
 
         Args:
             path: Folder (or file, for formats that write one) to create.
-            format: A format `keras.Model.export` knows.
+            format: ``"onnx"`` (`gometal_keras.onnx_export`, a builder-made model) or a
+                format `keras.Model.export` knows (needs TensorFlow).
         """
+        if format == "onnx":
+            from gometal_keras.onnx_export import export_onnx
+
+            export_onnx(self.model, path)
+            return
         self.model.export(path, format=format)

@@ -271,8 +271,10 @@ class Trainer(Persistent):
         out = self.model.predict(xa, batch_size=self.config.batch_size, verbose=0)
         return np.asarray(keras.ops.convert_to_numpy(out), dtype=np.float32)
 
-    def evaluate(self, x: Any, y: Any) -> float:
+    def evaluate(self, x: Any, y: Any, report: bool = False) -> Any:
         """Return the mean loss over all samples of (x, y), without training.
+
+        With ``report=True``: the `EvaluationReport` (`gometal_keras.evaluation`) instead.
 
         Example:
             >>> b = ModelBuilder([8, 3]).add_dense(2)
@@ -281,6 +283,10 @@ class Trainer(Persistent):
             >>> t.evaluate(np.zeros((5, 3)), np.zeros(5, int))  # logits 0: log(2)
             0.6931...
         """
+        if report:
+            from gometal_keras.evaluation import evaluation_report
+
+            return evaluation_report(self, x, y)
         return self._evaluate_arrays(*self._arrays(x, y))
 
     def _evaluate_arrays(self, xa: np.ndarray, ya: np.ndarray) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import runpy
 import sys
@@ -32,8 +33,14 @@ def test_digits_cnn_exceeds_95_percent_in_ten_epochs(monkeypatch, capsys):
         assert float(accuracy) > 95.0, out
 
 
-def test_regression_prints_rmse_for_both(monkeypatch, capsys):
-    out = _run("regression.py", ["--epochs", "3"], monkeypatch, capsys)
+def test_regression_prints_rmse_for_both(monkeypatch, capsys, tmp_path):
+    out = _run("regression.py", ["--epochs", "3", "--report", str(tmp_path)], monkeypatch, capsys)
     found = re.findall(r"(\S+) -> (\S+)\s+test RMSE ([\d.]+)", out)
     assert [asked for asked, _, _ in found] == ["float32", "mixed_bfloat16"]
     assert "predict the mean" in out
+    report = json.loads((tmp_path / "float32" / "evaluation.json").read_text())
+    assert f"{report['metrics']['rmse']:.2f}" == found[0][2]
+    assert len(report["training"]["metrics"]["learning_rate"]) == 3
+    plots = sorted(p.name for p in (tmp_path / "mixed_bfloat16").glob("*.png"))
+    assert plots == ["learning_rate.png", "qq.png", "residuals.png", "scatter.png",
+                     "training_curves.png"]
