@@ -83,6 +83,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         'precision="auto" would time on it.',
     )
     info.add_argument("--json", action="store_true", help="print the facts as JSON")
+    from gometal_keras import tune
+
+    tune.add_parser(commands, [debug])
     return parser
 
 
@@ -117,6 +120,10 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
             except UsageError as err:
                 print(f"{prog} demo: error: {err}", file=sys.stderr)
                 return EXIT_USAGE
+        if args.command == "tune":
+            from gometal_keras import tune
+
+            return tune.run(args)
         return _info(args)
     except SystemExit as done:  # argparse: --help, --version and usage errors
         code = done.code
@@ -193,6 +200,9 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="train data-parallel over N local devices (the batch size stays global)",
     )
+    parser.add_argument(
+        "--rounds", type=int, default=d.rounds, help="interleaved epochs per phase to compare"
+    )
 
 
 def demo_settings(args: argparse.Namespace) -> Any:
@@ -208,6 +218,8 @@ def demo_settings(args: argparse.Namespace) -> Any:
     for flag in ("hidden", "batch_size", "epochs", "samples", "devices"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be a positive integer.")
+    if args.rounds < 0:
+        raise ValueError("--rounds must be 0 (no interleaved comparison) or more.")
     return DemoSettings(
         hidden=args.hidden,
         layers=args.layers,
@@ -219,6 +231,7 @@ def demo_settings(args: argparse.Namespace) -> Any:
         early_stop_loss=args.early_stop,
         timing=args.timing,
         devices=args.devices,
+        rounds=args.rounds,
     )
 
 

@@ -1,0 +1,273 @@
+"""Trials: timing candidate plans of the user's model, interleaved, into `Candidate` records.
+
+Each candidate's throw-away program is built and warmed up (traced, compiled) first; then
+the timed calls of every candidate run in rounds, ABBA (A B, then B A, ...), so that drift
+and load hit all alike, and each `Candidate` keeps the per-step time of every round
+(`Candidate.spread`). Rounds stop early once one candidate is clearly ahead of all others
+(`noise.clearly_faster` by the decision's margin in every round, after `MIN_ROUNDS`), else
+at `MAX_ROUNDS` or when each candidate has had `TRIAL_BUDGET` seconds. The clock is a
+parameter, so the stopping rule is tested with a fake one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from gometal_keras.config import TrainerConfig
+from gometal_keras.data import synthetic_batches
+from gometal_keras.engines.base import Engine, Placement, run_within
+from gometal_keras.noise import Spread, clearly_faster
+from gometal_keras.objectives import make_objective, make_optimizer
+from gometal_keras.plan import Loop, Precision, RunPlan
+
+#: Timed rounds: at least MIN_ROUNDS, at most MAX_ROUNDS; stop once a winner is clear or
+#: each candidate has been timed for TRIAL_BUDGET seconds. Each call runs TRIAL_STEPS steps.
+MIN_ROUNDS, MAX_ROUNDS, TRIAL_BUDGET, TRIAL_STEPS = 3, 9, 0.5, 8
+#: A warm-up (or the timed rounds together) may take up to TRIAL_TIME_LIMIT seconds in a
+#: worker thread (`run_within`: abandoned, not killed, if not). A float32 trial on a device
+#: with known faults must match the CPU's losses within CHECK_RTOL.
+TRIAL_TIME_LIMIT, CHECK_RTOL = 300.0, 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One timed way of training: its plan, its measured step time, whether it was sound.
+
+    Attributes:
+        plan: What was timed.
+        seconds: Median measured seconds per step (NaN when its program failed).
+        finite: Whether every trial step's loss was finite (a candidate is only kept if so).
+        error: Why its program failed (it raised, did not finish in time, or computed
+            losses that disagree with the CPU), or None.
+        samples: Seconds per step of each timed round (empty: `seconds` is the only one).
+
+    Example:
+        >>> from gometal_keras.plan import Precision
+        >>> plan = RunPlan(Precision.FLOAT32, xla=False)
+        >>> Candidate(plan, math.nan, error="RuntimeError: no kernel").sound
+        False
+        >>> Candidate(plan, 2.0, samples=(1.0, 2.0, 4.0)).spread.high
+        4.0
+    """
+
+    plan: RunPlan
+    seconds: float
+    finite: bool = True
+    error: str | None = None
+    samples: tuple[float, ...] = ()
+
+    @property
+    def sound(self) -> bool:
+        """No error, a finite loss and a usable time."""
+        ok = self.error is None and self.finite
+        return ok and math.isfinite(self.seconds) and self.seconds > 0
+
+    @property
+    def spread(self) -> Spread:
+        """The timed rounds' `Spread` (of `seconds` alone when no rounds were kept)."""
+        return Spread.of(self.samples or (self.seconds,))
+
+    def shown(self) -> str:
+        """``"<label>: <error>"`` for a failed candidate, else its label."""
+        return f"{self.plan.label()}: {self.error}" if self.error else self.plan.label()
+
+
+def clear_winner(samples: Sequence[Sequence[float]], margin: float) -> int | None:
+    """The index of the candidate that is `clearly_faster` than every other, or None.
+
+    Example:
+        >>> clear_winner([[2.0, 2.1, 2.0], [1.0, 1.1, 1.0]], margin=0.05)
+        1
+        >>> clear_winner([[1.0, 1.1, 1.0], [1.05, 0.95, 1.0]], margin=0.05) is None
+        True
+    """
+    for i, mine in enumerate(samples):
+        others = [s for j, s in enumerate(samples) if j != i]
+        if others and all(clearly_faster(mine, s, margin) for s in others):
+            return i
+    return None
+
+
+def interleave(
+    calls: Sequence[Callable[[], Any]],
+    margin: float,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[list[list[float]], list[Any], list[BaseException | None]]:
+    """Time `calls` in ABBA rounds until a clear winner, the budget, or `MAX_ROUNDS`.
+
+    Args:
+        calls: One warmed-up call per candidate; each returns its last values.
+        margin: The fraction a winner must be faster by in every round to stop early.
+        clock: Seconds, monotonic (`time.perf_counter`; a fake one in tests).
+
+    Returns:
+        Per call: its round times, its last return value, and the error that dropped it
+        (a call that raises is left out of later rounds).
+
+    Example:
+        >>> times, _, errors = interleave([lambda: 1, lambda: 2], margin=0.05)
+        >>> len(times[0]) == len(times[1]) >= MIN_ROUNDS, errors
+        (True, [None, None])
+    """
+    times: list[list[float]] = [[] for _ in calls]
+    values: list[Any] = [None] * len(calls)
+    errors: list[BaseException | None] = [None] * len(calls)
+    for rounds in range(MAX_ROUNDS):
+        order = range(len(calls)) if rounds % 2 == 0 else reversed(range(len(calls)))
+        for i in order:
+            if errors[i] is None:
+                start = clock()
+                try:
+                    values[i] = calls[i]()
+                except Exception as error:  # the candidate is dropped, its error kept
+                    errors[i] = error
+                    continue
+                times[i].append(clock() - start)
+        alive = [t for t, e in zip(times, errors, strict=True) if e is None]
+        if rounds + 1 >= MIN_ROUNDS and (
+            len(alive) < 2
+            or clear_winner(alive, margin) is not None
+            or all(sum(t) >= TRIAL_BUDGET for t in alive)
+        ):
+            break
+    return times, values, errors
+
+
+def per_step(times: Sequence[float]) -> tuple[float, tuple[float, ...]]:
+    """The median and the rounds of `times` (seconds per call of TRIAL_STEPS), per step.
+
+    Example:
+        >>> per_step([0.8, 1.6, 0.8])
+        (0.1, (0.1, 0.2, 0.1))
+    """
+    samples = tuple(t / TRIAL_STEPS for t in times)
+    return Spread.of(samples).median, samples
+
+
+class TrialRunner:
+    """Builds and warms up throw-away programs, then times them together (`measure`).
+
+    Args:
+        factory: Builds a fresh model under a precision.
+        config: The training configuration.
+        engine: The backend engine.
+        seed: Seed for the trial data.
+        reference: The CPU placement float32 losses are checked against, or None.
+        report: The known-faults report named when a check fails.
+        margin: The decision's margin (`decision.MIN_GAIN`), for stopping early.
+
+    Attributes:
+        timed: Every `Candidate`, in the order tried (timed ones complete after `measure`).
+        places: Each candidate plan's placement.
+        seconds: Wall time spent on trials so far.
+    """
+
+    def __init__(self, factory, config: TrainerConfig, engine: Engine, seed: int,
+                 reference: Placement | None, report: str | None, margin: float):  # fmt: skip
+        self.factory, self.config, self.engine, self.seed = factory, config, engine, seed
+        self.reference, self.report, self.margin = reference, report, margin
+        self.timed: list[Candidate] = []
+        self.places: dict[RunPlan, Placement] = {}
+        self.seconds = 0.0
+        self._pending: list[tuple[int, Callable[[], np.ndarray]]] = []
+
+    def __call__(self, plan: RunPlan, place: Placement, warm_only: bool = False) -> None:
+        """Build and warm up `plan` under `place`; time it in `measure` unless `warm_only`."""
+        start = time.perf_counter()
+        try:
+            found, run = self._prepare(plan, place)
+        except Exception as error:  # the candidate is dropped; the next one is tried
+            found, run = Candidate(place.adapt(plan), math.nan, False, _text(error)), None
+        if run is not None and not warm_only:
+            self._pending.append((len(self.timed), run))
+        self.timed.append(found)
+        self.places[found.plan] = place
+        self.seconds += time.perf_counter() - start
+
+    def measure(self) -> None:
+        """Time every warmed-up candidate in interleaved rounds and complete its record."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        start = time.perf_counter()
+        try:
+            work = functools.partial(interleave, [run for _, run in pending], self.margin)
+            times, values, errors = run_within(work, TRIAL_TIME_LIMIT)
+        except TimeoutError as error:
+            n = len(pending)
+            times, values, errors = [[] for _ in pending], [None] * n, [error] * n
+        for (index, _), t, value, error in zip(pending, times, values, errors, strict=True):
+            old = self.timed[index]
+            if error is not None or not t:
+                self.timed[index] = Candidate(old.plan, math.nan, False, _text(error))
+                continue
+            finite = old.finite and bool(np.isfinite(value[:, 0]).all())
+            median, samples = per_step(t)
+            self.timed[index] = Candidate(old.plan, median, finite, samples=samples)
+        self.seconds += time.perf_counter() - start
+
+    def _runner(self, plan: RunPlan, place: Placement, weights: Any = None) -> tuple:
+        """A throw-away model under `plan`, and one call of its loop over the trial batches."""
+        with place.scope():
+            model = self.factory(plan.precision)
+            if weights is not None:
+                model.set_weights(weights)
+            optimizer = make_optimizer(self.config, plan.loss_scaling)
+            objective = make_objective(self.config, model)
+            program = self.engine.program(model, objective, optimizer, plan, place)
+        xs, ys = synthetic_batches(model, self.config, TRIAL_STEPS, self.seed)
+        if plan.loop is Loop.FUSED:
+            xd, yd = place.put(xs, batch_axis=1), place.put(ys, batch_axis=1)
+            calls = [lambda: program.epoch(xd, yd)]
+        else:
+            batches = [(place.put(x, 0), place.put(y, 0)) for x, y in zip(xs, ys, strict=True)]
+            calls = [lambda x=x, y=y: program.step(x, y) for x, y in batches]
+
+        def run() -> np.ndarray:  # in any thread: the placement's scope is entered here
+            with place.scope():
+                host = [keras.ops.convert_to_numpy(call()) for call in calls]
+            return np.concatenate([np.reshape(h, (-1, objective.width)) for h in host])
+
+        return program, model, run
+
+    def _prepare(self, plan: RunPlan, place: Placement) -> tuple[Candidate, Any]:
+        program, model, run = self._runner(plan, place)
+        check = None  # the same weights, batches and steps on the CPU, before the trial trains
+        if self.reference not in (None, place) and plan.precision is Precision.FLOAT32:
+            check = functools.partial(self._runner, plan, self.reference, model.get_weights())
+
+        def warm() -> tuple:  # trace and compile, then the CPU's losses to check against
+            start = time.perf_counter()
+            first = run()
+            seconds, expected = time.perf_counter() - start, None
+            with contextlib.suppress(Exception):  # a failing CPU leaves nothing to compare
+                expected = check()[2]() if check else None
+            return first, seconds, expected
+
+        first, seconds, expected = run_within(warm, TRIAL_TIME_LIMIT)
+        if expected is not None and not np.allclose(
+            first[:, 0], expected[:, 0], rtol=CHECK_RTOL, atol=1e-6, equal_nan=True
+        ):
+            text = f"losses disagree with the CPU ({self.report})"
+            warnings.warn(f"{program.plan.label()} dropped: {text}.", RuntimeWarning, 3)
+            return Candidate(program.plan, math.nan, False, text), None
+        finite = bool(np.isfinite(first[:, 0]).all())
+        return Candidate(program.plan, seconds / TRIAL_STEPS, finite), run
+
+
+def _text(error: BaseException | None) -> str:
+    """One line for a failed candidate: the message (with its type unless a timeout)."""
+    if error is None:
+        return "no timed round finished"
+    first = (str(error).strip().splitlines() or ["no message"])[0][:200]
+    return first if isinstance(error, TimeoutError) else f"{type(error).__name__}: {first}"
