@@ -149,7 +149,7 @@ class Reporter:
             self._print("Precision candidates (measured step time):")
             width = max(len(c.plan.label()) for c in decision.candidates)
             for c in decision.candidates:
-                shown = f"{c.seconds * 1000:8.3f} ms/step" if c.sound else "rejected"
+                shown = f"{c.seconds * 1000:8.2f} ms/step" if c.sound else "rejected"
                 if c.sound and len(c.samples) > 1:
                     s, n = c.spread, len(c.samples)
                     shown += f" (median; {s.low * 1e3:.3f}-{s.high * 1e3:.3f}, {n} rounds)"
@@ -158,7 +158,8 @@ class Reporter:
                 self._print(f"  {c.plan.label():<{width}} | {shown}{mark}")
         self._print(f"Chosen: {decision.chosen.label()}")
         trials = {"cache": "none (cached decision)", "rule": "none (by rule)"}
-        self._print(f"Trials: {trials.get(decision.origin, f'{decision.trial_seconds:.2f} s')}")
+        if decision.origin in trials or decision.trial_seconds:
+            self._print(f"Trials: {trials.get(decision.origin, f'{decision.trial_seconds:.2f} s')}")
         self._print(f"Reason: {decision.reason}")
 
     def comparison(self, cmp: Comparison, notes: Sequence[str] = ()) -> None:
@@ -220,8 +221,13 @@ class Reporter:
             self._print()
             self._print("Total Time (including compilation):")
             shown = seconds_text(cmp.baseline_total_seconds, cmp.candidate_total_seconds)
-            for label, run, text in ((b, base, shown[0]), (c, cand, shown[1])):
-                self._print(f"  {label}: {text} seconds{_breakdown(run)}")
+            self._print(f"  {b}: {shown[0]} seconds")
+            self._print(f"  {c}: {shown[1]} seconds")
+        if any(math.isfinite(r.compile_seconds) or r.decision for r in (base, cand)):
+            self._print()
+            self._print("Time to First Step (trials, compilation, then training):")
+            for label, run in ((b, base), (c, cand)):
+                self._print(f"  {label}: {_breakdown(run)}")
         self._memory(((b, base), (c, cand)))
         self._print()
         self._print("Final Loss:")
@@ -281,11 +287,10 @@ class Reporter:
 
 
 def _breakdown(run: TrainingRun) -> str:
-    """`` (compile X + training Y; trials Z s before)`` for a run, where epoch 1 is known."""
-    if not math.isfinite(run.compile_seconds):
-        return ""
-    text = f" (compile {run.compile_seconds:.2f} + training {run.training_seconds:.2f}"
+    """``"trials 4.20 s, compile 0.80 s, training 0.50 s"`` (trials: none when cached)."""
     origin = run.decision.origin if run.decision is not None else ""
-    if origin in ("cache", "rule"):
-        return text + f"; trials: none, {'cached decision' if origin == 'cache' else 'by rule'})"
-    return text + (f"; trials {run.trial_seconds:.2f} s before)" if run.trial_seconds else ")")
+    trials = {"cache": "none (cached decision)", "rule": "none (by rule)"}.get(origin)
+    compile_ = run.compile_seconds
+    parts = [f"trials {trials or f'{run.trial_seconds:.2f} s'}"]
+    parts.append(f"compile {compile_:.2f} s" if math.isfinite(compile_) else "compile n/a")
+    return ", ".join([*parts, f"training {run.training_seconds:.2f} s"])
