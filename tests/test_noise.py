@@ -70,3 +70,25 @@ def test_the_seed_verdicts_stay_for_measurable_differences(pairs):
         assert cmp.speedup_verdict is SpeedupVerdict.NO_DIFFERENCE
     assert cmp.speedup_low_percent <= cmp.speedup_percent <= cmp.speedup_high_percent
     assert cmp.rounds == len(pairs)
+
+
+def test_the_report_says_no_measurable_difference_inside_the_noise():
+    import io
+
+    from rich.console import Console
+
+    from gometal_keras.report import Reporter
+
+    a = TrainingRun("float32", [1.0, 0.5, 0.4], [1.0, 0.30, 0.30])
+    b = TrainingRun("mixed_float16", [1.0, 0.5, 0.41], [1.0, 0.20, 0.20])  # 50% sequentially
+    lines = {}
+    for name, rounds in {"noise": ([0.3, 0.33, 0.29, 0.31], [0.3, 0.31, 0.3, 0.32]),
+                         "real": ([0.3, 0.33, 0.29, 0.31], [0.23, 0.25, 0.22, 0.24])}.items():
+        console = Console(file=io.StringIO(), width=120)
+        Reporter(console, plain=True, emoji=False).comparison(compare_runs(a, b, rounds=rounds))
+        lines[name] = console.file.getvalue()
+    assert "No measurable difference: " in lines["noise"]
+    assert "speedup achieved" not in lines["noise"]
+    assert ": no measurable difference" in lines["noise"]
+    assert "[GOOD] Good speedup achieved: " in lines["real"]  # the seed's block, 20-50%
+    assert "No measurable difference" not in lines["real"]
