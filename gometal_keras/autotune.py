@@ -2,7 +2,7 @@
 
 `precision.py` says which precisions a device could run fast; this module has a few steps
 of the user's own model timed under each candidate plan on synthetic data of the right
-shapes (`trials.TrialRunner`: interleaved rounds, typed `Candidate` records), and
+shapes (`trial_runner.TrialRunner`: interleaved rounds, typed `Candidate` records), and
 `decision.choose` keeps the fastest sound one. Trials run on throw-away copies: the user's
 model and global state are untouched. A decision is stored in the `decision_cache` and
 read back by later trainers of the same model and device (``TrainerConfig.decision_cache``);
@@ -31,10 +31,10 @@ from gometal_keras.decision import MIN_GAIN, Decision, by_rule, decide, kept, so
 from gometal_keras.engines.base import Engine, Placement
 from gometal_keras.plan import AUTO, PRECISION_NAMES, Loop, Precision, RunPlan
 from gometal_keras.precision import DeviceInfo, candidates, policy_of, preferred
-from gometal_keras.trials import TrialRunner
+from gometal_keras.trial_runner import TrialRunner
 
 #: Device kinds with known failures and silently wrong float32 results in graph mode, each
-#: with its report: a float32 trial there must match the CPU's losses (`trials.CHECK_RTOL`;
+#: with its report: a float32 trial there must match the CPU's losses (`trial_runner.CHECK_RTOL`;
 #: mixed plans are not compared: float16 rounding alone exceeds that).
 KNOWN_FAULTS = {"metal": "Apple developer forum thread 778640"}
 

@@ -104,7 +104,7 @@ def cache_key(source: Any, config: TrainerConfig, device: DeviceInfo, placement:
     from gometal_keras.environment import versions  # environment imports autotune
 
     found = versions()
-    return json_safe({
+    key = json_safe({
         **model_spec(source),
         "batch_size": config.batch_size,
         "config": {name: getattr(config, name) for name in CONFIG_FIELDS},
@@ -112,6 +112,7 @@ def cache_key(source: Any, config: TrainerConfig, device: DeviceInfo, placement:
         "device": dataclasses.asdict(device),
         "versions": {name: found.get(name) for name in VERSIONED},
     })
+    return json.loads(json.dumps(key, sort_keys=True, default=str))  # as it reads back
 
 
 def entry_path(key: dict[str, Any]) -> Path:

@@ -17,22 +17,23 @@ from unittest import mock
 
 import numpy as np
 
-from gometal_keras import autotune, engines, trials
+from gometal_keras import autotune, engines
 from gometal_keras.builder import ModelBuilder
 from gometal_keras.config import TrainerConfig
 from gometal_keras.precision import preferred
 from gometal_keras.trainer import Trainer
+from gometal_keras.trial_runner import TrialRunner
 
 SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np
-    from gometal_keras import trials
+    from gometal_keras import trial_runner
     from gometal_keras.builder import ModelBuilder
     from gometal_keras.config import TrainerConfig
     from gometal_keras.trainer import Trainer
     def refuse(*args, **kwargs):
         raise AssertionError("a trial ran")
-    trials.TrialRunner.__call__ = refuse
+    trial_runner.TrialRunner.__call__ = refuse
     b = ModelBuilder([16, 6]).add_dense(12).add_relu().add_dropout(0.2).add_dense(3)
     t = Trainer(b, TrainerConfig(batch_size=16, precision="auto", seed=7))
     x = np.random.default_rng(0).standard_normal((64, 6))
@@ -73,14 +74,14 @@ def test_always_times_again_and_never_times_nothing():
     config = TrainerConfig(batch_size=8, precision="auto", seed=1)
     first = Trainer(tiny(), config)
     assert first.decision.origin == "trials"
-    with mock.patch.object(trials.TrialRunner, "measure", autospec=True,
-                           side_effect=trials.TrialRunner.measure) as measure:  # fmt: skip
+    with mock.patch.object(TrialRunner, "measure", autospec=True,
+                           side_effect=TrialRunner.measure) as measure:  # fmt: skip
         cached = Trainer(tiny(), config)
         measure.assert_not_called()
         again = Trainer(tiny(), config.replace(decision_cache="always"))
         measure.assert_called_once()
     assert (cached.decision.origin, again.decision.origin) == ("cache", "trials")
-    with mock.patch.object(trials.TrialRunner, "__call__", side_effect=AssertionError):
+    with mock.patch.object(TrialRunner, "__call__", side_effect=AssertionError):
         ruled = Trainer(tiny(), config.replace(decision_cache="never"))
     engine = engines.current()
     device = engine.describe_device()

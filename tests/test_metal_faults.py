@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from gometal_keras import autotune, engines, trials
+from gometal_keras import autotune, engines, trial_runner, trials
 from gometal_keras.config import TrainerConfig
 from gometal_keras.decision import Decision
 from gometal_keras.plan import HOST, Loop, Precision
@@ -154,7 +154,7 @@ class FallbackTest(MetalTestCase):
 
     def test_a_hang_drops_the_candidate(self):
         engine = FaultyEngine(hangs=(FUSED,), cpu=False)
-        with mock.patch.object(trials, "TRIAL_TIME_LIMIT", 5.0):
+        with mock.patch.object(trial_runner, "TRIAL_TIME_LIMIT", 5.0):
             trainer = self.trainer(engine)
         self.assertEqual(trainer.plan.label(), STEP)
         self.assertEqual(self.errors(trainer.decision)[FUSED], "did not finish within 5 s")
