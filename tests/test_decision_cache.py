@@ -103,3 +103,26 @@ def test_two_processes_writing_at_once_leave_a_whole_entry():
     assert dc.load(k).chosen == FP32
     assert {e["summary"] for e in dc.entries()} <= {"writer 1", "writer 2"}
     assert not list(dc.cache_dir().glob(".*.tmp"))
+
+
+def test_the_compilation_cache_is_turned_on_only_where_the_engine_has_one(tmp_path):
+    from unittest import mock
+
+    from gometal_keras import engines
+
+    class WithCache:
+        def __init__(self):
+            self.folders = []
+
+        def use_compilation_cache(self, folder):
+            self.folders.append(folder)
+
+    engine = WithCache()
+    with mock.patch.object(engines, "current", return_value=engine):
+        assert dc.use_compilation_cache(tmp_path / "xla") is True
+    assert engine.folders == [str(tmp_path / "xla")] and (tmp_path / "xla").is_dir()
+    with (
+        mock.patch.object(engines, "current", return_value=object()),
+        pytest.warns(RuntimeWarning, match="no persistent compilation cache"),
+    ):
+        assert dc.use_compilation_cache(tmp_path / "none") is False
