@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "ArrangedData": "loop",
     "BatchResult": "record",
-    "Candidate": "decision",
+    "Candidate": "trials",
     "Comparison": "compare",
     "Decision": "decision",
     "DemoResult": "demo",
@@ -83,7 +83,7 @@ if TYPE_CHECKING:
     from gometal_keras.compare import Comparison, compare_runs
     from gometal_keras.config import TrainerConfig
     from gometal_keras.data import demo_dataset
-    from gometal_keras.decision import Candidate, Decision
+    from gometal_keras.decision import Decision
     from gometal_keras.demo import DemoResult, DemoSettings, demo_notes
     from gometal_keras.evaluation import EvaluationReport, evaluation_report
     from gometal_keras.loop import ArrangedData
@@ -96,6 +96,7 @@ if TYPE_CHECKING:
     from gometal_keras.state import TrainerState
     from gometal_keras.timing import EpochTimer
     from gometal_keras.trainer import Trainer
+    from gometal_keras.trials import Candidate
 
 
 def __getattr__(name: str) -> Any:

@@ -1,9 +1,12 @@
 """The measured choice of a `RunPlan` (precision, XLA, loop, placement) for one model.
 
-`precision.py` says which precisions a device could run fast; this module times a few
-steps of the user's own model under each candidate plan on synthetic data of the right
-shapes, as typed `Candidate` records, and `decision.choose` keeps the fastest sound one.
-Trials run on throw-away copies: the user's model and global state are untouched.
+`precision.py` says which precisions a device could run fast; this module has a few steps
+of the user's own model timed under each candidate plan on synthetic data of the right
+shapes (`trial_runner.TrialRunner`: interleaved rounds, typed `Candidate` records), and
+`decision.choose` keeps the fastest sound one. Trials run on throw-away copies: the user's
+model and global state are untouched. A decision is stored in the `decision_cache` and
+read back by later trainers of the same model and device (``TrainerConfig.decision_cache``);
+``"never"`` takes the default plan by device facts alone (`decision.by_rule`).
 
 A trial that raises or outlasts `TRIAL_TIME_LIMIT` drops its candidate, error recorded, and
 the next is tried: fused, per-step, then (on a GPU) the host CPU. On a device with
@@ -15,35 +18,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
-import math
 import random
-import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import keras
-import numpy as np
 
+from gometal_keras import decision_cache
 from gometal_keras.builder import ModelBuilder
 from gometal_keras.config import TrainerConfig
-from gometal_keras.data import synthetic_batches
-from gometal_keras.decision import Candidate, Decision, decide, kept, sole_candidate
-from gometal_keras.engines.base import Engine, Placement, run_within
-from gometal_keras.objectives import make_objective, make_optimizer
+from gometal_keras.decision import MIN_GAIN, Decision, by_rule, decide, kept, sole_candidate
+from gometal_keras.engines.base import Engine, Placement
 from gometal_keras.plan import AUTO, PRECISION_NAMES, Loop, Precision, RunPlan
-from gometal_keras.precision import DeviceInfo, candidates, policy_of
+from gometal_keras.precision import DeviceInfo, candidates, policy_of, preferred
+from gometal_keras.trial_runner import TrialRunner
 
-#: A trial warms up with one call of TRIAL_STEPS steps, then times calls until TRIAL_BUDGET
-#: seconds or TRIAL_REPEATS calls, and keeps the fastest; its device calls may take up to
-#: TRIAL_TIME_LIMIT seconds in a worker thread (`run_within`: abandoned, not killed, if not).
-TRIAL_STEPS, TRIAL_REPEATS, TRIAL_BUDGET, TRIAL_TIME_LIMIT = 8, 5, 0.5, 300.0
 #: Device kinds with known failures and silently wrong float32 results in graph mode, each
-#: with its report: a float32 trial there must match the CPU's losses within CHECK_RTOL
-#: (mixed plans are not compared: float16 rounding alone exceeds that).
+#: with its report: a float32 trial there must match the CPU's losses (`trial_runner.CHECK_RTOL`;
+#: mixed plans are not compared: float16 rounding alone exceeds that).
 KNOWN_FAULTS = {"metal": "Apple developer forum thread 778640"}
-CHECK_RTOL = 1e-3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,12 +157,26 @@ def select(
     fragile = device.kind in KNOWN_FAULTS
     if fragile:  # the CPU is a timed candidate there (its per-step plan follows if it fails)
         options, on_cpu = options + on_cpu[:1], []
-    trial = _Trials(factory, config, engine, seed, cpu if fragile else None, device)
-    for plan, place in options if len(options) > 1 or fragile else ():
+    timing = len(options) > 1 or fragile
+    if timing and config.decision_cache == "never":
+        return _by_rule(source, config, engine, device, options, factory, given, placement)
+    key = None
+    if timing:
+        place = type(placement).__name__
+        key = decision_cache.cache_key(source, config, device, place)
+        found = decision_cache.load(key) if config.decision_cache == "cache" else None
+        where = (cpu or engine.cpu_placement()) if found and found.chosen.on_host else placement
+        if found is not None and where is not None:
+            with where.scope() if where is not placement else contextlib.nullcontext():
+                return Selection(found.chosen, found, given or factory(found.precision), where)
+    report = KNOWN_FAULTS.get(device.kind)
+    trial = TrialRunner(factory, config, engine, seed, cpu if fragile else None, report, MIN_GAIN)
+    for plan, place in options if timing else ():
         trial(plan, place, warm_only=len(options) == 1)
         other = plan.replace(loop=Loop.STEP if plan.loop is Loop.FUSED else Loop.FUSED)
         if trial.timed[-1].error and config.loop == "auto" and (other, place) not in options:
             trial(other, place, warm_only=len(options) == 1)  # fused -> per-step (and back)
+    trial.measure()  # the timed rounds, all candidates interleaved
     for plan, place in on_cpu:  # then the CPU, where every plan failed
         if trial.timed and all(c.error for c in trial.timed):
             trial(plan, place, warm_only=True)
@@ -180,10 +187,25 @@ def select(
         return Selection(only, decision, given or factory(only.precision), placement)
     compare = given is None and (len(names) > 1 or auto)
     decision = decide(device, trial.timed, compare, own=given is not None)
+    decision = dataclasses.replace(decision, trial_seconds=trial.seconds)
+    if key is not None and config.decision_cache != "never":
+        decision_cache.store(key, decision, decision_cache.summary(source, config, device))
     where = trial.places[decision.chosen]
     with where.scope() if where is not placement else contextlib.nullcontext():
         model = given or factory(decision.precision)
     return Selection(decision.chosen, decision, model, where)
+
+
+def _by_rule(source, config, engine, device, options, factory, given, placement) -> Selection:
+    """The default plan without trials (``decision_cache="never"``): `decision.by_rule`."""
+    if given is None and config.resolved_precision == AUTO:
+        plan = plans(config, engine, device, preferred(device))[0]
+        decision = by_rule(device, plan)
+    else:
+        plan = options[0][0]
+        why = "The default XLA setting and loop, by rule (no trials)."
+        decision = Decision(plan, why, (), origin="rule")
+    return Selection(plan, decision, given or factory(plan.precision), placement)
 
 
 def _precisions(
@@ -214,79 +236,6 @@ def _precisions(
     raise TypeError(
         f"model_or_builder is a {type(source).__name__}; expected a ModelBuilder or a keras.Model."
     )
-
-
-class _Trials:
-    """Runs trials of throw-away models; records each `Candidate` and its placement."""
-
-    def __init__(self, factory, config, engine, seed, reference, device):
-        self.factory, self.config, self.engine, self.seed = factory, config, engine, seed
-        self.reference, self.report = reference, KNOWN_FAULTS.get(device.kind)
-        self.timed, self.places = [], {}  # the candidates in order; each one's placement
-
-    def __call__(self, plan: RunPlan, place: Placement, warm_only: bool = False) -> None:
-        """Time `plan` under `place` (only warm it up with `warm_only`); record the result."""
-        try:
-            found = self._run(plan, place, warm_only)
-        except Exception as error:  # the candidate is dropped; the next one is tried
-            first = (str(error).strip().splitlines() or ["no message"])[0][:200]
-            text = first if isinstance(error, TimeoutError) else f"{type(error).__name__}: {first}"
-            found = Candidate(place.adapt(plan), math.nan, False, text)
-        self.timed.append(found)
-        self.places[found.plan] = place
-
-    def _runner(self, plan: RunPlan, place: Placement, weights: Any = None) -> tuple:
-        """A throw-away model under `plan`, and one call of its loop over the trial batches."""
-        with place.scope():
-            model = self.factory(plan.precision)
-            if weights is not None:
-                model.set_weights(weights)
-            optimizer = make_optimizer(self.config, plan.loss_scaling)
-            objective = make_objective(self.config, model)
-            program = self.engine.program(model, objective, optimizer, plan, place)
-        xs, ys = synthetic_batches(model, self.config, TRIAL_STEPS, self.seed)
-        if plan.loop is Loop.FUSED:
-            xd, yd = place.put(xs, batch_axis=1), place.put(ys, batch_axis=1)
-            calls = [lambda: program.epoch(xd, yd)]
-        else:
-            batches = [(place.put(x, 0), place.put(y, 0)) for x, y in zip(xs, ys, strict=True)]
-            calls = [lambda x=x, y=y: program.step(x, y) for x, y in batches]
-
-        def run() -> np.ndarray:  # in any thread: the placement's scope is entered here
-            with place.scope():
-                host = [keras.ops.convert_to_numpy(call()) for call in calls]
-            return np.concatenate([np.reshape(h, (-1, objective.width)) for h in host])
-
-        return program, model, run
-
-    def _run(self, plan: RunPlan, place: Placement, warm_only: bool) -> Candidate:
-        program, model, run = self._runner(plan, place)
-        check = None  # the same weights, batches and steps on the CPU, before the trial trains
-        if self.reference not in (None, place) and plan.precision is Precision.FLOAT32:
-            check = functools.partial(self._runner, plan, self.reference, model.get_weights())
-
-        def measure() -> tuple:  # warm up (trace, compile), check, then time calls
-            times, first = [time.perf_counter()], run()
-            times[0], expected = time.perf_counter() - times[0], None
-            with contextlib.suppress(Exception):  # a failing CPU leaves nothing to compare
-                expected = check()[2]() if check else None
-            values = first
-            while not warm_only and len(times) <= TRIAL_REPEATS:
-                if len(times) > 2 and sum(times[1:]) >= TRIAL_BUDGET:
-                    break
-                start, values = time.perf_counter(), run()
-                times.append(time.perf_counter() - start)
-            return first, values, expected, times[1:] or times
-
-        first, values, expected, times = run_within(measure, TRIAL_TIME_LIMIT)
-        if expected is not None and not np.allclose(
-            first[:, 0], expected[:, 0], rtol=CHECK_RTOL, atol=1e-6, equal_nan=True
-        ):
-            text = f"losses disagree with the CPU ({self.report})"
-            warnings.warn(f"{program.plan.label()} dropped: {text}.", RuntimeWarning, 2)
-            return Candidate(program.plan, math.nan, False, text)
-        finite = bool(np.isfinite(values[:, 0]).all())
-        return Candidate(program.plan, min(times) / TRIAL_STEPS, finite)
 
 
 def _clone(model: keras.Model) -> keras.Model:

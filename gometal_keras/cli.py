@@ -83,8 +83,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         'precision="auto" would time on it.',
     )
     info.add_argument("--json", action="store_true", help="print the facts as JSON")
+    from gometal_keras import tune
     from gometal_keras.ship_cli import add_ship_commands
 
+    tune.add_parser(commands, [debug])
     add_ship_commands(commands, debug)  # export, predict
     return parser
 
@@ -124,6 +126,10 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
             from gometal_keras.ship_cli import run_ship_command
 
             return run_ship_command(args)
+        if args.command == "tune":
+            from gometal_keras import tune
+
+            return tune.run(args)
         return _info(args)
     except SystemExit as done:  # argparse: --help, --version and usage errors
         code = done.code
@@ -200,6 +206,9 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="train data-parallel over N local devices (the batch size stays global)",
     )
+    parser.add_argument(
+        "--rounds", type=int, default=d.rounds, help="interleaved epochs per phase to compare"
+    )
 
 
 def demo_settings(args: argparse.Namespace) -> Any:
@@ -215,6 +224,8 @@ def demo_settings(args: argparse.Namespace) -> Any:
     for flag in ("hidden", "batch_size", "epochs", "samples", "devices"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be a positive integer.")
+    if args.rounds < 0:
+        raise ValueError("--rounds must be 0 (no interleaved comparison) or more.")
     return DemoSettings(
         hidden=args.hidden,
         layers=args.layers,
@@ -226,6 +237,7 @@ def demo_settings(args: argparse.Namespace) -> Any:
         early_stop_loss=args.early_stop,
         timing=args.timing,
         devices=args.devices,
+        rounds=args.rounds,
     )
 
 

@@ -9,6 +9,11 @@ Timing: by default the first epoch, which holds one-off tracing and compilation,
 out (``timing="steady"``); ``timing="total"`` counts every epoch. When the two runs ran a
 different number of epochs (early stop), comparing sums would reward the run that stopped
 first, so the mean time per epoch is compared instead; `Comparison.basis` says which.
+
+Noise: one run after the other, drift and load can make identical programs differ by 30 %.
+Given ``rounds`` (the two precisions' epochs timed in turn, see the demo), the speedup is
+the median round's, with the range of the rounds, and a difference that not every round
+shows beyond `noise.Ratios.margin` is "No measurable difference", never a verdict.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+from collections.abc import Sequence
 from typing import Any
 
+from gometal_keras.noise import Ratios, Spread
 from gometal_keras.record import TrainingRun, json_safe
 
 #: Speedup (percent) above which the verdict is "Excellent".
@@ -46,6 +53,7 @@ class SpeedupVerdict(str, enum.Enum):
     GOOD = "Good"
     MODEST = "Modest"
     NONE = "None"
+    NO_DIFFERENCE = "No measurable difference"
 
 
 class ConvergenceVerdict(str, enum.Enum):
@@ -123,6 +131,12 @@ class Comparison:
         loss_difference: ``|baseline.final_loss - candidate.final_loss|``.
         speedup_verdict: Verdict on `speedup_percent`.
         convergence_verdict: Verdict on `loss_difference`.
+        baseline_rounds: Baseline epoch times of the interleaved rounds (empty: none ran;
+            then `speedup_percent` compares the phases' times).
+        candidate_rounds: Candidate epoch times of the same rounds.
+        speedup_low_percent: The slowest round's speedup (NaN without rounds).
+        speedup_high_percent: The fastest round's speedup (NaN without rounds).
+        measurable: False when the rounds put the difference inside the noise.
 
     Example:
         >>> a = TrainingRun("float32", [0.42], [0.9])
@@ -145,6 +159,20 @@ class Comparison:
     loss_difference: float
     speedup_verdict: SpeedupVerdict
     convergence_verdict: ConvergenceVerdict
+    baseline_rounds: tuple[float, ...] = ()
+    candidate_rounds: tuple[float, ...] = ()
+    speedup_low_percent: float = float("nan")
+    speedup_high_percent: float = float("nan")
+    measurable: bool = True
+
+    @property
+    def rounds(self) -> int:
+        """How many interleaved rounds were timed."""
+        return len(self.baseline_rounds)
+
+    def round_spreads(self) -> tuple[Spread, Spread]:
+        """The `Spread` of the baseline's and the candidate's round times."""
+        return Spread.of(self.baseline_rounds), Spread.of(self.candidate_rounds)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the comparison as strict-JSON-ready data.
@@ -186,7 +214,10 @@ def _speedup(baseline_seconds: float, candidate_seconds: float) -> float:
 
 
 def compare_runs(
-    baseline: TrainingRun, candidate: TrainingRun, timing: str = "steady"
+    baseline: TrainingRun,
+    candidate: TrainingRun,
+    timing: str = "steady",
+    rounds: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> Comparison:
     """Compare a candidate run with a baseline run.
 
@@ -194,6 +225,8 @@ def compare_runs(
         baseline: The reference run (usually FP32).
         candidate: The run being judged (usually mixed precision).
         timing: ``"steady"`` to leave out the first (compiling) epoch, or ``"total"``.
+        rounds: The baseline's and the candidate's epoch times from interleaved rounds
+            (each round times one epoch of each, in turn); the speedup is then theirs.
 
     Returns:
         A `Comparison`. With equal epoch counts the summed times are compared
@@ -209,6 +242,9 @@ def compare_runs(
         >>> cmp = compare_runs(a, b)
         >>> round(cmp.speedup_percent, 1), cmp.speedup_verdict.value
         (60.0, 'Excellent')
+        >>> cmp = compare_runs(a, b, rounds=([1.0, 1.1, 0.9], [1.0, 1.0, 0.95]))
+        >>> cmp.speedup_verdict.value, cmp.measurable
+        ('No measurable difference', False)
     """
     if timing not in TIMINGS:
         raise ValueError(f"timing must be one of {', '.join(map(repr, TIMINGS))}; got {timing!r}")
@@ -222,6 +258,17 @@ def compare_runs(
         basis = BASIS_PER_EPOCH
         t_base, t_cand = _per_epoch(baseline, timing), _per_epoch(candidate, timing)
     speedup = _speedup(t_base, t_cand)
+    extra: dict[str, Any] = {}
+    verdict = speedup_verdict(speedup)
+    if rounds is not None:
+        ratios = Ratios(tuple(map(float, rounds[0])), tuple(map(float, rounds[1])))
+        low, high = ratios.range_percent
+        speedup, verdict = ratios.speedup_percent, speedup_verdict(ratios.speedup_percent)
+        if not ratios.measurable:
+            verdict = SpeedupVerdict.NO_DIFFERENCE
+        extra = dict(baseline_rounds=ratios.baseline, candidate_rounds=ratios.candidate,
+                     speedup_low_percent=low, speedup_high_percent=high,
+                     measurable=ratios.measurable)
     difference = abs(baseline.final_loss - candidate.final_loss)
     return Comparison(
         baseline=baseline,
@@ -236,6 +283,7 @@ def compare_runs(
         candidate_steady_seconds=candidate.steady_seconds,
         speedup_percent=speedup,
         loss_difference=difference,
-        speedup_verdict=speedup_verdict(speedup),
+        speedup_verdict=verdict,
         convergence_verdict=convergence_verdict(difference),
+        **extra,
     )

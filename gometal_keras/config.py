@@ -22,6 +22,7 @@ PRECISIONS = PRECISION_NAMES
 LOOPS = ("auto", *(loop.value for loop in Loop))
 LR_SCHEDULES = ("step", "exponential", "cosine", "plateau")
 DISTRIBUTIONS = ("data_parallel", "multi_worker")
+DECISION_CACHES = ("cache", "always", "never")
 
 
 def _choice(field: str, value: Any, valid: tuple[str, ...]) -> None:
@@ -95,6 +96,10 @@ class TrainerConfig:
             or DataParallel after ``jax.distributed.initialize()``). `batch_size` is then
             the global batch: per replica x replicas.
         devices: How many of this host's devices `distribution` uses (None = all).
+        decision_cache: Where a measured plan comes from (see `gometal_keras.decision_cache`):
+            ``"cache"`` (read a decision stored for this model and device, else time the
+            candidates and store the result), ``"always"`` (time again, and store) or
+            ``"never"`` (no trials: the default plan by device facts alone).
 
     Example:
         >>> cfg = TrainerConfig(batch_size=64, use_mixed_precision=True)
@@ -131,6 +136,7 @@ class TrainerConfig:
     lr_min: float = 0.0
     distribution: str | None = None
     devices: int | None = None
+    decision_cache: str = "cache"
 
     def __post_init__(self) -> None:
         _positive("batch_size", self.batch_size, int)
@@ -182,6 +188,7 @@ class TrainerConfig:
             _choice("distribution", self.distribution, DISTRIBUTIONS)
         if self.devices is not None:
             _positive("devices", self.devices, int)
+        _choice("decision_cache", self.decision_cache, DECISION_CACHES)
 
     @property
     def resolved_precision(self) -> str:

@@ -1,9 +1,10 @@
 """The precision decision as typed records: each timed `Candidate`, and the `Decision`.
 
 `gometal_keras.autotune` times the user's model under each `RunPlan` worth trying and
-hands the results here as `Candidate` records; `choose` keeps the fastest sound one, with
-mixed precision kept only when it beats float32 by `MIN_GAIN`. A candidate whose program
-raised (or hung) carries its `error` and is never chosen; `check_failures` raises when
+hands the results here as `Candidate` records (`gometal_keras.trials`); `choose` keeps the
+fastest sound one, with mixed precision kept only when every timed round of it beats
+float32's median by `MIN_GAIN` (inside the noise: float32, and the reason says so). A
+failed candidate carries its `error` and is never chosen; `check_failures` raises when
 every one did. Labels and JSON are made from these records only when shown or written.
 """
 
@@ -14,45 +15,14 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gometal_keras.noise import clearly_faster
 from gometal_keras.plan import Precision, RunPlan
-from gometal_keras.precision import DeviceInfo, candidates, rejected
+from gometal_keras.precision import DeviceInfo, candidates, preferred, rejected
+from gometal_keras.trials import Candidate
 
 #: A mixed candidate must beat float32 by this fraction to be chosen: timing noise alone
 #: must never trade float32's accuracy for nothing.
 MIN_GAIN = 0.05
-
-
-@dataclasses.dataclass(frozen=True)
-class Candidate:
-    """One timed way of training: its plan, its measured step time, whether it was sound.
-
-    Attributes:
-        plan: What was timed.
-        seconds: Measured seconds per step (NaN when its program failed).
-        finite: Whether every trial step's loss was finite (a candidate is only kept if so).
-        error: Why its program failed (it raised, did not finish in time, or computed
-            losses that disagree with the CPU), or None.
-
-    Example:
-        >>> plan = RunPlan(Precision.FLOAT32, xla=False)
-        >>> Candidate(plan, math.nan, error="RuntimeError: no kernel").sound
-        False
-    """
-
-    plan: RunPlan
-    seconds: float
-    finite: bool = True
-    error: str | None = None
-
-    @property
-    def sound(self) -> bool:
-        """No error, a finite loss and a usable time."""
-        ok = self.error is None and self.finite
-        return ok and math.isfinite(self.seconds) and self.seconds > 0
-
-    def shown(self) -> str:
-        """``"<label>: <error>"`` for a failed candidate, else its label."""
-        return f"{self.plan.label()}: {self.error}" if self.error else self.plan.label()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +34,9 @@ class Decision:
         reason: One sentence a report can print.
         candidates: Every timed candidate, in the order timed (empty when nothing was timed).
         skipped: Precisions not timed, each with the reason.
+        origin: ``"trials"`` (timed in this process), ``"cache"`` (read from the decision
+            cache: nothing timed) or ``"rule"`` (by device facts alone: nothing timed).
+        trial_seconds: Wall time this process spent on trials to make it.
 
     Example:
         >>> plan = RunPlan(Precision.FLOAT32, xla=False)
@@ -75,6 +48,8 @@ class Decision:
     reason: str
     candidates: tuple[Candidate, ...] = ()
     skipped: Mapping[Precision, str] = dataclasses.field(default_factory=dict)
+    origin: str = "trials"
+    trial_seconds: float = 0.0
 
     @property
     def precision(self) -> Precision:
@@ -99,9 +74,12 @@ class Decision:
             },
             "timed": [
                 {"plan": c.plan.to_dict(), "seconds": c.seconds, "finite": c.finite}
+                | {"samples": list(c.samples), "low": c.spread.low, "high": c.spread.high}
                 | ({"error": c.error} if c.error else {})
                 for c in self.candidates
             ],
+            "origin": self.origin,
+            "trial_seconds": self.trial_seconds,
             "failed": {c.plan.label(): c.error for c in self.candidates if c.error},
             "skipped": {p.value: why for p, why in self.skipped.items()},
         }
@@ -118,12 +96,18 @@ class Decision:
         """
         timed = tuple(
             Candidate(
-                RunPlan.from_dict(c["plan"]), float(c["seconds"]), bool(c["finite"]), c.get("error")
+                RunPlan.from_dict(c["plan"]),
+                math.nan if c["seconds"] is None else float(c["seconds"]),  # JSON null: NaN
+                bool(c["finite"]),
+                c.get("error"),
+                tuple(float(x) for x in c.get("samples", ())),
             )
             for c in data.get("timed", ())
         )
         skipped = {Precision(p): str(why) for p, why in data.get("skipped", {}).items()}
-        return cls(RunPlan.from_dict(data["plan"]), str(data["reason"]), timed, skipped)
+        plan, reason = RunPlan.from_dict(data["plan"]), str(data["reason"])
+        origin, spent = str(data.get("origin", "trials")), float(data.get("trial_seconds", 0.0))
+        return cls(plan, reason, timed, skipped, origin, spent)
 
 
 def choose(device: DeviceInfo, timed: Sequence[Candidate]) -> Decision:
@@ -134,9 +118,10 @@ def choose(device: DeviceInfo, timed: Sequence[Candidate]) -> Decision:
         timed: The measured candidates (several plans of one precision may be among them).
 
     Returns:
-        A `Decision`. A mixed precision wins only when it is at least `MIN_GAIN` faster
-        than float32's best plan; otherwise float32's best plan is kept, and the reason
-        says so.
+        A `Decision`. A mixed precision wins only when every timed round of its best plan
+        is at least `MIN_GAIN` faster than the median of float32's best plan
+        (`noise.clearly_faster`); otherwise float32's best plan is kept, and the reason
+        says so ("no measurable difference" when the medians are within the margin).
 
     Raises:
         RuntimeError: Every candidate failed, or none gave a finite loss.
@@ -158,7 +143,8 @@ def choose(device: DeviceInfo, timed: Sequence[Candidate]) -> Decision:
             best[c.plan.precision] = c
     winner = min(best.values(), key=lambda c: c.seconds)
     base = best.get(Precision.FLOAT32)
-    if winner.plan.precision.mixed and base and winner.seconds > base.seconds * (1 - MIN_GAIN):
+    clear = base and clearly_faster(winner.spread.samples, base.spread.samples, MIN_GAIN)
+    if winner.plan.precision.mixed and base and not clear:
         winner = base
     skipped = rejected(device)
     where = f"the CPU of this {device.kind}" if winner.plan.on_host else device.kind
@@ -180,6 +166,23 @@ def sole_candidate(device: DeviceInfo, plan: RunPlan) -> Decision:
     if plan.precision is not Precision.FLOAT32:
         raise ValueError(f"The sole candidate is float32; got a plan under {plan.policy}.")
     return Decision(plan, f"float32 kept on {device.kind}: {_none_fast(skipped)}.", (), skipped)
+
+
+def by_rule(device: DeviceInfo, plan: RunPlan) -> Decision:
+    """The decision by device facts alone (``decision_cache="never"``) for `plan`, the default
+    plan under `precision.preferred(device)`: nothing timed.
+
+    Example:
+        >>> cpu = DeviceInfo("jax", "cpu", "CPU", True, False, True)
+        >>> by_rule(cpu, RunPlan(Precision.FLOAT32, xla=True)).reason[:31]
+        'float32 by rule on cpu (no tria'
+    """
+    expected = preferred(device)
+    if plan.precision is not expected:
+        raise ValueError(f"The rule's precision is {expected.value}; got {plan.policy}.")
+    why = "tensor cores" if expected.mixed else "mixed precision pays reliably on CUDA GPUs only"
+    reason = f"{expected.value} by rule on {device.kind} (no trials): {why}."
+    return Decision(plan, reason, (), rejected(device), origin="rule")
 
 
 def kept(plan: RunPlan, timed: Sequence[Candidate] = ()) -> Decision:
@@ -280,7 +283,10 @@ def _reason(
         for c in ordered
     )
     if chosen is Precision.FLOAT32:
-        why = f"no mixed precision was at least {MIN_GAIN:.0%} faster"
+        why = f"no mixed precision was at least {MIN_GAIN:.0%} faster in every round"
+        near = [c for c in ordered if abs(c.seconds / best[chosen].seconds - 1) < MIN_GAIN]
+        if len(near) > 1:
+            why = f"no measurable difference ({MIN_GAIN:.0%} margin, every round) -> float32"
         if len(best) == 1:
             why = _none_fast(skipped)
         return f"float32 kept on {where}: {why} (per step: {ms})."

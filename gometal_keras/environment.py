@@ -15,7 +15,7 @@ from typing import Any
 
 import keras
 
-from gometal_keras import engines, metal
+from gometal_keras import decision_cache, engines, metal
 from gometal_keras import precision as prec
 from gometal_keras.autotune import KNOWN_FAULTS
 
@@ -85,7 +85,8 @@ def environment() -> dict[str, Any]:
         (available to this backend on this device), ``auto_candidates`` and
         ``auto_rejected`` (precision -> reason, from `gometal_keras.precision`),
         ``tensorflow_metal_check`` (`gometal_keras.metal.status`: ``"not installed"``,
-        ``"ok (...)"`` or the problem) and ``memory_budget`` (see `memory_budget`).
+        ``"ok (...)"`` or the problem), ``memory_budget`` (see `memory_budget`) and
+        ``decision_cache`` (its ``folder`` and its ``entries``, `decision_cache.entries`).
 
     Example:
         >>> facts = environment()
@@ -110,6 +111,10 @@ def environment() -> dict[str, Any]:
         "tensorflow_metal_check": metal.status(found),
         "memory_budget": memory_budget(engine.free_memory_bytes()),
         "candidate_devices": candidate_devices(device, engine.cpu_placement() is not None),
+        "decision_cache": {
+            "folder": str(decision_cache.cache_dir()),
+            "entries": decision_cache.entries(),
+        },
     }
 
 
@@ -208,6 +213,9 @@ def info_lines(facts: dict[str, Any]) -> list[str]:
     if facts["auto_rejected"]:
         lines.append("and leaves out:")
         lines += [f"  {name:<{width}}  {why}" for name, why in facts["auto_rejected"].items()]
+    cache = facts.get("decision_cache") or {"folder": "?", "entries": []}
+    lines.append(f"Decision cache: {cache['folder']} ({len(cache['entries'])} cached)")
+    lines += [f"  {e['summary']}: {e['chosen']}" for e in cache["entries"]]
     return lines
 
 

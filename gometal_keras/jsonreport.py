@@ -1,10 +1,12 @@
-"""The demo's comparison as versioned JSON (schema ``gometal_keras.demo/1``).
+"""The demo's comparison as versioned JSON (schema ``gometal_keras.demo/2``).
 
 `demo_report` turns a finished `DemoResult` into plain data: configuration, device,
 library versions, each phase's precision decision, per-epoch losses and times, total and
-steady-state times, the speedup and the verdicts. It only reads records; it never trains.
-The schema is documented field by field in docs/json-schema.md. Non-finite numbers become
-``null`` so the file is strict JSON.
+steady-state times, trial and compile time, peak memory, the interleaved rounds, the speedup
+with its range, and the verdicts (version 2: the speedup is the interleaved rounds' median
+where they ran, and "No measurable difference" is a verdict). It only reads records; it
+never trains. The schema is documented field by field in docs/json-schema.md. Non-finite
+numbers become ``null`` so the file is strict JSON.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from gometal_keras.environment import device_dict, versions
 from gometal_keras.record import TrainingRun, json_safe
 
 #: Name and version of the schema; the number changes when a field changes meaning or goes.
-SCHEMA = "gometal_keras.demo/1"
+SCHEMA = "gometal_keras.demo/2"
 
 _RUN_FIELDS = (
     "precision",
@@ -33,6 +35,11 @@ _RUN_FIELDS = (
     "total_seconds",
     "steady_seconds",
     "steady_epoch_seconds",
+    "trial_seconds",
+    "compile_seconds",
+    "training_seconds",
+    "peak_memory_bytes",
+    "memory_kind",
     "losses",
     "epoch_seconds",
     "val_losses",
@@ -60,7 +67,7 @@ def run_dict(run: TrainingRun) -> dict[str, Any]:
 
 
 def demo_report(result: DemoResult) -> dict[str, Any]:
-    """Return the whole comparison of a demo run as schema ``gometal_keras.demo/1`` data.
+    """Return the whole comparison of a demo run as schema ``gometal_keras.demo/2`` data.
 
     Args:
         result: What `gometal_keras.demo.run_demo` returned.
@@ -76,7 +83,7 @@ def demo_report(result: DemoResult) -> dict[str, Any]:
         >>> run = TrainingRun("float32", [0.5, 0.4], [0.2, 0.1])
         >>> data = demo_report(DemoResult(run, run, compare_runs(run, run), ()))
         >>> data["schema"], data["phases"]["mixed"]["final_loss"]
-        ('gometal_keras.demo/1', 0.4)
+        ('gometal_keras.demo/2', 0.4)
     """
     cmp = result.comparison
     comparison = {
@@ -92,6 +99,10 @@ def demo_report(result: DemoResult) -> dict[str, Any]:
         "speedup_verdict": cmp.speedup_verdict.value,
         "loss_difference": cmp.loss_difference,
         "convergence_verdict": cmp.convergence_verdict.value,
+        "rounds": {"baseline_seconds": cmp.baseline_rounds, "mixed_seconds": cmp.candidate_rounds},
+        "speedup_low_percent": cmp.speedup_low_percent,
+        "speedup_high_percent": cmp.speedup_high_percent,
+        "measurable": cmp.measurable,
     }
     data = {
         "schema": SCHEMA,
@@ -127,7 +138,7 @@ def write_json(data: dict[str, Any], path: str | os.PathLike[str]) -> Path:
         >>> import tempfile
         >>> out = write_json({"schema": SCHEMA}, Path(tempfile.mkdtemp()) / "r.json")
         >>> json.loads(out.read_text())["schema"]
-        'gometal_keras.demo/1'
+        'gometal_keras.demo/2'
     """
     path = Path(path)
     check_writable(path)

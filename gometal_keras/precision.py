@@ -130,3 +130,24 @@ def rejected(device: DeviceInfo) -> dict[Precision, str]:
         )
         out[Precision.MIXED_BFLOAT16] = f"no {why} for bfloat16 on this {device.kind}"
     return out
+
+
+def preferred(device: DeviceInfo) -> Precision:
+    """The precision chosen by device facts alone, without trials (``decision_cache="never"``).
+
+    Mixed precision only on a CUDA GPU, where tensor cores make it pay reliably: bfloat16
+    where it is fast (no loss scaling), else float16; float32 everywhere else (on CPUs and
+    Apple GPUs the measured gains are small, absent or negative).
+
+    Example:
+        >>> h200 = DeviceInfo("jax", "cuda", "H200", True, True, True, compute_capability=(9, 0))
+        >>> preferred(h200).value, preferred(cpu_device("jax", True)).value
+        ('mixed_bfloat16', 'float32')
+    """
+    found = candidates(device)
+    if device.kind != "cuda":
+        return Precision.FLOAT32
+    for precision in (Precision.MIXED_BFLOAT16, Precision.MIXED_FLOAT16):
+        if precision in found:
+            return precision
+    return Precision.FLOAT32

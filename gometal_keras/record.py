@@ -76,6 +76,9 @@ class TrainingRun:
             ``"whole epoch per call (XLA, device-resident data)"``).
         val_losses: Validation loss of each epoch when validation data was given.
         metrics: Extra per-epoch metrics by name.
+        peak_memory_bytes: Peak memory of the run (`gometal_keras.memory`), or None.
+        memory_kind: What `peak_memory_bytes` is: ``"device peak"`` or, on a CPU,
+            ``"process peak RSS growth"``.
 
     Example:
         >>> run = TrainingRun("float32", [2.3, 1.1], [0.5, 0.1], device="CPU")
@@ -92,6 +95,8 @@ class TrainingRun:
     loop: str = ""
     val_losses: list[float] = dataclasses.field(default_factory=list)
     metrics: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    peak_memory_bytes: int | None = None
+    memory_kind: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.plan, RunPlan):
@@ -132,6 +137,29 @@ class TrainingRun:
         """Mean wall time of a steady-state epoch (all but the first)."""
         return steady_mean(self.epoch_seconds)
 
+    @property
+    def trial_seconds(self) -> float:
+        """Time the trainer spent on trials to choose the plan (0 when cached or fixed)."""
+        return self.decision.trial_seconds if self.decision is not None else 0.0
+
+    @property
+    def compile_seconds(self) -> float:
+        """One-off time in epoch 1: its excess over a steady epoch (NaN with one epoch).
+
+        Example:
+            >>> TrainingRun("float32", [1.0, 0.5, 0.4], [2.5, 0.5, 0.5]).compile_seconds
+            2.0
+        """
+        if len(self.epoch_seconds) < 2:
+            return math.nan
+        return max(0.0, self.epoch_seconds[0] - self.steady_epoch_seconds)
+
+    @property
+    def training_seconds(self) -> float:
+        """`total_seconds` less `compile_seconds` (all of it with one epoch)."""
+        compile_ = self.compile_seconds
+        return self.total_seconds - (compile_ if math.isfinite(compile_) else 0.0)
+
     def to_dict(self) -> dict[str, Any]:
         """Return the run as JSON-ready data, derived figures included."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -148,6 +176,9 @@ class TrainingRun:
             final_loss=self.final_loss,
             total_seconds=self.total_seconds,
             steady_seconds=self.steady_seconds,
+            trial_seconds=self.trial_seconds,
+            compile_seconds=self.compile_seconds,
+            training_seconds=self.training_seconds,
         )
         return data
 

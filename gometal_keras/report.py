@@ -150,10 +150,16 @@ class Reporter:
             width = max(len(c.plan.label()) for c in decision.candidates)
             for c in decision.candidates:
                 shown = f"{c.seconds * 1000:8.2f} ms/step" if c.sound else "rejected"
+                if c.sound and len(c.samples) > 1:
+                    s, n = c.spread, len(c.samples)
+                    shown += f" (median; {s.low * 1e3:.3f}-{s.high * 1e3:.3f}, {n} rounds)"
                 shown = f"failed: {c.error}" if c.error else shown
                 mark = "  <- chosen" if c.plan == decision.chosen else ""
                 self._print(f"  {c.plan.label():<{width}} | {shown}{mark}")
         self._print(f"Chosen: {decision.chosen.label()}")
+        trials = {"cache": "none (cached decision)", "rule": "none (by rule)"}
+        if decision.origin in trials or decision.trial_seconds:
+            self._print(f"Trials: {trials.get(decision.origin, f'{decision.trial_seconds:.2f} s')}")
         self._print(f"Reason: {decision.reason}")
 
     def comparison(self, cmp: Comparison, notes: Sequence[str] = ()) -> None:
@@ -195,20 +201,34 @@ class Reporter:
             shown = seconds_text(cmp.baseline_seconds, cmp.candidate_seconds)
             self._print(f"  {b}: {shown[0]} seconds")
             self._print(f"  {c}: {shown[1]} seconds")
-        pct = cmp.speedup_percent
+        pct, rng = cmp.speedup_percent, ""
+        if cmp.rounds:
+            self._print(f"Interleaved Epochs ({cmp.rounds} rounds, {b} and {c} in turn):")
+            for label, s in zip((b, c), cmp.round_spreads(), strict=True):
+                ms = f"{s.median * 1e3:.2f} ms/epoch (median; {s.low * 1e3:.2f}-{s.high * 1e3:.2f})"
+                self._print(f"  {label}: {ms}")
+            rng = f" (rounds {cmp.speedup_low_percent:+.1f}% to {cmp.speedup_high_percent:+.1f}%)"
         if not math.isfinite(pct):
             self._print("  Speedup: n/a (timing unavailable)", "yellow")
+        elif not cmp.measurable:
+            self._print(f"  Speedup: {pct:.1f}%{rng}: no measurable difference", "yellow")
         elif pct > 0:
-            self._print(f"  Speedup: {pct:.1f}%", "green")
+            self._print(f"  Speedup: {pct:.1f}%{rng}", "green")
         else:
             why = "was slower" if pct < 0 else "was no faster"
-            self._print(f"  Speedup: {pct:.1f}% ({who} {why})", "yellow")
+            self._print(f"  Speedup: {pct:.1f}%{rng} ({who} {why})", "yellow")
         if steady:
             self._print()
             self._print("Total Time (including compilation):")
             shown = seconds_text(cmp.baseline_total_seconds, cmp.candidate_total_seconds)
             self._print(f"  {b}: {shown[0]} seconds")
             self._print(f"  {c}: {shown[1]} seconds")
+        if any(math.isfinite(r.compile_seconds) or r.decision for r in (base, cand)):
+            self._print()
+            self._print("Time to First Step (trials, compilation, then training):")
+            for label, run in ((b, base), (c, cand)):
+                self._print(f"  {label}: {_breakdown(run)}")
+        self._memory(((b, base), (c, cand)))
         self._print()
         self._print("Final Loss:")
         self._print(f"  {b}: {base.final_loss:.6f}")
@@ -222,11 +242,29 @@ class Reporter:
         self._print()
         self._print("🏁 Mixed precision training demo completed!", "bold")
 
+    def _memory(self, runs: Sequence[tuple[str, TrainingRun]]) -> None:
+        """Print each run's peak memory, where one was measured."""
+        if all(run.peak_memory_bytes is None for _, run in runs):
+            return
+        self._print()
+        kinds = {run.memory_kind for _, run in runs if run.memory_kind}
+        self._print(f"Peak Memory ({', '.join(sorted(kinds)) or 'unknown'}):")
+        for label, run in runs:
+            value = run.peak_memory_bytes
+            self._print(f"  {label}: {'n/a' if value is None else f'{value / 2**20:.1f} MiB'}")
+
     def _summary(self, cmp: Comparison, who: str, baseline_label: str) -> None:
         """Print the speedup and convergence verdict lines."""
         pct = cmp.speedup_percent
         verdict = cmp.speedup_verdict
-        if verdict == SpeedupVerdict.EXCELLENT:
+        if verdict == SpeedupVerdict.NO_DIFFERENCE:
+            low, high = cmp.speedup_low_percent, cmp.speedup_high_percent
+            self._print(
+                f"No measurable difference: {pct:+.1f}% (rounds {low:+.1f}% to {high:+.1f}%), "
+                "inside the timing noise",
+                "yellow",
+            )
+        elif verdict == SpeedupVerdict.EXCELLENT:
             self._print(f"🎉 Excellent speedup achieved: {pct:.1f}%", "bold green")
         elif verdict == SpeedupVerdict.GOOD:
             self._print(f"👍 Good speedup achieved: {pct:.1f}%", "green")
@@ -246,3 +284,13 @@ class Reporter:
             ConvergenceVerdict.DIVERGED: ("❌ Training diverged", "bold red"),
         }
         self._print(*lines[cmp.convergence_verdict])
+
+
+def _breakdown(run: TrainingRun) -> str:
+    """``"trials 4.20 s, compile 0.80 s, training 0.50 s"`` (trials: none when cached)."""
+    origin = run.decision.origin if run.decision is not None else ""
+    trials = {"cache": "none (cached decision)", "rule": "none (by rule)"}.get(origin)
+    compile_ = run.compile_seconds
+    parts = [f"trials {trials or f'{run.trial_seconds:.2f} s'}"]
+    parts.append(f"compile {compile_:.2f} s" if math.isfinite(compile_) else "compile n/a")
+    return ", ".join([*parts, f"training {run.training_seconds:.2f} s"])

@@ -9,6 +9,7 @@ a `TrainingRun` for the comparison and the reports.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +23,7 @@ from gometal_keras.config import TrainerConfig
 from gometal_keras.decision import Decision
 from gometal_keras.fitting import FitSession
 from gometal_keras.loop import ArrangedData, TrainingLoop
+from gometal_keras.memory import MemoryWatch
 from gometal_keras.objectives import epoch_logs, make_objective, make_optimizer, non_finite_message
 from gometal_keras.persistence import Persistent
 from gometal_keras.plan import Precision, RunPlan
@@ -241,6 +243,7 @@ class Trainer(Persistent):
             verbose=verbose,
             early_stop_loss=early_stop_loss,
         )
+        watch = MemoryWatch(self._engine)  # the run's peak memory (see gometal_keras.memory)
         session.begin()
         for epoch in range(self.epoch, self.epoch + epochs):
             session.epoch_begin(epoch)
@@ -253,7 +256,9 @@ class Trainer(Persistent):
             if session.epoch_end(epoch, logs):
                 break
         session.end()
-        return session.run(self.plan, self.device.describe(), self.decision, data.describe())
+        run = session.run(self.plan, self.device.describe(), self.decision, data.describe())
+        peak = watch.peak()
+        return dataclasses.replace(run, peak_memory_bytes=peak.bytes, memory_kind=peak.kind)
 
     def predict(self, x: Any) -> np.ndarray:
         """Return the model's float32 outputs for `x` (all samples, in batches).

@@ -71,7 +71,7 @@ def test_demo_writes_json_and_plot(tmp_path, capsys):
     assert "Phase 1" in text and "Performance Comparison" in text
     assert f"JSON report written to {out_json}" in text
     data = json.loads(out_json.read_text())
-    assert data["schema"] == "gometal_keras.demo/1"
+    assert data["schema"] == "gometal_keras.demo/2"
     assert len(data["phases"]["baseline"]["losses"]) == 2
     assert out_png.read_bytes().startswith(b"\x89PNG")
 
@@ -105,3 +105,16 @@ def test_python_dash_m_runs():
     assert "python -m gometal_keras demo: error: --epochs must be a positive integer" in (
         done.stderr
     )
+
+
+def test_tune_stores_a_decision_that_info_lists(capsys):
+    from gometal_keras.cli import main
+
+    flags = ["--layers", "16", "--batch-size", "16", "--samples", "64"]
+    assert main(["tune", *flags]) == 0
+    out = capsys.readouterr().out
+    assert "Chosen:  " in out and "Stored in " in out
+    assert main(["info"]) == 0
+    info = capsys.readouterr().out
+    assert "Decision cache: " in info and "(1 cached)" in info
+    assert "dense(16)-relu-dropout-dense(10), input (784,), batch 16" in info

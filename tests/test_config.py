@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from gometal_keras.config import (
     CLASSIFICATION_LOSSES,
+    DECISION_CACHES,
     DISTRIBUTIONS,
     LOOPS,
     LOSSES,
@@ -38,6 +39,7 @@ CHOICES = {
     "loop": (LOOPS, False),
     "lr_schedule": (LR_SCHEDULES, True),
     "distribution": (DISTRIBUTIONS, True),
+    "decision_cache": (DECISION_CACHES, False),
 }
 NON_FINITE = st.sampled_from([math.nan, math.inf, -math.inf])
 NOT_A_NUMBER = st.one_of(

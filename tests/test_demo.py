@@ -100,3 +100,34 @@ def test_explicit_mixed_precision_is_phase_two():
     assert result.mixed.plan.compute_dtype == "bfloat16"
     assert not any("Precision choice" in note for note in result.notes)
     assert not any(note.startswith("Both phases trained FP32") for note in result.notes)
+
+
+def test_speed_comparison_interleaves_rounds_and_records_memory_and_first_step():
+    import json
+    import math
+
+    from rich.console import Console
+
+    from gometal_keras.jsonreport import demo_report
+    from gometal_keras.memory import RSS_GROWTH
+    from gometal_keras.report import Reporter
+
+    result = run_demo(SMALL)
+    cmp = result.comparison
+    assert cmp.rounds == SMALL.rounds == len(cmp.candidate_rounds)
+    assert all(t > 0 for t in (*cmp.baseline_rounds, *cmp.candidate_rounds))
+    assert cmp.speedup_low_percent <= cmp.speedup_percent <= cmp.speedup_high_percent
+    for run in (result.baseline, result.mixed):
+        assert run.memory_kind == RSS_GROWTH and run.peak_memory_bytes >= 0
+        assert math.isclose(run.compile_seconds + run.training_seconds, run.total_seconds)
+    data = json.loads(json.dumps(demo_report(result), allow_nan=False))
+    assert data["comparison"]["rounds"]["mixed_seconds"] == list(cmp.candidate_rounds)
+    assert data["phases"]["baseline"]["memory_kind"] == RSS_GROWTH
+    assert data["settings"]["rounds"] == SMALL.rounds
+    console = Console(file=__import__("io").StringIO(), width=120)
+    Reporter(console, plain=True, emoji=False).comparison(cmp, result.notes)
+    out = console.file.getvalue()
+    assert f"Interleaved Epochs ({SMALL.rounds} rounds, FP32 (baseline) and" in out
+    assert "Peak Memory (process peak RSS growth):" in out
+    assert "Time to First Step (trials, compilation, then training):" in out
+

@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from gometal_keras import autotune, engines
+from gometal_keras import autotune, engines, trial_runner, trials
 from gometal_keras.config import TrainerConfig
 from gometal_keras.decision import Decision
 from gometal_keras.plan import HOST, Loop, Precision
@@ -35,13 +35,14 @@ FUSED, STEP = "float32 (no XLA, fused)", "float32 (no XLA, step)"
 CPU_FUSED, CPU_STEP = f"{FUSED} on the CPU", f"{STEP} on the CPU"
 #: Every plan a float32 builder may be tried under on the fake Apple GPU.
 LABELS = (FUSED, STEP, CPU_FUSED, CPU_STEP)
-#: Trials kept short: one warm-up and two timed calls of TRIAL_STEPS steps.
-QUICK = mock.patch.multiple(autotune, TRIAL_REPEATS=2, TRIAL_BUDGET=0.0)
+#: Trials kept short: one warm-up and two timed rounds of TRIAL_STEPS steps.
+QUICK = mock.patch.multiple(trials, MIN_ROUNDS=2, MAX_ROUNDS=2)
 
 
 def config(**overrides) -> TrainerConfig:
-    """float32, XLA left to the device (none on Metal), the loop measured."""
-    return float32_config(**{"jit_compile": None, "loop": "auto", **overrides})
+    """float32, XLA left to the device (none on Metal), the loop measured, always timed."""
+    settings = {"jit_compile": None, "loop": "auto", "decision_cache": "always"}
+    return float32_config(**{**settings, **overrides})
 
 
 class MetalTestCase(tf.test.TestCase):
@@ -153,7 +154,7 @@ class FallbackTest(MetalTestCase):
 
     def test_a_hang_drops_the_candidate(self):
         engine = FaultyEngine(hangs=(FUSED,), cpu=False)
-        with mock.patch.object(autotune, "TRIAL_TIME_LIMIT", 5.0):
+        with mock.patch.object(trial_runner, "TRIAL_TIME_LIMIT", 5.0):
             trainer = self.trainer(engine)
         self.assertEqual(trainer.plan.label(), STEP)
         self.assertEqual(self.errors(trainer.decision)[FUSED], "did not finish within 5 s")

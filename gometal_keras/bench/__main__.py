@@ -80,6 +80,13 @@ def _add_sizes(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=None, help="warm-up epochs (default 2; quick 1)")
     p.add_argument("--seed", type=int, default=42, help="weights, dropout and data seed")
     p.add_argument("--json", metavar="PATH", help="write the full result as JSON here")
+    p.add_argument(
+        "--max-batch",
+        action="store_true",
+        help="instead of timing: the largest batch that trains per config and precision "
+        "(growth then bisection, each probe a fresh process), with peak memory",
+    )
+    p.add_argument("--max-batch-limit", type=int, default=2**21, help="largest batch tried")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -156,6 +163,8 @@ def run_bench(settings: Settings, log: Callable[[str], None] = print) -> dict[st
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, write ``--json``, print the table; return the exit status 0."""
     args = parse_args(argv)
+    if args.max_batch:
+        return _max_batch(args)
     settings = Settings.from_args(args)
     result = run_bench(settings, log=lambda m: print(m, file=sys.stderr, flush=True))
     if args.json:
@@ -163,6 +172,23 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(result, fh, indent=2)
     table.show(result)
     print(f"wall time {result['wall_seconds']:.1f} s")
+    return 0
+
+
+def _max_batch(args: argparse.Namespace) -> int:
+    """``--max-batch``: search, write ``--json`` (schema ``gometal_keras.max-batch/1``), print."""
+    from gometal_keras.bench import max_batch
+
+    policies = [p for p in args.precisions if p in ("float32", "mixed_float16", "mixed_bfloat16")]
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    rows = max_batch.max_batch(args.configs, policies, args.max_batch_limit, args.quick, log)
+    if args.json:
+        device = environment.device_dict(engines.current().describe_device())
+        data = {"schema": "gometal_keras.max-batch/1", "device": device, "rows": rows,
+                "versions": environment.versions(), "limit": args.max_batch_limit}
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2)
+    max_batch.show(rows)
     return 0
 
 

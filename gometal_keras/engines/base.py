@@ -118,6 +118,10 @@ class Engine(abc.ABC):
     def free_memory_bytes(self) -> int | None:
         """Bytes free on the device for data, or None when unknown."""
 
+    def peak_memory_bytes(self, reset: bool = False) -> int | None:
+        """Peak bytes allocated on the device (since `reset` where it can); None on a CPU."""
+        return None
+
     #: The `Program` class `program` builds: ``cls(model, objective, optimizer, plan,
     #: placement)``.
     program_class: type[Program]

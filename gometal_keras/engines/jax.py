@@ -189,6 +189,14 @@ class JaxEngine(Engine):
             jax.block_until_ready([v.value for v in model.variables])
         jax.effects_barrier()
 
+    def use_compilation_cache(self, folder: str) -> None:
+        """Keep compiled programs in `folder` across processes (process-wide; off by default)."""
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+
+    def peak_memory_bytes(self, reset: bool = False) -> int | None:
+        stats = self._device.memory_stats() if self._device.platform != "cpu" else None
+        return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+
     def free_memory_bytes(self) -> int | None:
         stats = self._device.memory_stats() if self._device.platform != "cpu" else None
         if not stats:

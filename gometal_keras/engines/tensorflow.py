@@ -210,6 +210,13 @@ class TensorFlowEngine(Engine):
         if self._gpus:
             tf.test.experimental.sync_devices()
 
+    def peak_memory_bytes(self, reset: bool = False) -> int | None:
+        if not self._gpus or self._metal:
+            return None
+        if reset:
+            tf.config.experimental.reset_memory_stats("GPU:0")
+        return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
+
     def free_memory_bytes(self) -> int | None:
         if not self._gpus or self._metal:
             return host_free_memory_bytes()  # Apple GPUs share the host's memory

@@ -100,6 +100,13 @@ class TorchEngine(Engine):
         elif torch.backends.mps.is_available():
             torch.mps.synchronize()
 
+    def peak_memory_bytes(self, reset: bool = False) -> int | None:
+        if not torch.cuda.is_available():
+            return None
+        if reset:
+            torch.cuda.reset_peak_memory_stats()
+        return int(torch.cuda.max_memory_allocated())
+
     def free_memory_bytes(self) -> int | None:
         if torch.cuda.is_available():
             return int(torch.cuda.mem_get_info()[0])

@@ -1,0 +1,47 @@
+"""Tests for gometal_keras.bench.max_batch: the search, against a threshold oracle.
+
+Probes are faked (a batch trains when it is at most a hidden threshold), so the search is
+checked without a device; `probe` itself runs in the module's doctest.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gometal_keras.bench.max_batch import GROWTH, RESOLUTION, max_batch, search
+
+SETTINGS = settings(max_examples=25, deadline=None, database=None)
+
+
+@SETTINGS
+@given(st.integers(0, 10**6), st.integers(1, 512), st.integers(1, 2**21))
+def test_search_brackets_the_threshold(threshold, start, limit):
+    tried = []
+
+    def trains(batch: int) -> bool:
+        tried.append(batch)
+        return batch <= threshold
+
+    good, bad = search(trains, start, limit)
+    assert len(tried) == len(set(tried))  # no batch probed twice
+    assert good <= threshold and good <= max(limit, 0)
+    if start > threshold or start > limit:
+        assert good == 0
+        return
+    if bad is None:
+        assert good == limit or limit < start
+    else:
+        assert bad > threshold and bad <= max(limit, start * GROWTH)
+        assert bad / good <= RESOLUTION or bad == good + 1
+
+
+def test_rows_carry_the_first_probe_s_peak_memory_and_every_probe():
+    fake = lambda c, p, b, q: {"batch": b, "ok": b <= 1000, "peak_memory_bytes": b * 10}  # noqa: E731
+    rows = max_batch(["wide", "cnn"], ["float32"], 10**5, quick=True, log=lambda _: None,
+                     run_probe=fake)  # fmt: skip
+    assert [r["config"] for r in rows] == ["wide", "cnn"]
+    for row in rows:
+        assert row["peak_memory_bytes"] == row["config_batch"] * 10
+        assert row["largest_batch"] <= 1000 < row["first_failed_batch"]
+        assert {p["batch"] for p in row["probes"]} >= {row["config_batch"]}
