@@ -133,11 +133,14 @@ def non_finite_message(plan: RunPlan, where: str) -> str:
 
     Example:
         >>> from gometal_keras.plan import Precision
-        >>> non_finite_message(RunPlan(Precision.FLOAT32, xla=True), "the batch")[:40]
-        'The loss became non-finite in the batch;'
+        >>> non_finite_message(RunPlan(Precision.FLOAT32, xla=True), "the batch")[:41]
+        'Training became non-finite in the batch; '
     """
     if plan.guard:
-        what = "the step was skipped and the weights are those of the step before"
+        what = (
+            "its loss, gradients or new weights were not finite, so the step was skipped and "
+            "every variable holds its value from the step before"
+        )
     elif plan.loss_scaling is not None:
         what = "the loss scaler skipped the update, so the weights are unchanged"
     else:
@@ -146,7 +149,7 @@ def non_finite_message(plan: RunPlan, where: str) -> str:
             "was applied and the weights may no longer be finite"
         )
     return (
-        f"The loss became non-finite in {where}; {what}. Check the learning rate and the data."
+        f"Training became non-finite in {where}; {what}. Check the learning rate and the data."
     )
 
 
