@@ -252,7 +252,8 @@ class ModelBuilder:
         taken, input_name, i = {layer.name for layer in built}, "input", 0
         while input_name in taken:
             i, input_name = i + 1, f"input_{i + 1}"
-        inputs = keras.Input(shape=_channels_last(self._input_shape), name=input_name)
+        dtype = None if policy is None else policy.variable_dtype  # not Keras' global floatx
+        inputs = keras.Input(shape=_channels_last(self._input_shape), name=input_name, dtype=dtype)
         return keras.Sequential([inputs, *built], name="gometal_model")
 
     def summary(self) -> str:

@@ -1,4 +1,5 @@
-"""The non-finite guard: which values must be finite for a training step to be committed.
+"""The non-finite guard: which values must be finite for a training step to be committed,
+and the epoch transaction that puts every variable back when an epoch is interrupted.
 
 A step is a transaction. Its forward pass moves BatchNorm statistics and random-generator
 state, its update moves the weights and the optimizer's slots. Under a guarded plan
@@ -24,7 +25,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import keras
@@ -76,6 +78,42 @@ def reported(values: Any, committed: Any) -> Any:
     """
     ops = keras.ops
     values = ops.convert_to_tensor(values)
-    first = ops.arange(ops.shape(values)[0]) == 0
-    nan = ops.full_like(values, float("nan"))
-    return ops.where(ops.logical_and(first, ops.logical_not(committed)), nan, values)
+    loss = values[:1]
+    loss = ops.where(committed, loss, ops.full_like(loss, float("nan")))
+    return ops.concatenate([loss, values[1:]])
+
+
+@contextlib.contextmanager
+def rolled_back_on_interrupt(model: keras.Model, optimizer: Any) -> Iterator[None]:
+    """Run a block (an epoch) as a transaction: on any exception, every variable goes back.
+
+    `Trainer.fit` runs each epoch in one: a `KeyboardInterrupt` (Ctrl-C) that arrives
+    while a fused epoch runs on the device is raised when the call returns, after its
+    updates are in; without this the model would hold an epoch that `trainer.epoch` does
+    not count, and a resume would train on its data twice. The copy is taken on the
+    device, once an epoch.
+
+    Args:
+        model: Its variables (weights, BatchNorm statistics, random-generator state).
+        optimizer: Its variables (slots, iteration count, loss scale).
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        >>> before = keras.ops.convert_to_numpy(m.weights[0])
+        >>> try:
+        ...     with rolled_back_on_interrupt(m, keras.optimizers.SGD()):
+        ...         _ = m.weights[0].assign(before + 1)
+        ...         raise KeyboardInterrupt
+        ... except KeyboardInterrupt:
+        ...     pass
+        >>> bool((keras.ops.convert_to_numpy(m.weights[0]) == before).all())
+        True
+    """
+    variables = [*model.variables, *optimizer.variables]
+    saved = [keras.ops.copy(v.value) for v in variables]
+    try:
+        yield
+    except BaseException:
+        for variable, value in zip(variables, saved, strict=True):
+            variable.assign(value)
+        raise

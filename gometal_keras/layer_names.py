@@ -50,8 +50,7 @@ def check_name(label: str, name: Any) -> None:
         raise TypeError(f"{label}: name must be a str or None, got {name!r}.")
     if not name or len(name) > MAX_LENGTH:
         raise ValueError(
-            f"{label}: name must be non-empty and at most {MAX_LENGTH} characters, got "
-            f"{len(name)}."
+            f"{label}: name must be non-empty and at most {MAX_LENGTH} characters, got {len(name)}."
         )
     if not VALID_NAME.fullmatch(name):
         raise ValueError(
