@@ -224,7 +224,7 @@ NAMES = st.text(max_size=12) | st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,10}"
 class LayerNameTest(tf.test.TestCase):
     """Class 9: a name the builder accepts trains; one it refuses leaves it unchanged."""
 
-    @settings(max_examples=12, deadline=None)
+    @settings(max_examples=8, deadline=None)
     @given(name=NAMES)
     def test_accepted_names_train(self, name):
         b = ModelBuilder([16, 8]).add_dense(8, name="first")
@@ -265,8 +265,8 @@ class KerasCallbacksTest(tf.test.TestCase):
         self.assertTrue(run.stopped_early)  # EarlyStopping: no epoch improves by 100
         self.assertLen(run.losses, 2)
         self.assertAllClose(
-            float(keras.ops.convert_to_numpy(t.optimizer.learning_rate)), 0.001 / 4
-        )  # halved after each of the two epochs
+            float(keras.ops.convert_to_numpy(t.optimizer.learning_rate)), 0.001 / 2
+        )  # halved after the second epoch (the first sets the best)
         self.assertFalse(hasattr(t.model, "optimizer") and t.model.optimizer is not None)
         reloaded = keras.models.load_model(os.path.join(folder, "best.keras"), compile=False)
         self.assertAllClose(reloaded.predict(X, verbose=0), t.predict(X), atol=1e-6)
