@@ -107,7 +107,7 @@ class SkippedStepTest(tf.test.TestCase):
         cfg = TrainerConfig(
             batch_size=16,
             precision="mixed_float16",
-            jit_compile=True,
+            jit_compile=False,  # a tiny model: TF's slow float16 CPU kernels cost little
             seed=2,
             initial_loss_scale=1e38,
         )  # the first step's float16 gradients overflow
@@ -116,7 +116,8 @@ class SkippedStepTest(tf.test.TestCase):
         x = np.random.default_rng(0).normal(size=(16, 8)).astype(np.float32)
         loss = t.train_batch(x, np.arange(16) % 4).loss
         self.assertTrue(np.isfinite(loss))  # the loss is finite: only the gradients overflow
-        self.assertEqual(float(keras.ops.convert_to_numpy(t.optimizer.dynamic_scale)), 5e37)
+        scale = keras.ops.convert_to_numpy(t.optimizer.dynamic_scale)
+        self.assertEqual(scale, np.float32(1e38) / 2)  # halved: the step was skipped
         for got, want in zip(values(t.model.variables), before, strict=True):
             self.assertAllEqual(got, want)
 
@@ -130,6 +131,7 @@ FLOAT_FIELDS = [
     "weight_decay",
     "lr_factor",
 ]
+POSITIVE = ("learning_rate", "epsilon", "initial_loss_scale")
 EXTREME = st.sampled_from(
     [
         1e-46,
@@ -165,7 +167,7 @@ class Float32ConfigTest(tf.test.TestCase):
         with np.errstate(over="ignore"):
             f32 = float(np.float32(value))
         self.assertTrue(np.isfinite(f32), f"{field}={value!r} is infinite in float32")
-        if value != 0:
+        if field in POSITIVE:  # 0 would divide by zero (epsilon) or never train
             self.assertGreaterEqual(abs(f32), F32.tiny, f"{field}={value!r} flushes to 0")
         if field in ("beta1", "momentum", "lr_factor"):
             self.assertLess(f32, 1.0, f"{field}={value!r} is 1.0 in float32")
