@@ -19,6 +19,7 @@ import numbers
 from typing import Any
 
 from gometal_keras.plan import Loop, Precision
+from gometal_keras.seeds import SEED_MAX
 
 
 def _integer(value: Any) -> bool:
@@ -33,7 +34,7 @@ def _real(value: Any) -> bool:
 TOP = {
     "config": (lambda v: isinstance(v, dict), "an object"),
     "plan": (lambda v: isinstance(v, dict), "an object"),
-    "seed": (lambda v: _integer(v) and 0 <= v < 2**32, "an int in [0, 2**32)"),
+    "seed": (lambda v: _integer(v) and 0 <= v <= SEED_MAX, f"an int in [0, {SEED_MAX}]"),
     "epoch": (lambda v: _integer(v) and v >= 0, "a non-negative int"),
 }
 OPTIONAL = {

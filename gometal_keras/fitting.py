@@ -36,8 +36,8 @@ class CallbackModel:
     Example:
         >>> m = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
         >>> view = CallbackModel(m, keras.optimizers.SGD(0.5))
-        >>> float(view.optimizer.learning_rate), view.count_params(), m.optimizer is None
-        (0.5, 2, True)
+        >>> float(view.optimizer.learning_rate), view.count_params(), getattr(m, "optimizer", None)
+        (0.5, 2, None)
     """
 
     def __init__(self, model: keras.Model, optimizer: Any):

@@ -1,9 +1,10 @@
 """Seeds: the range a seed may take, and independent per-layer seeds derived from one.
 
-A seed reaches the device as an integer tensor (Keras' `SeedGenerator` state), so it must
-fit there: seeds are ints in ``[0, SEED_MAX]``, as numpy's. Each layer of a built model
-gets its own seed from numpy's `SeedSequence`, so runs with nearby seeds (7 and 8) share no
-random stream, as ``seed + i`` per layer did (run 7's second layer was run 8's first).
+A seed reaches the device as an integer tensor (Keras' `SeedGenerator` state, int32 on
+PyTorch), so it must fit there: seeds are ints in ``[0, SEED_MAX]``, ``2**31 - 1``. Each
+layer of a built model gets its own seed from numpy's `SeedSequence`, so runs with nearby
+seeds (7 and 8) share no random stream, as ``seed + i`` per layer did (run 7's second layer
+was run 8's first).
 
 Example:
     >>> layer_seeds(7, 3) != layer_seeds(8, 3)[:3], len(set(layer_seeds(7, 3) + layer_seeds(8, 3)))
@@ -17,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-#: The largest seed: an unsigned 32-bit integer, as `numpy.random.seed` takes.
-SEED_MAX = 2**32 - 1
+#: The largest seed: Keras' PyTorch backend holds seeds as int32.
+SEED_MAX = 2**31 - 1
 
 
 def check_seed(value: Any, what: str) -> int | None:
@@ -37,7 +38,7 @@ def check_seed(value: Any, what: str) -> int | None:
         (3, None)
         >>> check_seed(2**64, "seed")
         Traceback (most recent call last):
-        ValueError: seed is 18446744073709551616; expected an int in [0, 4294967295].
+        ValueError: seed is 18446744073709551616; expected an int in [0, 2147483647].
     """
     if value is None:
         return None
@@ -62,4 +63,5 @@ def layer_seeds(seed: int, count: int) -> list[int]:
         >>> layer_seeds(0, 2) == layer_seeds(0, 2), len(layer_seeds(0, 5))
         (True, 5)
     """
-    return [int(s) for s in np.random.SeedSequence(seed).generate_state(count, np.uint32)]
+    state = np.random.SeedSequence(seed).generate_state(count, np.uint32)
+    return [int(s) >> 1 for s in state]  # 31 bits: within SEED_MAX

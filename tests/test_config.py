@@ -27,6 +27,7 @@ from gometal_keras.config import (
     TrainerConfig,
 )
 from gometal_keras.plan import PRECISION_NAMES
+from gometal_keras.seeds import SEED_MAX
 
 PROPERTY = settings(max_examples=300, deadline=None)
 FIELDS = {f.name for f in dataclasses.fields(TrainerConfig)}
@@ -76,9 +77,7 @@ def _positive_real() -> tuple[st.SearchStrategy, st.SearchStrategy]:
 
 def _in_range(low: float, high: float, high_open: bool) -> tuple[st.SearchStrategy, ...]:
     top = high if math.isfinite(high) else None
-    valid = st.floats(
-        low, top or F32_MAX, exclude_max=high_open and top is not None, width=32
-    )
+    valid = st.floats(low, top or F32_MAX, exclude_max=high_open and top is not None, width=32)
     outside = st.one_of(
         st.floats(max_value=low, exclude_max=True),
         st.integers(max_value=math.ceil(low) - 1),
@@ -114,8 +113,8 @@ def _choice(valid_names: tuple[str, ...], optional: bool) -> tuple[st.SearchStra
 
 def _seed() -> tuple[st.SearchStrategy, st.SearchStrategy]:
     wrong = st.one_of(st.floats(), st.text(max_size=5), st.booleans())
-    outside = st.integers(max_value=-1) | st.integers(min_value=2**32)
-    return st.none() | st.integers(0, 2**32 - 1), _bad(wrong, TypeError) | _bad(outside, ValueError)
+    outside = st.integers(max_value=-1) | st.integers(min_value=SEED_MAX + 1)
+    return st.none() | st.integers(0, SEED_MAX), _bad(wrong, TypeError) | _bad(outside, ValueError)
 
 
 #: Field -> (strategy of valid values, strategy of (invalid value, expected error)).
@@ -217,7 +216,7 @@ class DefaultsTest(tf.test.TestCase):
         self.assertEqual(cfg.batch_size, 1)
         self.assertEqual(TrainerConfig(weight_decay=10.0).weight_decay, 10.0)
         self.assertEqual(TrainerConfig(beta2=0.999999).beta2, 0.999999)
-        self.assertEqual(TrainerConfig(seed=2**32 - 1).seed, 2**32 - 1)
+        self.assertEqual(TrainerConfig(seed=SEED_MAX).seed, SEED_MAX)
 
 
 class ValidationTest(tf.test.TestCase):
