@@ -190,7 +190,7 @@ class Trainer(Persistent):
         epochs: int = 1,
         early_stop_loss: float | None = None,
         validation_data: tuple[Any, Any] | None = None,
-        callbacks: Sequence[keras.callbacks.Callback] = (),
+        callbacks: Sequence[keras.callbacks.Callback] | keras.callbacks.Callback | None = (),
         verbose: int = 0,
     ) -> TrainingRun:
         """Train for `epochs` more epochs over full batches of (x, y); return what was measured.
@@ -206,7 +206,8 @@ class Trainer(Persistent):
             epochs: Number of epochs (at least 1).
             early_stop_loss: Stop once an epoch's mean loss is below this.
             validation_data: Optional ``(x_val, y_val)`` evaluated after each epoch.
-            callbacks: Keras callbacks.
+            callbacks: Keras callbacks (a list, one callback, or None); they see the
+                model with the trainer's optimizer (`fitting.CallbackModel`).
             verbose: Passed to Keras' progress bar (0 = silent, the default).
 
         Returns:
@@ -214,6 +215,7 @@ class Trainer(Persistent):
             times.
 
         Raises:
+            TypeError, ValueError: A bad argument, before the first step (`arguments.py`).
             FloatingPointError: The loss became non-finite and no loss scaler skipped the
                 step; the message names the epoch and step and what the weights hold.
 
