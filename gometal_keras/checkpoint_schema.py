@@ -53,9 +53,12 @@ OPTIONAL = {
     ),
 }
 PLAN = {
-    "precision": (lambda v: v in {p.value for p in Precision}, "a precision name"),
+    "precision": (
+        lambda v: isinstance(v, str) and v in {p.value for p in Precision},
+        "a precision name",
+    ),
     "xla": (lambda v: isinstance(v, bool), "a bool"),
-    "loop": (lambda v: v in {lp.value for lp in Loop}, "'fused' or 'step'"),
+    "loop": (lambda v: isinstance(v, str) and v in {lp.value for lp in Loop}, "'fused' or 'step'"),
     "guard": (lambda v: isinstance(v, bool), "a bool"),
 }
 PLAN_OPTIONAL = {
