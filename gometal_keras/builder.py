@@ -14,8 +14,10 @@ from typing import Any
 
 import keras
 
+from gometal_keras.layer_names import check_name
 from gometal_keras.layer_rules import resolve_policy
 from gometal_keras.layers import LayerSpec, make_spec
+from gometal_keras.seeds import check_seed, layer_seeds
 
 PolicyLike = str | keras.DTypePolicy | None
 
@@ -107,12 +109,7 @@ class ModelBuilder:
 
     def _add(self, kind: str, name: str | None, **args: Any) -> ModelBuilder:
         index = len(self._layers) + 1
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"Layer {index} ({kind}): name must be a str or None, got {name!r}.")
-        if name is not None and (not name or "/" in name):
-            raise ValueError(
-                f"Layer {index} ({kind}): name must be non-empty without '/', got {name!r}."
-            )
+        check_name(f"Layer {index} ({kind})", name)
         label = f"layer '{name}' ({kind})" if name else f"layer {index} ({kind})"
         spec = make_spec(kind, name or kind, args, self.output_shape, label)
         taken = {n for layer in self._layers for n in layer.keras_names}
@@ -229,19 +226,18 @@ class ModelBuilder:
         effective = policy if policy is not None else keras.config.dtype_policy()
         mixed = effective.name.startswith("mixed_")
         last = len(self._layers) - 1
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"compile(seed=...) must be an int or None, got {seed!r}.")
+        seed = check_seed(seed, "compile(seed=...)")
+        seeds = [None] * len(self._layers) if seed is None else layer_seeds(seed, len(self._layers))
         built = [
             layer
             for i, spec in enumerate(self._layers)
-            for layer in spec.build(
-                "float32" if mixed and i == last else policy, None if seed is None else seed + i
-            )
+            for layer in spec.build("float32" if mixed and i == last else policy, seeds[i])
         ]
         taken, input_name, i = {layer.name for layer in built}, "input", 0
         while input_name in taken:
             i, input_name = i + 1, f"input_{i + 1}"
-        inputs = keras.Input(shape=_channels_last(self._input_shape), name=input_name)
+        dtype = None if policy is None else policy.variable_dtype  # not Keras' global floatx
+        inputs = keras.Input(shape=_channels_last(self._input_shape), name=input_name, dtype=dtype)
         return keras.Sequential([inputs, *built], name="gometal_model")
 
     @staticmethod

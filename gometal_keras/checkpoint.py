@@ -18,12 +18,12 @@ import json
 import os
 import tempfile
 import zipfile
-import zlib
 from typing import Any
 
 import keras
 import numpy as np
 
+from gometal_keras import checkpoint_schema
 from gometal_keras.state import TrainerState
 
 FORMAT, VERSION = "gometal_keras.checkpoint", 2
@@ -54,7 +54,13 @@ def write(path: str | os.PathLike, model: keras.Model, state: TrainerState) -> N
         "sha256": {name: hashlib.sha256(blob).hexdigest() for name, blob in blobs.items()},
     }
     folder = os.path.dirname(os.path.abspath(path))
-    fd, partial = tempfile.mkstemp(prefix=".gmk-", suffix=".partial", dir=folder)
+    if os.path.isdir(path) or not os.path.isdir(folder):
+        what = "is a folder" if os.path.isdir(path) else "is in a folder that does not exist"
+        raise FileNotFoundError(f"Cannot write checkpoint {path!r}: it {what}.")
+    try:
+        fd, partial = tempfile.mkstemp(prefix=".gmk-", suffix=".partial", dir=folder)
+    except OSError as err:
+        raise type(err)(f"Cannot write checkpoint {path!r}: {err.strerror}.") from None
     try:
         with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as zf:
             for name, blob in blobs.items():
@@ -63,9 +69,11 @@ def write(path: str | os.PathLike, model: keras.Model, state: TrainerState) -> N
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(partial, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(partial):
             os.remove(partial)
+        if isinstance(err, OSError):  # name the user's path, not the temporary file
+            raise type(err)(f"Cannot write checkpoint {path!r}: {err.strerror or err}.") from None
         raise
 
 
@@ -80,20 +88,29 @@ def read(path: str | os.PathLike) -> tuple[keras.Model, TrainerState]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No checkpoint at {path!r}.")
     meta, blobs = _read(path)
-    try:
-        state = TrainerState.from_metadata(
-            meta, _unpack(blobs["variables.npz"]), _unpack(blobs["optimizer.npz"])
-        )
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(
-            f"Checkpoint {path!r} has unreadable metadata ({type(err).__name__}: {err})."
-        ) from None
+    checkpoint_schema.check(meta, path)
+    arrays = [_unpack(blobs[name], name, path) for name in ("variables.npz", "optimizer.npz")]
+    state = checkpoint_schema.rebuilt(
+        "metadata", path, lambda: TrainerState.from_metadata(meta, *arrays)
+    )
     with tempfile.TemporaryDirectory() as tmp:
         model_file = os.path.join(tmp, "model.keras")
         with open(model_file, "wb") as fh:
             fh.write(blobs["model.keras"])
-        model = keras.models.load_model(model_file, compile=False)
+        try:
+            model = keras.models.load_model(model_file, compile=False)
+        except Exception as err:  # Keras raises many types for a model it cannot rebuild
+            raise ValueError(
+                f"Checkpoint {path!r} holds a model Keras cannot rebuild "
+                f"({type(err).__name__}: {_first_line(err)}); expected its custom layers "
+                "registered with keras.saving.register_keras_serializable."
+            ) from None
     return model, state
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0].rstrip(".") if lines else ""
 
 
 def _read(path: str) -> tuple[dict[str, Any], dict[str, bytes]]:
@@ -101,25 +118,20 @@ def _read(path: str) -> tuple[dict[str, Any], dict[str, bytes]]:
     try:
         with zipfile.ZipFile(path) as zf:
             names = set(zf.namelist())
-            missing = [n for n in ("trainer.json", *ENTRIES) if n not in names]
-            if missing:
-                raise ValueError(
-                    f"{path!r} is not a gometal_keras checkpoint: it lacks {', '.join(missing)}."
-                )
-            meta = json.loads(zf.read("trainer.json"))
-            blobs = {name: zf.read(name) for name in ENTRIES}
-    except (
-        zipfile.BadZipFile,
-        EOFError,
-        zlib.error,
-        json.JSONDecodeError,
-        UnicodeDecodeError,
-        OSError,
-    ) as err:
+            found = [n for n in ("trainer.json", *ENTRIES) if n in names]
+            raw = {name: zf.read(name) for name in found}
+            meta = json.loads(raw["trainer.json"]) if "trainer.json" in raw else None
+    except Exception as err:  # zipfile and json raise many types for altered bytes
         raise ValueError(
             f"Checkpoint {path!r} is truncated or corrupted ({type(err).__name__}); "
             "expected a complete file written by Trainer.save."
         ) from None
+    missing = [n for n in ("trainer.json", *ENTRIES) if n not in raw]
+    if missing:
+        raise ValueError(
+            f"{path!r} is not a gometal_keras checkpoint: it lacks {', '.join(missing)}."
+        )
+    blobs = {name: raw[name] for name in ENTRIES}
     if not isinstance(meta, dict):
         raise ValueError(
             f"{path!r} is not a gometal_keras checkpoint: trainer.json is not its metadata."
@@ -143,6 +155,12 @@ def _pack(values: tuple[np.ndarray, ...]) -> bytes:
     return buffer.getvalue()
 
 
-def _unpack(blob: bytes) -> list[np.ndarray]:
-    with np.load(io.BytesIO(blob)) as arrays:
-        return [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+def _unpack(blob: bytes, name: str, path: str) -> list[np.ndarray]:
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as arrays:
+            return [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+    except Exception as err:  # numpy's reader raises many types for a malformed archive
+        raise ValueError(
+            f"Checkpoint {path!r} is corrupted: {name} is not a numpy archive of arrays "
+            f"({type(err).__name__})."
+        ) from None

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Any
 
+import numpy as np
+
 from gometal_keras.plan import PRECISION_NAMES, Loop, LossScaling, Precision
+from gometal_keras.seeds import check_seed
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adagrad", "adadelta", "nadam", "adamw")
 PROBLEM_TYPES = ("classification", "regression")
@@ -38,22 +42,49 @@ def _as_float(value: int | float) -> float:
         return math.inf if value > 0 else -math.inf
 
 
-def _positive(field: str, value: Any, kind: type = float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+#: float32's largest and smallest normal magnitudes: every real setting reaches the device
+#: as a float32 (learning rate, loss scale, betas), so it is checked as that float32.
+FLOAT32_MAX, FLOAT32_TINY = float(np.finfo(np.float32).max), float(np.finfo(np.float32).tiny)
+#: Counters that reach the device as int32 (the loss scaler's growth interval).
+INT32_MAX = 2**31 - 1
+
+
+def _as_float32(value: int | float) -> float:
+    """`value` as the float32 the device holds: ±inf past float32's range, 0 below its
+    normal range (subnormals are flushed to zero on many devices)."""
+    number = _as_float(value)
+    if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
+        return math.copysign(math.inf, number) if not math.isnan(number) else number
+    if abs(number) < FLOAT32_TINY:
+        return 0.0
+    return float(np.float32(number))
+
+
+def _number(field: str, value: Any, kind: type) -> None:
+    real = numbers.Integral if kind is int else numbers.Real
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, real):
         raise TypeError(f"TrainerConfig.{field} is {value!r}; expected a {kind.__name__}.")
-    if not math.isfinite(_as_float(value)) or value <= 0:
-        raise ValueError(f"TrainerConfig.{field} is {value!r}; expected a positive number.")
+
+
+def _positive(field: str, value: Any, kind: type = float, high: float = math.inf) -> None:
+    _number(field, value, kind)
+    number = _as_float(value) if kind is int else _as_float32(value)
+    if not (math.isfinite(number) and 0 < number <= high):
+        what = "int" if kind is int else "number"
+        limit = f" up to {high:g}" if kind is int and high < math.inf else ""
+        limit = limit or (" that float32 holds" if kind is float else "")
+        raise ValueError(f"TrainerConfig.{field} is {value!r}; expected a positive {what}{limit}.")
 
 
 def _in_range(field: str, value: Any, low: float, high: float, high_open: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"TrainerConfig.{field} is {value!r}; expected a number.")
-    number = _as_float(value)
+    _number(field, value, float)
+    number = _as_float32(value)  # as the device holds it: 1 - 1e-9 is 1.0 in float32
     upper_ok = number < high if high_open else number <= high
     if not (math.isfinite(number) and number >= low and upper_ok):
         bracket = ")" if high_open else "]"
         raise ValueError(
-            f"TrainerConfig.{field} is {value!r}; expected a number in [{low}, {high}{bracket}."
+            f"TrainerConfig.{field} is {value!r}; expected a number in [{low}, {high}{bracket} "
+            "as a float32."
         )
 
 
@@ -166,11 +197,8 @@ class TrainerConfig:
         if self.precision is not None:
             _choice("precision", self.precision, PRECISIONS)
         _positive("initial_loss_scale", self.initial_loss_scale)
-        _positive("loss_scale_growth_interval", self.loss_scale_growth_interval, int)
-        if self.seed is not None and (
-            isinstance(self.seed, bool) or not isinstance(self.seed, int)
-        ):
-            raise TypeError(f"TrainerConfig.seed is {self.seed!r}; expected an int or None.")
+        _positive("loss_scale_growth_interval", self.loss_scale_growth_interval, int, INT32_MAX)
+        check_seed(self.seed, "TrainerConfig.seed")
         if self.jit_compile is not None and not isinstance(self.jit_compile, bool):
             raise TypeError(
                 f"TrainerConfig.jit_compile is {self.jit_compile!r}; expected a bool or None."
@@ -189,6 +217,12 @@ class TrainerConfig:
         if self.devices is not None:
             _positive("devices", self.devices, int)
         _choice("decision_cache", self.decision_cache, DECISION_CACHES)
+        if self.use_mixed_precision and self.precision == "float32":
+            raise ValueError(
+                "TrainerConfig.use_mixed_precision is True but precision is 'float32', which "
+                "contradict; expected one of them (precision wins where both are given)."
+            )
+        _normalise(self)
 
     @property
     def resolved_precision(self) -> str:
@@ -220,3 +254,13 @@ class TrainerConfig:
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as JSON-ready data."""
         return dataclasses.asdict(self)
+
+
+def _normalise(config: TrainerConfig) -> None:
+    """Store numpy scalars a config was given (``np.int64(16)``) as Python ints and floats."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, np.integer):
+            object.__setattr__(config, field.name, int(value))
+        elif isinstance(value, np.floating):
+            object.__setattr__(config, field.name, float(value))

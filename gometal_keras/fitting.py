@@ -9,6 +9,7 @@ saw into a `TrainingRun`. It never trains and never prints.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import keras
 
@@ -16,6 +17,37 @@ from gometal_keras.decision import Decision
 from gometal_keras.plan import RunPlan
 from gometal_keras.record import TrainingRun
 from gometal_keras.timing import EpochTimer
+
+
+class CallbackModel:
+    """The model as Keras callbacks see it during `Trainer.fit`.
+
+    Every attribute is the trained model's (``save``, ``get_weights``, ``layers``...),
+    except ``optimizer``, which is the trainer's (a model the trainer trains is never
+    compiled with it, and a user's compiled model keeps its own), and ``stop_training``,
+    which a callback sets to end training. So callbacks that read or change the learning
+    rate (`ReduceLROnPlateau`) or save (`ModelCheckpoint`) work with the trainer's state,
+    and the user's model keeps its compile state.
+
+    Args:
+        model: The trained Keras model.
+        optimizer: The trainer's optimizer.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        >>> view = CallbackModel(m, keras.optimizers.SGD(0.5))
+        >>> float(view.optimizer.learning_rate), view.count_params(), getattr(m, "optimizer", None)
+        (0.5, 2, None)
+    """
+
+    def __init__(self, model: keras.Model, optimizer: Any):
+        self.model, self.optimizer, self.stop_training = model, optimizer, False
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes this view does not hold itself.
+        if name == "model":
+            raise AttributeError(name)
+        return getattr(self.model, name)
 
 
 class FitSession:
@@ -29,6 +61,8 @@ class FitSession:
         steps: Steps per epoch.
         verbose: Keras' progress bar (0 = silent).
         early_stop_loss: Stop once an epoch's mean loss is below this (None = never).
+        optimizer: The optimizer callbacks see as ``model.optimizer`` (`CallbackModel`);
+            None for the model's own.
 
     Example:
         >>> m = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
@@ -49,13 +83,15 @@ class FitSession:
         steps: int,
         verbose: int,
         early_stop_loss: float | None,
+        optimizer: Any = None,
     ):
-        self.model, self.early_stop_loss, self.epochs = model, early_stop_loss, epochs
+        view = model if optimizer is None else CallbackModel(model, optimizer)
+        self.model, self.early_stop_loss, self.epochs = view, early_stop_loss, epochs
         self.timer = EpochTimer(sync=sync, time_steps=False)
         self.callbacks = keras.callbacks.CallbackList(
             [self.timer, *callbacks],
             add_progbar=verbose != 0,
-            model=model,
+            model=view,
             verbose=verbose,
             epochs=epochs,
             steps=steps,

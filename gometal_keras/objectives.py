@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -29,19 +31,19 @@ def make_loss(config: TrainerConfig, model: keras.Model) -> keras.losses.Loss:
     Go-Metal's cross-entropy losses take logits; a model ending in softmax/sigmoid gives
     probabilities, and the loss is told so. `bce_with_logits` always takes logits.
     """
-    logits = not outputs_probabilities(model)
-    name = config.loss
+    logits, losses = not outputs_probabilities(model), keras.losses
+    name, f32 = config.loss, {"dtype": "float32"}  # float32 whatever Keras' global floatx is
     if name == "sparse_categorical_crossentropy":
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=logits)
+        return losses.SparseCategoricalCrossentropy(from_logits=logits, **f32)
     if name == "categorical_crossentropy":
-        return keras.losses.CategoricalCrossentropy(from_logits=logits)
+        return losses.CategoricalCrossentropy(from_logits=logits, **f32)
     if name in ("binary_crossentropy", "bce_with_logits"):
-        return keras.losses.BinaryCrossentropy(from_logits=logits or name == "bce_with_logits")
+        return losses.BinaryCrossentropy(from_logits=logits or name == "bce_with_logits", **f32)
     return {
-        "mse": keras.losses.MeanSquaredError,
-        "mae": keras.losses.MeanAbsoluteError,
-        "huber": keras.losses.Huber,
-    }[name]()
+        "mse": losses.MeanSquaredError,
+        "mae": losses.MeanAbsoluteError,
+        "huber": losses.Huber,
+    }[name](**f32)
 
 
 def make_objective(config: TrainerConfig, model: keras.Model) -> Objective:
@@ -96,8 +98,29 @@ def make_optimizer(config: TrainerConfig, loss_scaling: LossScaling | None = Non
         >>> type(make_optimizer(TrainerConfig(), LossScaling(1024.0, 100))).__name__
         'LossScaleOptimizer'
     """
+    with _float32_floatx():
+        return _make_optimizer(config, loss_scaling)
+
+
+@contextlib.contextmanager
+def _float32_floatx() -> Iterator[None]:
+    """Keras makes an optimizer's learning-rate variable in the global floatx; a trainer's is
+    float32 whatever the user set (float16 there would round the rate). The user's floatx
+    is back before this returns (so not while another thread builds a Keras object)."""
+    before = keras.config.floatx()
+    if before == "float32":
+        yield
+        return
+    keras.config.set_floatx("float32")
+    try:
+        yield
+    finally:
+        keras.config.set_floatx(before)
+
+
+def _make_optimizer(config: TrainerConfig, loss_scaling: LossScaling | None) -> Any:
     c, opt = config, keras.optimizers
-    lr, wd = c.learning_rate, (c.weight_decay or None)
+    lr, wd = float(c.learning_rate), (float(c.weight_decay) or None)
     if c.optimizer == "adam":
         inner = opt.Adam(lr, c.beta1, c.beta2, c.epsilon, weight_decay=wd)
     elif c.optimizer == "adamw":
@@ -133,11 +156,14 @@ def non_finite_message(plan: RunPlan, where: str) -> str:
 
     Example:
         >>> from gometal_keras.plan import Precision
-        >>> non_finite_message(RunPlan(Precision.FLOAT32, xla=True), "the batch")[:40]
-        'The loss became non-finite in the batch;'
+        >>> non_finite_message(RunPlan(Precision.FLOAT32, xla=True), "the batch")[:41]
+        'Training became non-finite in the batch; '
     """
     if plan.guard:
-        what = "the step was skipped and the weights are those of the step before"
+        what = (
+            "its loss, gradients or new weights were not finite, so the step was skipped and "
+            "every variable holds its value from the step before"
+        )
     elif plan.loss_scaling is not None:
         what = "the loss scaler skipped the update, so the weights are unchanged"
     else:
@@ -146,7 +172,7 @@ def non_finite_message(plan: RunPlan, where: str) -> str:
             "was applied and the weights may no longer be finite"
         )
     return (
-        f"The loss became non-finite in {where}; {what}. Check the learning rate and the data."
+        f"Training became non-finite in {where}; {what}. Check the learning rate and the data."
     )
 
 

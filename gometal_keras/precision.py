@@ -54,7 +54,8 @@ def policy_of(model: Any) -> str:
     """The dtype policy a Keras model trains under: its layers' mixed policy if any.
 
     A Sequential's own policy can differ from its layers' (a model built with per-layer
-    policies keeps the default), so the layers that hold weights decide.
+    policies keeps the default, and a model loaded under a user's global policy takes that
+    one), so the layers that hold weights decide.
 
     Example:
         >>> import keras
@@ -62,9 +63,12 @@ def policy_of(model: Any) -> str:
         >>> policy_of(m)
         'mixed_bfloat16'
     """
-    names = {layer.dtype_policy.name for layer in model.layers if layer.weights}
+    layers = [layer for layer in model.layers if layer.weights] or list(model.layers)
+    names = {layer.dtype_policy.name for layer in layers}
     mixed = sorted(n for n in names if n.startswith("mixed_"))
-    return mixed[0] if mixed else model.dtype_policy.name
+    if mixed or names:  # the layers decide, never the global policy a model object took
+        return (mixed or sorted(names))[0]
+    return model.dtype_policy.name
 
 
 _CPU_FLAGS = ("avx512_fp16", "amx_fp16", "avx512_bf16", "amx_bf16", "amx_tile", "fphp", "bf16")

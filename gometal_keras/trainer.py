@@ -18,10 +18,12 @@ import keras
 import numpy as np
 
 from gometal_keras import autotune, engines
+from gometal_keras.arguments import check_builder_batch, fit_arguments
 from gometal_keras.builder import ModelBuilder
 from gometal_keras.config import TrainerConfig
 from gometal_keras.decision import Decision
 from gometal_keras.fitting import FitSession
+from gometal_keras.guard import rolled_back_on_interrupt
 from gometal_keras.loop import ArrangedData, TrainingLoop
 from gometal_keras.memory import MemoryWatch
 from gometal_keras.objectives import epoch_logs, make_objective, make_optimizer, non_finite_message
@@ -68,6 +70,7 @@ class Trainer(Persistent):
         config = TrainerConfig() if config is None else config
         if not isinstance(config, TrainerConfig):
             raise TypeError(f"config is a {type(config).__name__}; expected a TrainerConfig.")
+        check_builder_batch(model_or_builder, config.batch_size)
         self.config = config
         self._engine = engines.current()
         self.device = self._engine.describe_device()
@@ -189,7 +192,7 @@ class Trainer(Persistent):
         epochs: int = 1,
         early_stop_loss: float | None = None,
         validation_data: tuple[Any, Any] | None = None,
-        callbacks: Sequence[keras.callbacks.Callback] = (),
+        callbacks: Sequence[keras.callbacks.Callback] | keras.callbacks.Callback | None = (),
         verbose: int = 0,
     ) -> TrainingRun:
         """Train for `epochs` more epochs over full batches of (x, y); return what was measured.
@@ -205,7 +208,8 @@ class Trainer(Persistent):
             epochs: Number of epochs (at least 1).
             early_stop_loss: Stop once an epoch's mean loss is below this.
             validation_data: Optional ``(x_val, y_val)`` evaluated after each epoch.
-            callbacks: Keras callbacks.
+            callbacks: Keras callbacks (a list, one callback, or None); they see the
+                model with the trainer's optimizer (`fitting.CallbackModel`).
             verbose: Passed to Keras' progress bar (0 = silent, the default).
 
         Returns:
@@ -213,6 +217,7 @@ class Trainer(Persistent):
             times.
 
         Raises:
+            TypeError, ValueError: A bad argument, before the first step (`arguments.py`).
             FloatingPointError: The loss became non-finite and no loss scaler skipped the
                 step; the message names the epoch and step and what the weights hold.
 
@@ -226,33 +231,31 @@ class Trainer(Persistent):
             >>> run.epochs_run, run.plan == t.plan
             (2, True)
         """
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs is {epochs!r}; expected an int of at least 1.")
+        args = fit_arguments(epochs, early_stop_loss, validation_data, callbacks, verbose)
         data = self.arrange(x, y)
-        if validation_data is not None and (
-            not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2
-        ):
-            raise ValueError("validation_data must be a pair (x_val, y_val).")
-        val = self._arrays(*validation_data) if validation_data is not None else None
+        val = self._arrays(*args.validation_data) if args.validation_data else None
         session = FitSession(
             self.model,
-            [*([self.schedule] if self.schedule else []), *callbacks],
+            [*([self.schedule] if self.schedule else []), *args.callbacks],
             sync=lambda: self._engine.sync(self.model),
-            epochs=self.epoch + epochs,
+            epochs=self.epoch + args.epochs,
             steps=data.steps,
-            verbose=verbose,
-            early_stop_loss=early_stop_loss,
+            verbose=args.verbose,
+            early_stop_loss=args.early_stop_loss,
+            optimizer=self.optimizer,
         )
         watch = MemoryWatch(self._engine)  # the run's peak memory (see gometal_keras.memory)
         session.begin()
-        for epoch in range(self.epoch, self.epoch + epochs):
+        for epoch in range(self.epoch, self.epoch + args.epochs):
             session.epoch_begin(epoch)
-            logs = epoch_logs(self._objective, self.plan, self._loop.run_epoch(data), epoch)
+            with rolled_back_on_interrupt(self.model, self.optimizer):
+                values = self._loop.run_epoch(data)
+            logs = epoch_logs(self._objective, self.plan, values, epoch)
+            self.epoch = epoch + 1  # counted as soon as its updates are in
             if val is not None:
                 logs["val_loss"] = self._evaluate_arrays(*val)
             if self.schedule:
                 logs["learning_rate"] = self.schedule.rates[-1]
-            self.epoch = epoch + 1
             if session.epoch_end(epoch, logs):
                 break
         session.end()

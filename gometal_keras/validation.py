@@ -12,6 +12,7 @@ import numpy as np
 
 SPARSE_LOSSES = ("sparse_categorical_crossentropy",)
 ONE_HOT_LOSSES = ("categorical_crossentropy",)
+BINARY_LOSSES = ("binary_crossentropy", "bce_with_logits")
 
 
 def as_features(x: Any, sample_shape: tuple[int, ...], what: str = "x") -> np.ndarray:
@@ -26,7 +27,8 @@ def as_features(x: Any, sample_shape: tuple[int, ...], what: str = "x") -> np.nd
         A float32 numpy array (a copy only when a conversion is needed).
     """
     arr = _numeric(x, what)
-    if arr.ndim == 0 or len(arr) == 0:
+    _not_scalar(arr, what)
+    if len(arr) == 0:
         raise ValueError(f"{what} is empty; expected at least one sample of shape {sample_shape}.")
     if tuple(arr.shape[1:]) != tuple(sample_shape):
         raise ValueError(
@@ -55,16 +57,19 @@ def as_targets(
         int32 class indices for sparse losses, float32 targets otherwise.
     """
     arr = _numeric(y, "y")
-    if arr.ndim == 0 or len(arr) == 0:
+    _not_scalar(arr, "y")
+    if len(arr) == 0:
         raise ValueError("y is empty; expected one label per sample of x.")
     if len(arr) != n:
         raise ValueError(f"x has {n} samples but y has {len(arr)}; expected one label per sample.")
     if loss in SPARSE_LOSSES:
-        if arr.ndim == 2 and arr.shape[1] == 1:
-            arr = arr[:, 0]
-        if arr.ndim != 1:
+        per_sample = tuple(output_shape[:-1])  # one index per output position (per pixel)
+        if arr.ndim == 2 + len(per_sample) and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        if tuple(arr.shape[1:]) != per_sample:
             raise ValueError(
-                f"y has shape {arr.shape}; {loss} expects one class index per sample, shape ({n},)."
+                f"y has shape {arr.shape}; {loss} expects one class index per output position, "
+                f"shape {(n, *per_sample)}, for a model that outputs {tuple(output_shape)}."
             )
         _finite(arr, "y")
         if not np.all(np.equal(np.mod(arr, 1), 0)):
@@ -87,7 +92,17 @@ def as_targets(
             "per sample, so expected the same."
         )
     _finite(arr, "y")
+    if loss in BINARY_LOSSES and (arr.min() < 0 or arr.max() > 1):
+        raise ValueError(
+            f"y holds targets from {arr.min():g} to {arr.max():g}; {loss} expects "
+            "probabilities in [0, 1]."
+        )
     return arr
+
+
+def _not_scalar(arr: np.ndarray, what: str) -> None:
+    if arr.ndim == 0:
+        raise ValueError(f"{what} is a scalar ({arr.item()!r}); expected an array of samples.")
 
 
 def _numeric(value: Any, what: str) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -27,6 +28,7 @@ from gometal_keras.config import (
     TrainerConfig,
 )
 from gometal_keras.plan import PRECISION_NAMES
+from gometal_keras.seeds import SEED_MAX
 
 PROPERTY = settings(max_examples=300, deadline=None)
 FIELDS = {f.name for f in dataclasses.fields(TrainerConfig)}
@@ -63,19 +65,26 @@ def _positive_int(optional: bool = False) -> tuple[st.SearchStrategy, st.SearchS
     return valid, st.one_of(invalid)
 
 
+#: float32's normal range: a real setting is checked as the float32 the device holds.
+F32_TINY, F32_MAX = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
+
+
 def _positive_real() -> tuple[st.SearchStrategy, st.SearchStrategy]:
-    valid = st.floats(min_value=0.0, exclude_min=True, allow_infinity=False) | st.integers(1, 9)
+    valid = st.floats(F32_TINY, F32_MAX, width=32) | st.integers(1, 9)
     too_small = st.floats(max_value=0.0) | st.integers(max_value=0) | NON_FINITE
+    too_small |= st.floats(0.0, 1e-38, exclude_min=True) | st.floats(min_value=3.41e38)
+    too_small |= st.integers(min_value=2**128)
     return valid, _bad(too_small, ValueError) | _bad(NOT_A_NUMBER, TypeError)
 
 
 def _in_range(low: float, high: float, high_open: bool) -> tuple[st.SearchStrategy, ...]:
     top = high if math.isfinite(high) else None
-    valid = st.floats(low, top, exclude_max=high_open and top is not None, allow_infinity=False)
+    valid = st.floats(low, top or F32_MAX, exclude_max=high_open and top is not None, width=32)
     outside = st.one_of(
         st.floats(max_value=low, exclude_max=True),
         st.integers(max_value=math.ceil(low) - 1),
         NON_FINITE,
+        st.floats(min_value=3.41e38),  # finite in Python, infinite in float32
     )
     if top is not None:
         outside |= st.floats(min_value=top, exclude_min=not high_open)
@@ -106,7 +115,8 @@ def _choice(valid_names: tuple[str, ...], optional: bool) -> tuple[st.SearchStra
 
 def _seed() -> tuple[st.SearchStrategy, st.SearchStrategy]:
     wrong = st.one_of(st.floats(), st.text(max_size=5), st.booleans())
-    return st.none() | st.integers(), _bad(wrong, TypeError)
+    outside = st.integers(max_value=-1) | st.integers(min_value=SEED_MAX + 1)
+    return st.none() | st.integers(0, SEED_MAX), _bad(wrong, TypeError) | _bad(outside, ValueError)
 
 
 #: Field -> (strategy of valid values, strategy of (invalid value, expected error)).
@@ -208,7 +218,7 @@ class DefaultsTest(tf.test.TestCase):
         self.assertEqual(cfg.batch_size, 1)
         self.assertEqual(TrainerConfig(weight_decay=10.0).weight_decay, 10.0)
         self.assertEqual(TrainerConfig(beta2=0.999999).beta2, 0.999999)
-        self.assertEqual(TrainerConfig(seed=-5).seed, -5)
+        self.assertEqual(TrainerConfig(seed=SEED_MAX).seed, SEED_MAX)
 
 
 class ValidationTest(tf.test.TestCase):

@@ -325,7 +325,9 @@ class FitTest(PolicyGuard):
         self.assertTrue(run.stopped_early)
         self.assertEqual([e for e, _ in rec.seen], [0, 1])
         self.assertEqual(rec.events, ["train_begin", "train_end"])
-        self.assertIs(rec.model, trainer.model)
+        # Callbacks see the trained model through a view whose optimizer is the trainer's.
+        self.assertIs(rec.model.model, trainer.model)
+        self.assertIs(rec.model.optimizer, trainer.optimizer)
         for (_, logs), loss in zip(rec.seen, run.losses, strict=True):
             self.assertAllClose(logs["loss"], loss)
         # stop_training is reset: the next fit runs all its epochs.

@@ -49,8 +49,9 @@ class Program(abc.ABC):
     Attributes:
         plan: The plan this program really runs (the engine may have had to change the one
             asked for; e.g. a `tf.distribute` strategy runs without XLA and the guard).
-            With ``plan.guard``, a step whose loss is not finite leaves every variable as
-            it was, and so does every later step of the same device call.
+            With ``plan.guard``, a step whose loss, gradients or new weights are not
+            finite leaves every variable as it was and reports a NaN loss, and so does
+            every later step of the same device call (`gometal_keras.guard`).
     """
 
     plan: RunPlan

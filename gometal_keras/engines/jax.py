@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
+from gometal_keras import guard
 from gometal_keras.engines.base import Engine, Objective, Placement, Program, host_free_memory_bytes
 from gometal_keras.engines.placement import rebuilt_in
 from gometal_keras.precision import DeviceInfo, cpu_device
@@ -59,15 +60,17 @@ class JaxProgram(Program):
                 trainable, non_trainable, opt_vars, *batch
             )
             new_trainable, new_opt = optimizer.stateless_apply(opt_vars, grads, trainable)
-            finite = jnp.isfinite(values[0])
+            update_ok = guard.all_finite([values[0], *grads])
             if not plan.guard:
-                # The loss scaler skips the update itself; a non-finite forward pass must
-                # not leave its BatchNorm statistics behind either.
-                new_non_trainable = select(finite, new_non_trainable, non_trainable)
+                # The loss scaler skips a non-finite update itself; the forward pass's
+                # BatchNorm statistics and random-generator state are put back with it.
+                new_non_trainable = select(update_ok, new_non_trainable, non_trainable)
                 return ((new_trainable, new_non_trainable, new_opt), ok), values
-            ok = ok & finite
+            # A guarded step is committed only when everything it writes is finite.
+            ok = ok & update_ok & guard.all_finite([*new_trainable, *new_opt])
             new = (new_trainable, new_non_trainable, new_opt)
-            return (select(ok, new, (trainable, non_trainable, opt_vars)), ok), values
+            state = select(ok, new, (trainable, non_trainable, opt_vars))
+            return (state, ok), guard.reported(values, ok)
 
         def train_epoch(state, xs, ys):
             (state, _), values = jax.lax.scan(train_step, (state, jnp.array(True)), (xs, ys))

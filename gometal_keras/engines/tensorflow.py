@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from gometal_keras import guard
 from gometal_keras.engines.base import (
     Engine,
     Objective,
@@ -73,23 +74,30 @@ class TensorFlowProgram(Program):
             if strategy is not None:
                 values = strategy.run(replica_step, args=(x, y))
                 return strategy.reduce(tf.distribute.ReduceOp.MEAN, values, axis=None), ok
-            # The forward pass updates BatchNorm statistics and random-generator state: keep
-            # a copy, to put back if this step's loss is not finite.
-            saved = [tf.identity(v.value) for v in model.non_trainable_variables]
-            grads, values = forward_backward(x, y)
-            finite = tf.math.is_finite(values[0])
+            # A step is a transaction (`gometal_keras.guard`): keep a copy of what it may
+            # change, to put back if it is not committed.
+            kept = model.non_trainable_variables
+            if plan.guard:
+                kept = [*kept, *variables, *optimizer.variables]
+            saved = [tf.identity(v.value) for v in kept]
 
             def restore():
-                for v, old in zip(model.non_trainable_variables, saved, strict=True):
+                for v, old in zip(kept, saved, strict=True):
                     v.assign(old)
 
-            if plan.guard:
-                ok = tf.logical_and(ok, finite)
-                tf.cond(ok, lambda: optimizer.apply(grads, variables), restore)
+            grads, values = forward_backward(x, y)
+            update_ok = guard.all_finite([values[0], *grads])
+            if not plan.guard:
+                # The loss scaler skips a non-finite update; the forward pass's BatchNorm
+                # statistics and random-generator state are put back with it.
+                tf.cond(update_ok, lambda: None, restore)
+                optimizer.apply(grads, variables)
                 return values, ok
-            tf.cond(finite, lambda: None, restore)
-            optimizer.apply(grads, variables)  # the loss scaler skips non-finite steps
-            return values, ok
+            ok = tf.logical_and(ok, update_ok)
+            tf.cond(ok, lambda: optimizer.apply(grads, variables), lambda: None)
+            ok = tf.logical_and(ok, guard.all_finite([*variables, *optimizer.variables]))
+            tf.cond(ok, lambda: None, restore)
+            return guard.reported(values, ok), ok
 
         def one_step(x, y):
             return train_step(x, y, tf.constant(True))[0]

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import torch
 
+from gometal_keras import guard
 from gometal_keras.engines.base import (
     Engine,
     Objective,
@@ -21,8 +22,9 @@ from gometal_keras.precision import DeviceInfo, cpu_device
 class TorchProgram(Program):
     """Eager training step; an epoch loops over device-resident batches without copies.
 
-    The non-finite guard reads each step's loss on the host (PyTorch decides in Python
-    whether to apply an update), so a guarded epoch waits for the device once a step.
+    The non-finite guard reads on the host whether each step's loss and gradients, then its
+    new weights, are finite (PyTorch decides in Python whether to keep an update), so a
+    guarded epoch waits for the device twice a step.
     """
 
     def _compile(
@@ -34,7 +36,7 @@ class TorchProgram(Program):
 
     def _train_step(self, x: Any, y: Any, ok: bool) -> tuple[Any, bool]:
         model, optimizer, variables = self._model, self._optimizer, self._vars
-        guard = self.plan.guard
+        guard_on = self.plan.guard
         # The forward pass updates BatchNorm statistics and random-generator state: keep a
         # copy, to put back if this step's loss is not finite.
         saved = [v.value.detach().clone() for v in model.non_trainable_variables]
@@ -47,14 +49,26 @@ class TorchProgram(Program):
         optimizer.scale_loss(loss).backward()
         with torch.no_grad():
             values = torch.stack([loss.detach().float(), *self._objective.metrics(y, y_pred)])
-            if guard:
-                ok = ok and bool(torch.isfinite(values[0]))  # one wait for the device a step
-            finite = bool(torch.isfinite(values[0]))
-            if not finite or not ok:
-                for v, old in zip(model.non_trainable_variables, saved, strict=True):
-                    v.assign(old)
-            if ok or not guard:
-                optimizer.apply([v.value.grad for v in variables], variables)
+            grads = [v.value.grad for v in variables]
+            update_ok = bool(guard.all_finite([values[0], *grads]))  # one wait a step
+            if not guard_on:
+                # The loss scaler skips a non-finite update; the forward pass's BatchNorm
+                # statistics and random-generator state are put back with it.
+                if not update_ok:
+                    _assign(model.non_trainable_variables, saved)
+                optimizer.apply(grads, variables)
+                return values, ok
+            ok = ok and update_ok
+            if ok:  # committed only if what the update writes is finite too
+                kept = [*variables, *optimizer.variables]
+                before = [v.value.detach().clone() for v in kept]
+                optimizer.apply(grads, variables)
+                ok = bool(guard.all_finite([v.value for v in kept]))
+                if not ok:
+                    _assign(kept, before)
+            if not ok:
+                _assign(model.non_trainable_variables, saved)
+                values[0] = float("nan")
         return values, ok
 
     def step(self, x: Any, y: Any) -> Any:
@@ -66,6 +80,11 @@ class TorchProgram(Program):
             values, ok = self._train_step(xs[i], ys[i], ok)
             rows.append(values)
         return torch.stack(rows)
+
+
+def _assign(variables: list, values: list) -> None:
+    for variable, value in zip(variables, values, strict=True):
+        variable.assign(value)
 
 
 class TorchEngine(Engine):

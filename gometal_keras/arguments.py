@@ -1,0 +1,149 @@
+"""The arguments of `Trainer.fit`, checked and normalised before any step runs.
+
+Every argument is checked here, at the call, so a bad one raises `TypeError` or
+`ValueError` (one sentence: which argument, what it was, what was expected) before the
+first step, and the model, the optimizer and the epoch count are as they were. numpy
+scalars count as the Python numbers they hold (``np.int64(3)`` epochs), a single Keras
+callback counts as a list of one, and None as no callbacks.
+
+Example:
+    >>> import numpy as np
+    >>> args = fit_arguments(np.int64(2), None, None, None, 0)
+    >>> args.epochs, args.callbacks
+    (2, [])
+    >>> fit_arguments(1, "0.1", None, (), 0)
+    Traceback (most recent call last):
+    TypeError: early_stop_loss is '0.1'; expected a number or None.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+import numbers
+from typing import Any
+
+import keras
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class FitArguments:
+    """`Trainer.fit`'s arguments after checking.
+
+    Attributes:
+        epochs: Epochs to train, at least 1.
+        early_stop_loss: Stop once an epoch's mean loss is below this; None = never.
+        validation_data: ``(x_val, y_val)`` or None (the arrays are checked by the trainer).
+        callbacks: Keras callbacks, in order.
+        verbose: Keras' progress bar: 0 (silent), 1 (a bar) or 2 (a line per epoch).
+    """
+
+    epochs: int
+    early_stop_loss: float | None
+    validation_data: tuple[Any, Any] | None
+    callbacks: list[keras.callbacks.Callback]
+    verbose: int
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def fit_arguments(
+    epochs: Any, early_stop_loss: Any, validation_data: Any, callbacks: Any, verbose: Any
+) -> FitArguments:
+    """Check `Trainer.fit`'s arguments; return them normalised.
+
+    Raises:
+        TypeError: An argument of the wrong type (a callback that is not a
+            `keras.callbacks.Callback`, a string loss, ...).
+        ValueError: A value outside its range (epochs below 1, a NaN loss limit, a
+            validation_data that is not a pair).
+    """
+    if not _integer(epochs) or epochs < 1:
+        raise ValueError(f"epochs is {epochs!r}; expected an int of at least 1.")
+    limit = early_stop_loss
+    if limit is not None:
+        if isinstance(limit, (bool, np.bool_)) or not isinstance(limit, numbers.Real):
+            raise TypeError(f"early_stop_loss is {limit!r}; expected a number or None.")
+        if math.isnan(float(limit)):
+            raise ValueError("early_stop_loss is NaN; expected a number or None.")
+        limit = float(limit)
+    if validation_data is not None and (
+        not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2
+    ):
+        kind = type(validation_data).__name__
+        raise ValueError(f"validation_data is a {kind}; expected a pair (x_val, y_val) or None.")
+    if not _integer(verbose) or int(verbose) not in (0, 1, 2):
+        raise ValueError(f"verbose is {verbose!r}; expected 0, 1 or 2.")
+    return FitArguments(
+        int(epochs),
+        limit,
+        None if validation_data is None else tuple(validation_data),
+        callback_list(callbacks),
+        int(verbose),
+    )
+
+
+def callback_list(callbacks: Any) -> list[keras.callbacks.Callback]:
+    """`callbacks` as a list: None is none, one callback is a list of one.
+
+    Raises:
+        TypeError: `callbacks` is neither, or one of its entries is not a Keras callback.
+        ValueError: A `TensorBoard` callback without the tensorboard package (it would
+            fail at the end of the first epoch).
+
+    Example:
+        >>> len(callback_list(keras.callbacks.TerminateOnNaN()))
+        1
+        >>> callback_list([None])
+        Traceback (most recent call last):
+        TypeError: callbacks[0] is None; expected a keras.callbacks.Callback.
+    """
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, keras.callbacks.Callback):
+        return [callbacks]
+    if isinstance(callbacks, (str, bytes, dict)) or not hasattr(callbacks, "__iter__"):
+        raise TypeError(
+            f"callbacks is {callbacks!r}; expected a keras.callbacks.Callback, a list of them "
+            "or None."
+        )
+    found = list(callbacks)
+    for i, callback in enumerate(found):
+        if not isinstance(callback, keras.callbacks.Callback):
+            raise TypeError(f"callbacks[{i}] is {callback!r}; expected a keras.callbacks.Callback.")
+        if isinstance(callback, keras.callbacks.TensorBoard) and not _has("tensorboard"):
+            raise ValueError(
+                f"callbacks[{i}] is a TensorBoard callback, but the tensorboard package is not "
+                "installed; expected it installed (pip install tensorboard) first."
+            )
+    return found
+
+
+def _has(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
+
+
+def check_builder_batch(source: Any, batch_size: int) -> None:
+    """Raise ValueError when a `ModelBuilder`'s batch size is not the config's `batch_size`.
+
+    Go-Metal's input shape ``[batch, ...]`` fixes the batch; a different
+    `TrainerConfig.batch_size` would be used instead without a word, so the two must agree.
+
+    Example:
+        >>> from gometal_keras.builder import ModelBuilder
+        >>> check_builder_batch(ModelBuilder([64, 4]).add_dense(2), 32)
+        Traceback (most recent call last):
+        ValueError: The ModelBuilder's input shape has batch 64 but TrainerConfig.batch_size \
+is 32; expected the same batch size in both.
+    """
+    builder_batch = getattr(source, "batch_size", None)
+    if isinstance(source, keras.Model) or builder_batch is None or builder_batch == batch_size:
+        return
+    raise ValueError(
+        f"The ModelBuilder's input shape has batch {builder_batch} but TrainerConfig.batch_size "
+        f"is {batch_size}; expected the same batch size in both."
+    )
