@@ -21,13 +21,15 @@ from gometal_keras.builder import ModelBuilder
 from gometal_keras.config import TrainerConfig
 from gometal_keras.decision import Decision
 from gometal_keras.fitting import FitSession
+from gometal_keras.inference import Inference
+from gometal_keras.inputs import as_source, is_stream
 from gometal_keras.loop import ArrangedData, TrainingLoop
 from gometal_keras.objectives import epoch_logs, make_objective, make_optimizer, non_finite_message
 from gometal_keras.persistence import Persistent
 from gometal_keras.plan import Precision, RunPlan
 from gometal_keras.record import BatchResult, TrainingRun
 from gometal_keras.schedules import LearningRateSchedule
-from gometal_keras.validation import as_features, as_targets
+from gometal_keras.streaming import StreamedData
 
 
 class Trainer(Persistent):
@@ -88,6 +90,7 @@ class Trainer(Persistent):
         self._loop = TrainingLoop(self._engine, program, config.batch_size, self._placement)
         self.schedule = LearningRateSchedule(config, self.optimizer) if config.lr_schedule else None
         self.epoch = 0
+        self._inference = Inference(self.model, self._objective, config)
 
     @property
     def plan(self) -> RunPlan:
@@ -99,11 +102,6 @@ class Trainer(Persistent):
     def precision(self) -> Precision:
         """The precision in force (``plan.precision``)."""
         return self.plan.precision
-
-    def _arrays(self, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
-        xa = as_features(x, tuple(self.model.input_shape[1:]))
-        out = tuple(self.model.output_shape[1:])
-        return xa, as_targets(y, len(xa), self.config.loss, out[-1], out)
 
     def train_batch(self, x: Any, y: Any) -> BatchResult:
         """Run one optimizer step on one batch (Go-Metal's `TrainBatch`).
@@ -127,7 +125,7 @@ class Trainer(Persistent):
             >>> round(t.train_batch(np.ones((4, 2)), np.zeros(4)).loss, 3) >= 0
             True
         """
-        xa, ya = self._arrays(x, y)
+        xa, ya = self._inference.pairs(x, y)
         put = self._placement.put
         values = self._loop.program.step(put(xa, batch_axis=0), put(ya, batch_axis=0))
         loss = float(keras.ops.convert_to_numpy(values)[0])
@@ -135,8 +133,14 @@ class Trainer(Persistent):
             raise FloatingPointError(non_finite_message(self.plan, "the batch"))
         return BatchResult(loss)
 
-    def arrange(self, x: Any, y: Any) -> ArrangedData:
+    def arrange(
+        self, x: Any, y: Any = None, steps_per_epoch: int | None = None
+    ) -> ArrangedData | StreamedData:
         """Check (x, y) and arrange its full batches for this trainer's program, once.
+
+        A stream input (a `tf.data.Dataset`, `keras.utils.PyDataset`, generator, grain or
+        PyTorch loader, `gometal_keras.vision.DataLoader`; y None) is arranged to be
+        streamed: a `StreamedData`, each batch checked as it is read.
 
         The arranged data can be trained on epoch after epoch with `train_epoch` (the
         benchmark does so), without copying it again.
@@ -155,7 +159,10 @@ class Trainer(Persistent):
             >>> t.arrange(np.zeros((20, 3)), np.zeros(20, int)).steps
             2
         """
-        return self._loop.arrange(*self._arrays(x, y))
+        if is_stream(x):
+            checks = (self._inference.pairs, self._inference.targets)
+            return self._loop.stream(as_source(x, y), *checks, steps_per_epoch)
+        return self._loop.arrange(*self._inference.pairs(x, y))
 
     def train_epoch(self, data: ArrangedData) -> np.ndarray:
         """Train one epoch over arranged data and wait for it; no callbacks, no logs.
@@ -176,19 +183,20 @@ class Trainer(Persistent):
             >>> t.train_epoch(t.arrange(np.zeros((16, 3)), np.zeros(16, int))).shape
             (2, 2)
         """
-        if not isinstance(data, ArrangedData) or data.plan != self.plan:
+        if not isinstance(data, (ArrangedData, StreamedData)) or data.plan != self.plan:
             raise ValueError("data was not arranged by this trainer; expected trainer.arrange().")
-        return self._loop.run_epoch(data)
+        return self._loop.run_epoch(data, self.epoch)
 
     def fit(
         self,
         x: Any,
-        y: Any,
+        y: Any = None,
         epochs: int = 1,
         early_stop_loss: float | None = None,
         validation_data: tuple[Any, Any] | None = None,
         callbacks: Sequence[keras.callbacks.Callback] = (),
         verbose: int = 0,
+        steps_per_epoch: int | None = None,
     ) -> TrainingRun:
         """Train for `epochs` more epochs over full batches of (x, y); return what was measured.
 
@@ -198,13 +206,16 @@ class Trainer(Persistent):
         training after its epoch. Epoch numbers continue across calls and checkpoints.
 
         Args:
-            x: Samples; the remainder after the last full batch is not used.
-            y: Labels.
+            x: Samples, or a stream of ``(x, y)`` batches (see `arrange`); the remainder
+                after the last full batch is not used.
+            y: Labels (None for a stream).
             epochs: Number of epochs (at least 1).
             early_stop_loss: Stop once an epoch's mean loss is below this.
-            validation_data: Optional ``(x_val, y_val)`` evaluated after each epoch.
+            validation_data: ``(x_val, y_val)`` or a stream, evaluated after each epoch.
             callbacks: Keras callbacks.
             verbose: Passed to Keras' progress bar (0 = silent, the default).
+            steps_per_epoch: A stream's epoch ends after this many steps (default: when
+                it is exhausted).
 
         Returns:
             A `TrainingRun` with the plan, per-epoch losses, metrics and device-synchronised
@@ -226,12 +237,8 @@ class Trainer(Persistent):
         """
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs is {epochs!r}; expected an int of at least 1.")
-        data = self.arrange(x, y)
-        if validation_data is not None and (
-            not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2
-        ):
-            raise ValueError("validation_data must be a pair (x_val, y_val).")
-        val = self._arrays(*validation_data) if validation_data is not None else None
+        data = self.arrange(x, y, steps_per_epoch)
+        val = self._inference.validator(validation_data)
         session = FitSession(
             self.model,
             [*([self.schedule] if self.schedule else []), *callbacks],
@@ -244,9 +251,9 @@ class Trainer(Persistent):
         session.begin()
         for epoch in range(self.epoch, self.epoch + epochs):
             session.epoch_begin(epoch)
-            logs = epoch_logs(self._objective, self.plan, self._loop.run_epoch(data), epoch)
+            logs = epoch_logs(self._objective, self.plan, self._loop.run_epoch(data, epoch), epoch)
             if val is not None:
-                logs["val_loss"] = self._evaluate_arrays(*val)
+                logs["val_loss"] = val()
             if self.schedule:
                 logs["learning_rate"] = self.schedule.rates[-1]
             self.epoch = epoch + 1
@@ -256,7 +263,7 @@ class Trainer(Persistent):
         return session.run(self.plan, self.device.describe(), self.decision, data.describe())
 
     def predict(self, x: Any) -> np.ndarray:
-        """Return the model's float32 outputs for `x` (all samples, in batches).
+        """Return the model's float32 outputs for `x` (all samples, in batches; or a stream).
 
         Example:
             >>> b = ModelBuilder([8, 3]).add_dense(2)
@@ -265,14 +272,10 @@ class Trainer(Persistent):
             >>> t.predict(np.zeros((5, 3))).shape
             (5, 2)
         """
-        return self._predict_array(as_features(x, tuple(self.model.input_shape[1:])))
+        return self._inference.predict(x)
 
-    def _predict_array(self, xa: np.ndarray) -> np.ndarray:
-        out = self.model.predict(xa, batch_size=self.config.batch_size, verbose=0)
-        return np.asarray(keras.ops.convert_to_numpy(out), dtype=np.float32)
-
-    def evaluate(self, x: Any, y: Any) -> float:
-        """Return the mean loss over all samples of (x, y), without training.
+    def evaluate(self, x: Any, y: Any = None) -> float:
+        """Return the mean loss over all samples of (x, y) or a stream, without training.
 
         Example:
             >>> b = ModelBuilder([8, 3]).add_dense(2)
@@ -281,11 +284,7 @@ class Trainer(Persistent):
             >>> t.evaluate(np.zeros((5, 3)), np.zeros(5, int))  # logits 0: log(2)
             0.6931...
         """
-        return self._evaluate_arrays(*self._arrays(x, y))
-
-    def _evaluate_arrays(self, xa: np.ndarray, ya: np.ndarray) -> float:
-        preds = self._predict_array(xa)
-        return float(keras.ops.convert_to_numpy(self._objective.loss(ya, preds)))
+        return self._inference.evaluate(x, y)
 
     TrainBatch = train_batch
     Predict = predict
