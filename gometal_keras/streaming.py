@@ -115,7 +115,8 @@ def host_stages(data: StreamedData, epoch: int, free_bytes: int | None) -> Itera
                     buf_y = np.empty((cap * b, *ya.shape[1:]), ya.dtype)
                 take = min(len(xa) - pos, cap * b - fill)
                 buf_x[fill : fill + take], buf_y[fill : fill + take] = (
-                    xa[pos : pos + take], ya[pos : pos + take]
+                    xa[pos : pos + take],
+                    ya[pos : pos + take],
                 )
                 fill, pos = fill + take, pos + take
                 if fill == cap * b:

@@ -92,7 +92,10 @@ class DataLoader:
             raise ValueError("The data set is empty; expected at least one image.")
         self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
         self.image_size, self.channels, self.seed, self.on_error = (
-            image_size, channels, seed, on_error
+            image_size,
+            channels,
+            seed,
+            on_error,
         )
         self.cache = cache if cache is not None else ImageCache(max_cache_size)
         self.num_workers = num_workers or min(8, os.cpu_count() or 1)
