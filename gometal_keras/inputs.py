@@ -32,7 +32,11 @@ def is_stream(x: Any) -> bool:
     Example:
         >>> is_stream(np.zeros((4, 2))), is_stream([[1.0, 2.0]]), is_stream(iter([]))
         (False, False, True)
+        >>> is_stream([(np.zeros((4, 2)), np.zeros(4))])  # a list of (x, y) batches
+        True
     """
+    if isinstance(x, (list, tuple)) and x and isinstance(x[0], tuple) and 1 <= len(x[0]) <= 2:
+        return hasattr(x[0][0], "__array__")  # a list of (x, y) batches, not of samples
     if x is None or isinstance(x, (np.ndarray, list, tuple, str, bytes, dict)):
         return False
     if hasattr(x, "__array__") or hasattr(x, "__array_interface__"):
@@ -49,12 +53,14 @@ class BatchSource:
         value: The input itself.
         one_shot: A single pass (an iterator): epochs continue where the last one stopped.
         samples: Samples per epoch when the input says so exactly, else None.
+        seen: Samples the last complete epoch had (a re-iterable input), else None.
     """
 
     kind: str
     value: Any
     one_shot: bool = False
     samples: int | None = None
+    seen: int | None = None
     _iterator: Iterator | None = dataclasses.field(default=None, repr=False)
 
     def batches(self, epoch: int) -> Iterator[Batch]:

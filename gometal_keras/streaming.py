@@ -39,18 +39,24 @@ Check = Callable[[Any, Any], tuple[np.ndarray, np.ndarray]]
 def stage_size(batch_bytes: int, free_bytes: int | None, steps: int | None = None) -> int:
     """Batches per device call: at most `STAGE_BATCHES`, and two stages within budget.
 
+    With the steps per epoch known, the epoch is split into calls of equal size (the last
+    may be a little shorter), so at most two stage sizes ever compile.
+
     Args:
         batch_bytes: Bytes of one batch with its labels.
         free_bytes: Device bytes free for data (None = unknown: `STAGE_BYTES` applies).
-        steps: Steps per epoch when known (a stage never exceeds it).
+        steps: Steps per epoch when known.
 
     Example:
-        >>> stage_size(1 << 20, None), stage_size(1 << 20, 16 << 20), stage_size(8, None, 5)
-        (64, 8, 5)
+        >>> stage_size(1 << 20, None), stage_size(1 << 20, 16 << 20), stage_size(8, None, 100)
+        (64, 8, 50)
     """
     budget = STAGE_BYTES if not free_bytes else min(STAGE_BYTES, free_bytes // SLOTS)
     k = max(1, min(STAGE_BATCHES, budget // max(1, batch_bytes)))
-    return int(min(k, steps)) if steps else int(k)
+    if not steps:
+        return int(k)
+    calls = -(-steps // k)
+    return int(-(-steps // calls))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,18 +101,23 @@ class Staged:
 def host_stages(data: StreamedData, epoch: int, free_bytes: int | None) -> Iterator[tuple]:
     """Yield ``(xs, ys, full)`` host stages of epoch `epoch`, re-cut to ``batch_size``.
 
-    A bad batch raises after the full batches before it are yielded.
+    ``full`` says the stage runs as one call: K batches, or the known tail of an epoch
+    (other stages run step by step, so no new stage size compiles). A bad batch raises
+    after the full batches before it are yielded. An input of unknown length that ran to
+    its end records its samples (``source.seen``): later epochs know their steps.
     """
-    b, limit, done = data.batch_size, data.steps_per_epoch, 0
-    k = data.stage
+    b, limit, done, total = data.batch_size, data.steps_per_epoch, 0, 0
+    source, k = data.source, data.stage
+    steps = data.steps or (source.seen // b if source.seen else None)
     buf_x = buf_y = None
     fill = cap = 0
     failure: BaseException | None = None
     try:
-        for index, (x, y) in enumerate(data.source.batches(epoch), 1):
+        for index, (x, y) in enumerate(source.batches(epoch), 1):
             xa, ya = _checked(data, x, y, index)
+            total += len(xa)
             if k is None:
-                k = stage_size(b * (xa[0].nbytes + ya[0].nbytes), free_bytes, data.steps)
+                k = stage_size(b * (xa[0].nbytes + ya[0].nbytes), free_bytes, steps)
             pos = 0
             while pos < len(xa) and (limit is None or done < limit):
                 if buf_x is None:
@@ -120,15 +131,18 @@ def host_stages(data: StreamedData, epoch: int, free_bytes: int | None) -> Itera
                 )
                 fill, pos = fill + take, pos + take
                 if fill == cap * b:
-                    yield _stacked(buf_x, buf_y, cap, b), cap == k
+                    yield _stacked(buf_x, buf_y, cap, b), cap == k or done + cap == steps
                     done, buf_x, fill = done + cap, None, 0
             if limit is not None and done >= limit:
                 break
+        else:
+            source.seen = None if source.one_shot else total
     except (ValueError, TypeError, OSError) as err:
         failure = err
     if buf_x is not None and fill >= b:
         whole = fill // b
-        yield _stacked(buf_x[: whole * b], buf_y[: whole * b], whole, b), False
+        last = _stacked(buf_x[: whole * b], buf_y[: whole * b], whole, b)
+        yield last, failure is None and done + whole == steps
     if failure is not None:
         raise failure
 
