@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from gometal_keras.inputs import BatchSource
-from gometal_keras.plan import RunPlan
+from gometal_keras.plan import Loop, RunPlan
 
 #: Most batches per device call.
 STAGE_BATCHES = 64
@@ -84,8 +84,10 @@ class StreamedData:
 
     def describe(self) -> str:
         """How an epoch runs, e.g. ``"streamed from a DataLoader, 64 batches per call"``."""
-        k = f"{self.stage} batches" if self.stage else "up to 64 batches"
-        return f"streamed from a {self.source.kind}, {k} per call (double-buffered)"
+        per = f"{self.stage} batches per call" if self.stage else "up to 64 batches per call"
+        if self.plan.loop is Loop.STEP:
+            per = "one call per step"
+        return f"streamed from a {self.source.kind}, {per} (double-buffered)"
 
 
 @dataclasses.dataclass

@@ -159,6 +159,22 @@ class DataLoader:
             yield batch
         self.reset()
 
+    def get_batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch `index` of this epoch's order, in any order (what `keras.utils.PyDataset`
+        asks for); it does not move `progress`.
+
+        Raises:
+            IndexError: `index` is not below ``len(loader)``.
+            UnreadableImageError: A file cannot be decoded and `on_error` is ``"raise"``.
+        """
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} is outside an epoch of {len(self)} batches.")
+        take = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        batch = self._load([self.dataset.get_item(int(i)) for i in take])
+        if batch is None:
+            raise UnreadableImageError(f"Every image of batch {index} was skipped as unreadable.")
+        return batch
+
     def _load(self, items: list[tuple[str, int]]) -> tuple[np.ndarray, np.ndarray] | None:
         keys = [(path, self.image_size, self.channels) for path, _ in items]
         images: list[Any] = [None if k[0] in self._bad else self.cache.get(k) for k in keys]
