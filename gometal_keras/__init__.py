@@ -24,23 +24,29 @@ _EXPORTS = {
     "ArrangedData": "loop",
     "BatchResult": "record",
     "Candidate": "decision",
+    "CatsDogsDataset": "vision.dataset",
+    "CreateSharedDataLoaders": "vision.dataloader",
     "Comparison": "compare",
     "Decision": "decision",
+    "DataLoader": "vision.dataloader",
     "DemoResult": "demo",
     "DemoSettings": "demo",
     "DeviceInfo": "precision",
     "EpochTimer": "timing",
+    "ImageFolderDataset": "vision.dataset",
     "Loop": "plan",
     "LossScaling": "plan",
     "ModelBuilder": "builder",
     "Precision": "plan",
     "Reporter": "report",
     "RunPlan": "plan",
+    "StreamedData": "streaming",
     "Trainer": "trainer",
     "TrainerConfig": "config",
     "TrainerState": "state",
     "TrainingRun": "record",
     "compare_runs": "compare",
+    "create_shared_data_loaders": "vision.dataloader",
     "demo_dataset": "data",
     "demo_notes": "demo",
 }
@@ -49,23 +55,29 @@ __all__ = [
     "ArrangedData",
     "BatchResult",
     "Candidate",
+    "CatsDogsDataset",
     "Comparison",
+    "CreateSharedDataLoaders",
+    "DataLoader",
     "Decision",
     "DemoResult",
     "DemoSettings",
     "DeviceInfo",
     "EpochTimer",
+    "ImageFolderDataset",
     "Loop",
     "LossScaling",
     "ModelBuilder",
     "Precision",
     "Reporter",
     "RunPlan",
+    "StreamedData",
     "Trainer",
     "TrainerConfig",
     "TrainerState",
     "TrainingRun",
     "compare_runs",
+    "create_shared_data_loaders",
     "demo_dataset",
     "demo_notes",
 ]
@@ -83,8 +95,16 @@ if TYPE_CHECKING:
     from gometal_keras.record import BatchResult, TrainingRun
     from gometal_keras.report import Reporter
     from gometal_keras.state import TrainerState
+    from gometal_keras.streaming import StreamedData
     from gometal_keras.timing import EpochTimer
     from gometal_keras.trainer import Trainer
+    from gometal_keras.vision import (
+        CatsDogsDataset,
+        CreateSharedDataLoaders,
+        DataLoader,
+        ImageFolderDataset,
+        create_shared_data_loaders,
+    )
 
 
 def __getattr__(name: str) -> Any:
