@@ -87,7 +87,9 @@ class StreamedData:
         per = f"{self.stage} batches per call" if self.stage else "up to 64 batches per call"
         if self.plan.loop is Loop.STEP:
             per = "one call per step"
-        return f"streamed from a {self.source.kind}, {per} (double-buffered)"
+        skipped = len(getattr(self.source.value, "skipped", ()))
+        note = f"; {skipped} unreadable files skipped" if skipped else ""
+        return f"streamed from a {self.source.kind}, {per} (double-buffered){note}"
 
 
 @dataclasses.dataclass

@@ -188,6 +188,7 @@ def test_unreadable_file_raises_naming_it_or_is_skipped(tmp_path):
     loader = DataLoader(ds, 4, image_size=8, on_error="skip")
     run = Trainer(cnn(), float32_config(batch_size=4)).fit(loader, epochs=2)
     assert run.epochs_run == 2 and [os.path.basename(p) for p in loader.skipped] == ["zz.jpg"]
+    assert run.loop.endswith("; 1 unreadable files skipped")  # reported in the run record
 
 
 def test_a_folder_larger_than_the_memory_budget_trains_in_bounded_memory(tmp_path):
