@@ -40,7 +40,8 @@ def stage_size(batch_bytes: int, free_bytes: int | None, steps: int | None = Non
     """Batches per device call: at most `STAGE_BATCHES`, and two stages within budget.
 
     With the steps per epoch known, the epoch is split into calls of equal size (the last
-    may be a little shorter), so at most two stage sizes ever compile.
+    may be a little shorter), so at most two stage sizes ever compile; and into two calls
+    at least, so the host prepares the second while the device runs the first.
 
     Args:
         batch_bytes: Bytes of one batch with its labels.
@@ -50,12 +51,14 @@ def stage_size(batch_bytes: int, free_bytes: int | None, steps: int | None = Non
     Example:
         >>> stage_size(1 << 20, None), stage_size(1 << 20, 16 << 20), stage_size(8, None, 100)
         (64, 8, 50)
+        >>> stage_size(8, None, 5), stage_size(8, None, 1)
+        (3, 1)
     """
     budget = STAGE_BYTES if not free_bytes else min(STAGE_BYTES, free_bytes // SLOTS)
     k = max(1, min(STAGE_BATCHES, budget // max(1, batch_bytes)))
     if not steps:
         return int(k)
-    calls = -(-steps // k)
+    calls = max(-(-steps // k), min(steps, 2))
     return int(-(-steps // calls))
 
 
