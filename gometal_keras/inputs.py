@@ -16,6 +16,7 @@ exhausted or after ``steps_per_epoch`` steps.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -115,7 +116,7 @@ def as_source(x: Any, y: Any = None) -> BatchSource:
         raise ValueError(
             f"y was given with a {kind}, which yields its own (x, y) batches; expected y=None."
         )
-    one_shot = iter(x) is x if hasattr(x, "__iter__") and not hasattr(x, "__len__") else False
+    one_shot = isinstance(x, collections.abc.Iterator)  # generators: one pass only
     samples = getattr(x, "samples", None) if hasattr(x, "set_epoch") else None
     return BatchSource(kind, x, one_shot=one_shot, samples=samples)
 
