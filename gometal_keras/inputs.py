@@ -55,6 +55,7 @@ class BatchSource:
         one_shot: A single pass (an iterator): epochs continue where the last one stopped.
         samples: Samples per epoch when the input says so exactly, else None.
         seen: Samples the last complete epoch had (a re-iterable input), else None.
+        stage: Batches per device call the last epoch chose (`streaming.stage_size`).
     """
 
     kind: str
@@ -62,6 +63,7 @@ class BatchSource:
     one_shot: bool = False
     samples: int | None = None
     seen: int | None = None
+    stage: int | None = None
     _iterator: Iterator | None = dataclasses.field(default=None, repr=False)
 
     def batches(self, epoch: int) -> Iterator[Batch]:

@@ -87,7 +87,8 @@ class StreamedData:
 
     def describe(self) -> str:
         """How an epoch runs, e.g. ``"streamed from a DataLoader, 64 batches per call"``."""
-        per = f"{self.stage} batches per call" if self.stage else "up to 64 batches per call"
+        k = self.stage or self.source.stage
+        per = f"{k} batches per call" if k else f"up to {STAGE_BATCHES} batches per call"
         if self.plan.loop is Loop.STEP:
             per = "one call per step"
         skipped = len(getattr(self.source.value, "skipped", ()))
@@ -125,6 +126,7 @@ def host_stages(data: StreamedData, epoch: int, free_bytes: int | None) -> Itera
             total += len(xa)
             if k is None:
                 k = stage_size(b * (xa[0].nbytes + ya[0].nbytes), free_bytes, steps)
+                source.stage = k
             pos = 0
             while pos < len(xa) and (limit is None or done < limit):
                 if buf_x is None:
