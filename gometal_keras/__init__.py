@@ -24,14 +24,18 @@ _EXPORTS = {
     "ArrangedData": "loop",
     "BatchResult": "record",
     "Candidate": "trials",
+    "CatsDogsDataset": "vision.dataset",
+    "CreateSharedDataLoaders": "vision.dataloader",
     "Comparison": "compare",
     "Decision": "decision",
+    "DataLoader": "vision.dataloader",
     "DemoResult": "demo",
     "DemoSettings": "demo",
     "DeviceInfo": "precision",
     "EpochTimer": "timing",
     "EvaluationReport": "evaluation",
     "ImportedModel": "onnx_import",
+    "ImageFolderDataset": "vision.dataset",
     "Loop": "plan",
     "LossScaling": "plan",
     "ModelBuilder": "builder",
@@ -39,11 +43,13 @@ _EXPORTS = {
     "Predictor": "predictor",
     "Reporter": "report",
     "RunPlan": "plan",
+    "StreamedData": "streaming",
     "Trainer": "trainer",
     "TrainerConfig": "config",
     "TrainerState": "state",
     "TrainingRun": "record",
     "compare_runs": "compare",
+    "create_shared_data_loaders": "vision.dataloader",
     "demo_dataset": "data",
     "demo_notes": "demo",
     "evaluation_report": "evaluation",
@@ -53,13 +59,17 @@ __all__ = [
     "ArrangedData",
     "BatchResult",
     "Candidate",
+    "CatsDogsDataset",
     "Comparison",
+    "CreateSharedDataLoaders",
+    "DataLoader",
     "Decision",
     "DemoResult",
     "DemoSettings",
     "DeviceInfo",
     "EpochTimer",
     "EvaluationReport",
+    "ImageFolderDataset",
     "ImportedModel",
     "Loop",
     "LossScaling",
@@ -68,11 +78,13 @@ __all__ = [
     "Predictor",
     "Reporter",
     "RunPlan",
+    "StreamedData",
     "Trainer",
     "TrainerConfig",
     "TrainerState",
     "TrainingRun",
     "compare_runs",
+    "create_shared_data_loaders",
     "demo_dataset",
     "demo_notes",
     "evaluation_report",
@@ -94,9 +106,17 @@ if TYPE_CHECKING:
     from gometal_keras.record import BatchResult, TrainingRun
     from gometal_keras.report import Reporter
     from gometal_keras.state import TrainerState
+    from gometal_keras.streaming import StreamedData
     from gometal_keras.timing import EpochTimer
     from gometal_keras.trainer import Trainer
     from gometal_keras.trials import Candidate
+    from gometal_keras.vision import (
+        CatsDogsDataset,
+        CreateSharedDataLoaders,
+        DataLoader,
+        ImageFolderDataset,
+        create_shared_data_loaders,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -27,6 +27,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from gometal_keras.inputs import is_stream
+
 
 @dataclasses.dataclass(frozen=True)
 class FitArguments:
@@ -35,16 +37,19 @@ class FitArguments:
     Attributes:
         epochs: Epochs to train, at least 1.
         early_stop_loss: Stop once an epoch's mean loss is below this; None = never.
-        validation_data: ``(x_val, y_val)`` or None (the arrays are checked by the trainer).
+        validation_data: ``(x_val, y_val)``, a stream of batches, or None (the data
+            itself is checked by the trainer).
         callbacks: Keras callbacks, in order.
         verbose: Keras' progress bar: 0 (silent), 1 (a bar) or 2 (a line per epoch).
+        steps_per_epoch: A stream's steps per epoch; None = until it is exhausted.
     """
 
     epochs: int
     early_stop_loss: float | None
-    validation_data: tuple[Any, Any] | None
+    validation_data: Any
     callbacks: list[keras.callbacks.Callback]
     verbose: int
+    steps_per_epoch: int | None = None
 
 
 def _integer(value: Any) -> bool:
@@ -52,7 +57,13 @@ def _integer(value: Any) -> bool:
 
 
 def fit_arguments(
-    epochs: Any, early_stop_loss: Any, validation_data: Any, callbacks: Any, verbose: Any
+    epochs: Any,
+    early_stop_loss: Any,
+    validation_data: Any,
+    callbacks: Any,
+    verbose: Any,
+    steps_per_epoch: Any = None,
+    x: Any = None,
 ) -> FitArguments:
     """Check `Trainer.fit`'s arguments; return them normalised.
 
@@ -71,19 +82,34 @@ def fit_arguments(
         if math.isnan(float(limit)):
             raise ValueError("early_stop_loss is NaN; expected a number or None.")
         limit = float(limit)
-    if validation_data is not None and (
-        not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2
+    if (
+        validation_data is not None
+        and not is_stream(validation_data)
+        and (not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2)
     ):
         kind = type(validation_data).__name__
-        raise ValueError(f"validation_data is a {kind}; expected a pair (x_val, y_val) or None.")
+        raise ValueError(
+            f"validation_data is a {kind}; expected a pair (x_val, y_val), a stream or None."
+        )
+    if steps_per_epoch is not None:
+        if not _integer(steps_per_epoch) or steps_per_epoch < 1:
+            raise ValueError(
+                f"steps_per_epoch is {steps_per_epoch!r}; expected None or an int of at least 1."
+            )
+        if not is_stream(x):
+            raise ValueError(
+                f"steps_per_epoch is {steps_per_epoch!r} but x is an array; expected None "
+                "(arrays train on every full batch) or x a stream of (x, y) batches."
+            )
     if not _integer(verbose) or int(verbose) not in (0, 1, 2):
         raise ValueError(f"verbose is {verbose!r}; expected 0, 1 or 2.")
     return FitArguments(
         int(epochs),
         limit,
-        None if validation_data is None else tuple(validation_data),
+        validation_data,
         callback_list(callbacks),
         int(verbose),
+        None if steps_per_epoch is None else int(steps_per_epoch),
     )
 
 

@@ -264,3 +264,17 @@ def _normalise(config: TrainerConfig) -> None:
             object.__setattr__(config, field.name, int(value))
         elif isinstance(value, np.floating):
             object.__setattr__(config, field.name, float(value))
+
+
+def as_config(config: TrainerConfig | None) -> TrainerConfig:
+    """`config`, or the default `TrainerConfig()` for None; TypeError for anything else.
+
+    Example:
+        >>> as_config(None).batch_size == TrainerConfig().batch_size
+        True
+    """
+    if config is None:
+        return TrainerConfig()
+    if not isinstance(config, TrainerConfig):
+        raise TypeError(f"config is a {type(config).__name__}; expected a TrainerConfig.")
+    return config

@@ -14,6 +14,7 @@ from typing import Any
 import keras
 
 from gometal_keras.decision import Decision
+from gometal_keras.memory import PeakMemory
 from gometal_keras.plan import RunPlan
 from gometal_keras.record import TrainingRun
 from gometal_keras.timing import EpochTimer
@@ -123,9 +124,14 @@ class FitSession:
         self.callbacks.on_train_end()
 
     def run(
-        self, plan: RunPlan, device: str, decision: Decision | None, layout: str
+        self,
+        plan: RunPlan,
+        device: str,
+        decision: Decision | None,
+        layout: str,
+        peak: PeakMemory | None = None,
     ) -> TrainingRun:
-        """What this session saw, as a `TrainingRun` of `plan`."""
+        """What this session saw, as a `TrainingRun` of `plan` (with its `peak` memory)."""
         history = dict(self.history)
         return TrainingRun(
             plan,
@@ -137,4 +143,6 @@ class FitSession:
             loop=layout,
             val_losses=history.pop("val_loss", []),
             metrics=history,
+            peak_memory_bytes=None if peak is None else peak.bytes,
+            memory_kind="" if peak is None else peak.kind,
         )

@@ -6,7 +6,9 @@ program's `RunPlan` says, decides how they reach the device:
 - ``fused``: the whole data set is copied to the device once and each epoch is one call
   of the engine's compiled epoch program (no per-step host work or copies);
 - ``fused`` in chunks, when the data set does not fit: a few batches per device call;
-- ``step``: one compiled step per batch (the reference path, and `train_batch`).
+- ``step``: one compiled step per batch (the reference path, and `train_batch`);
+- streamed, for inputs that are not arrays (`stream`, `gometal_keras.streaming`): K
+  staged batches per call of the compiled epoch while the host prepares the next K.
 
 All three run the same compiled step, in the same batch order, so they give the same
 loss curve. Backend differences stay in `gometal_keras.engines`.
@@ -15,13 +17,16 @@ loss curve. Backend differences stay in `gometal_keras.engines`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import keras
 import numpy as np
 
 from gometal_keras.engines import Engine, Placement, Program
+from gometal_keras.inputs import BatchSource
 from gometal_keras.plan import Loop, RunPlan
+from gometal_keras.streaming import Check, Prefetcher, StreamedData, host_stages, named
 
 #: Share of the device's free memory the data set may take to stay resident.
 DEVICE_SHARE = 0.25
@@ -109,14 +114,49 @@ class TrainingLoop:
             return ArrangedData(self._put(xs, 1), self._put(ys, 1), steps, steps, True, self.plan)
         return ArrangedData(xs, ys, steps, chunk, False, self.plan)
 
-    def run_epoch(self, data: ArrangedData) -> np.ndarray:
-        """Run one epoch and wait for it.
+    def stream(
+        self,
+        source: BatchSource,
+        check: Check,
+        check_labels: Callable[[np.ndarray], Any],
+        steps_per_epoch: int | None = None,
+    ) -> StreamedData:
+        """Arrange a stream input: nothing is read until an epoch runs.
+
+        Args:
+            source: The input.
+            check: Checks a batch ``(x, y)`` and returns it as the model takes it.
+            check_labels: Checks labels; run here on all of them when the input knows
+                them before reading (an image folder does), so a bad one stops any step.
+            steps_per_epoch: End each epoch after this many steps (None = when exhausted).
+        """
+        labels = source.labels()
+        if labels is not None:
+            named(check_labels, (labels,), f"The {source.kind}'s labels")
+        limit = steps_per_epoch
+        if limit is not None and (type(limit) is not int or limit < 1):
+            raise ValueError(
+                f"steps_per_epoch is {limit!r}; expected None or an int of at least 1."
+            )
+        known = None if source.samples is None else source.samples // self.batch_size
+        if known == 0:
+            raise ValueError(
+                f"The {source.kind} has {source.samples} samples, no full batch of "
+                f"{self.batch_size}; an epoch uses full batches only."
+            )
+        steps = min(s for s in (known, limit) if s is not None) if known or limit else None
+        return StreamedData(source, check, self.batch_size, steps, limit, self.plan)
+
+    def run_epoch(self, data: ArrangedData | StreamedData, epoch: int = 0) -> np.ndarray:
+        """Run one epoch (number `epoch`, which orders a streamed input's batches) and wait.
 
         Returns:
             The per-step values on the host, shape ``(steps, width)``: column 0 the loss,
             then the program's metrics.
         """
         guard = self.plan.guard
+        if isinstance(data, StreamedData):
+            return self._run_streamed(data, epoch)
         if self.plan.loop is Loop.STEP:
             rows = []
             for i in range(data.steps):
@@ -138,6 +178,39 @@ class TrainingLoop:
                 parts.append(np.full((data.steps - stop, parts[-1].shape[1]), np.nan))
                 break
         return np.concatenate(parts)
+
+    def _run_streamed(self, data: StreamedData, epoch: int) -> np.ndarray:
+        free = self.engine.free_memory_bytes()
+        budget = int(DEVICE_SHARE * free) if free else None
+        stages = host_stages(data, epoch, budget)
+        prefetch = Prefetcher(stages, self._put, in_thread=self.placement.replicas == 1)
+        parts: list[np.ndarray] = []
+        try:
+            for staged in prefetch:
+                if staged.full and self.plan.loop is not Loop.STEP:
+                    parts.append(_host(self.program.epoch(staged.xs, staged.ys)))
+                else:
+                    parts.append(self._steps(staged.xs, staged.ys, staged.n))
+                prefetch.release()
+                if self.plan.guard and not np.isfinite(parts[-1][:, 0]).all():
+                    break  # as one fused call would: no update after a non-finite loss
+        finally:
+            prefetch.close()
+        if not parts:
+            raise ValueError(
+                f"The {data.source.kind} gave no full batch of {self.batch_size} in epoch "
+                f"{epoch + 1}; expected at least batch_size samples per epoch (a generator is "
+                "read once: pass steps_per_epoch to spread it over epochs)."
+            )
+        return np.concatenate(parts)
+
+    def _steps(self, xs: Any, ys: Any, n: int) -> np.ndarray:
+        rows = []
+        for i in range(n):
+            rows.append(_host(self.program.step(xs[i], ys[i])))
+            if self.plan.guard and not np.isfinite(rows[-1][0]):
+                break
+        return np.stack(rows)
 
     def _step(self, data: ArrangedData, i: int) -> Any:
         if data.resident:

@@ -65,3 +65,13 @@ def layer_seeds(seed: int, count: int) -> list[int]:
     """
     state = np.random.SeedSequence(seed).generate_state(count, np.uint32)
     return [int(s) >> 1 for s in state]  # 31 bits: within SEED_MAX
+
+
+def run_seed(seed: int | None) -> int:
+    """`seed`, or a fresh one from the OS when it is None (global random state untouched).
+
+    Example:
+        >>> run_seed(5), 0 <= run_seed(None) <= SEED_MAX
+        (5, True)
+    """
+    return seed if seed is not None else int(np.random.SeedSequence().entropy % (SEED_MAX + 1))

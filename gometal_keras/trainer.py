@@ -9,7 +9,6 @@ a `TrainingRun` for the comparison and the reports.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -20,10 +19,12 @@ import numpy as np
 from gometal_keras import autotune, engines
 from gometal_keras.arguments import check_builder_batch, fit_arguments
 from gometal_keras.builder import ModelBuilder
-from gometal_keras.config import TrainerConfig
+from gometal_keras.config import TrainerConfig, as_config
 from gometal_keras.decision import Decision
 from gometal_keras.fitting import FitSession
 from gometal_keras.guard import rolled_back_on_interrupt
+from gometal_keras.inference import Inference
+from gometal_keras.inputs import as_source, is_stream
 from gometal_keras.loop import ArrangedData, TrainingLoop
 from gometal_keras.memory import MemoryWatch
 from gometal_keras.objectives import epoch_logs, make_objective, make_optimizer, non_finite_message
@@ -31,7 +32,8 @@ from gometal_keras.persistence import Persistent
 from gometal_keras.plan import Precision, RunPlan
 from gometal_keras.record import BatchResult, TrainingRun
 from gometal_keras.schedules import LearningRateSchedule
-from gometal_keras.validation import as_features, as_targets
+from gometal_keras.seeds import run_seed
+from gometal_keras.streaming import StreamedData
 
 
 class Trainer(Persistent):
@@ -67,16 +69,13 @@ class Trainer(Persistent):
         config: TrainerConfig | None = None,
         distribution: Any = None,
     ):
-        config = TrainerConfig() if config is None else config
-        if not isinstance(config, TrainerConfig):
-            raise TypeError(f"config is a {type(config).__name__}; expected a TrainerConfig.")
+        config = as_config(config)
         check_builder_batch(model_or_builder, config.batch_size)
         self.config = config
         self._engine = engines.current()
         self.device = self._engine.describe_device()
         autotune.check(config, self.device)  # e.g. XLA asked for where there is none
-        entropy = np.random.SeedSequence().entropy  # fresh, without touching global state
-        self.seed = config.seed if config.seed is not None else int(entropy % 2**31)
+        self.seed = run_seed(config.seed)
         placement = self._engine.placement(distribution or config.distribution, config.devices)
         placement.check_batch(config.batch_size)
         with placement.scope():
@@ -93,22 +92,17 @@ class Trainer(Persistent):
         self._loop = TrainingLoop(self._engine, program, config.batch_size, self._placement)
         self.schedule = LearningRateSchedule(config, self.optimizer) if config.lr_schedule else None
         self.epoch = 0
+        self._inference = Inference(self.model, self._objective, config)
 
     @property
     def plan(self) -> RunPlan:
-        """The plan the compiled program really runs: precision, loss scaling, guard, XLA,
-        loop and placement."""
+        """The `RunPlan` the compiled program really runs (precision, scaling, guard, ...)."""
         return self._loop.plan
 
     @property
     def precision(self) -> Precision:
         """The precision in force (``plan.precision``)."""
         return self.plan.precision
-
-    def _arrays(self, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
-        xa = as_features(x, tuple(self.model.input_shape[1:]))
-        out = tuple(self.model.output_shape[1:])
-        return xa, as_targets(y, len(xa), self.config.loss, out[-1], out)
 
     def train_batch(self, x: Any, y: Any) -> BatchResult:
         """Run one optimizer step on one batch (Go-Metal's `TrainBatch`).
@@ -132,7 +126,7 @@ class Trainer(Persistent):
             >>> round(t.train_batch(np.ones((4, 2)), np.zeros(4)).loss, 3) >= 0
             True
         """
-        xa, ya = self._arrays(x, y)
+        xa, ya = self._inference.pairs(x, y)
         put = self._placement.put
         values = self._loop.program.step(put(xa, batch_axis=0), put(ya, batch_axis=0))
         loss = float(keras.ops.convert_to_numpy(values)[0])
@@ -140,33 +134,40 @@ class Trainer(Persistent):
             raise FloatingPointError(non_finite_message(self.plan, "the batch"))
         return BatchResult(loss)
 
-    def arrange(self, x: Any, y: Any) -> ArrangedData:
+    def arrange(
+        self, x: Any, y: Any = None, steps_per_epoch: int | None = None
+    ) -> ArrangedData | StreamedData:
         """Check (x, y) and arrange its full batches for this trainer's program, once.
 
-        The arranged data can be trained on epoch after epoch with `train_epoch` (the
-        benchmark does so), without copying it again.
+        A stream input (a `tf.data.Dataset`, `keras.utils.PyDataset`, generator, grain or
+        PyTorch loader, `gometal_keras.vision.DataLoader`; y None) is arranged to be
+        streamed: a `StreamedData`, each batch checked as it is read.
+
+        Train on it epoch after epoch with `train_epoch`, without copying it again.
 
         Args:
-            x: Samples.
+            x: Samples, or a stream (y None).
             y: Labels.
+            steps_per_epoch: A stream's steps per epoch (None: until it is exhausted).
 
         Returns:
-            An `ArrangedData`; ``describe()`` says how its epochs run.
+            An `ArrangedData` or `StreamedData`; ``describe()`` says how its epochs run.
 
         Example:
             >>> b = ModelBuilder([8, 3]).add_dense(2)
-            >>> t = Trainer(b, TrainerConfig(batch_size=8, precision="float32", seed=0,
-            ...                                      jit_compile=False))
+            >>> t = Trainer(b, TrainerConfig(batch_size=8, precision="float32", jit_compile=False))
             >>> t.arrange(np.zeros((20, 3)), np.zeros(20, int)).steps
             2
         """
-        return self._loop.arrange(*self._arrays(x, y))
+        if is_stream(x):
+            checks = (self._inference.pairs, self._inference.targets)
+            return self._loop.stream(as_source(x, y), *checks, steps_per_epoch)
+        return self._loop.arrange(*self._inference.pairs(x, y))
 
     def train_epoch(self, data: ArrangedData) -> np.ndarray:
         """Train one epoch over arranged data and wait for it; no callbacks, no logs.
 
-        `fit` is the usual way to train; this is the bare epoch it runs, for timing. It
-        does not advance `epoch` or the learning-rate schedule.
+        The bare epoch `fit` runs, for timing: `epoch` and the schedule stay as they are.
 
         Args:
             data: From `arrange` on this trainer.
@@ -176,24 +177,24 @@ class Trainer(Persistent):
 
         Example:
             >>> b = ModelBuilder([8, 3]).add_dense(2)
-            >>> t = Trainer(b, TrainerConfig(batch_size=8, precision="float32", seed=0,
-            ...                                      jit_compile=False))
+            >>> t = Trainer(b, TrainerConfig(batch_size=8, precision="float32", jit_compile=False))
             >>> t.train_epoch(t.arrange(np.zeros((16, 3)), np.zeros(16, int))).shape
             (2, 2)
         """
-        if not isinstance(data, ArrangedData) or data.plan != self.plan:
+        if not isinstance(data, (ArrangedData, StreamedData)) or data.plan != self.plan:
             raise ValueError("data was not arranged by this trainer; expected trainer.arrange().")
-        return self._loop.run_epoch(data)
+        return self._loop.run_epoch(data, self.epoch)
 
     def fit(
         self,
         x: Any,
-        y: Any,
+        y: Any = None,
         epochs: int = 1,
         early_stop_loss: float | None = None,
         validation_data: tuple[Any, Any] | None = None,
         callbacks: Sequence[keras.callbacks.Callback] | keras.callbacks.Callback | None = (),
         verbose: int = 0,
+        steps_per_epoch: int | None = None,
     ) -> TrainingRun:
         """Train for `epochs` more epochs over full batches of (x, y); return what was measured.
 
@@ -203,14 +204,17 @@ class Trainer(Persistent):
         training after its epoch. Epoch numbers continue across calls and checkpoints.
 
         Args:
-            x: Samples; the remainder after the last full batch is not used.
-            y: Labels.
+            x: Samples, or a stream of ``(x, y)`` batches (see `arrange`); the remainder
+                after the last full batch is not used.
+            y: Labels (None for a stream).
             epochs: Number of epochs (at least 1).
             early_stop_loss: Stop once an epoch's mean loss is below this.
-            validation_data: Optional ``(x_val, y_val)`` evaluated after each epoch.
+            validation_data: ``(x_val, y_val)`` or a stream, evaluated after each epoch.
             callbacks: Keras callbacks (a list, one callback, or None); they see the
                 model with the trainer's optimizer (`fitting.CallbackModel`).
             verbose: Passed to Keras' progress bar (0 = silent, the default).
+            steps_per_epoch: A stream's epoch ends after this many steps (default: when
+                it is exhausted).
 
         Returns:
             A `TrainingRun` with the plan, per-epoch losses, metrics and device-synchronised
@@ -225,15 +229,16 @@ class Trainer(Persistent):
             >>> from gometal_keras.data import demo_dataset
             >>> x, y = demo_dataset(samples=64, features=8)
             >>> b = ModelBuilder([32, 8]).add_dense(10)
-            >>> t = Trainer(b, TrainerConfig(batch_size=32, precision="float32", seed=0,
-            ...                                      jit_compile=False))
+            >>> t = Trainer(b, TrainerConfig(batch_size=32, precision="float32", jit_compile=False))
             >>> run = t.fit(x, y, epochs=2)
             >>> run.epochs_run, run.plan == t.plan
             (2, True)
         """
-        args = fit_arguments(epochs, early_stop_loss, validation_data, callbacks, verbose)
-        data = self.arrange(x, y)
-        val = self._arrays(*args.validation_data) if args.validation_data else None
+        args = fit_arguments(
+            epochs, early_stop_loss, validation_data, callbacks, verbose, steps_per_epoch, x
+        )
+        data = self.arrange(x, y, args.steps_per_epoch)
+        val = self._inference.validator(args.validation_data)
         session = FitSession(
             self.model,
             [*([self.schedule] if self.schedule else []), *args.callbacks],
@@ -249,45 +254,38 @@ class Trainer(Persistent):
         for epoch in range(self.epoch, self.epoch + args.epochs):
             session.epoch_begin(epoch)
             with rolled_back_on_interrupt(self.model, self.optimizer):
-                values = self._loop.run_epoch(data)
+                values = self._loop.run_epoch(data, epoch)
             logs = epoch_logs(self._objective, self.plan, values, epoch)
             self.epoch = epoch + 1  # counted as soon as its updates are in
             if val is not None:
-                logs["val_loss"] = self._evaluate_arrays(*val)
+                logs["val_loss"] = val()
             if self.schedule:
                 logs["learning_rate"] = self.schedule.rates[-1]
             if session.epoch_end(epoch, logs):
                 break
         session.end()
-        run = session.run(self.plan, self.device.describe(), self.decision, data.describe())
-        peak = watch.peak()
-        return dataclasses.replace(run, peak_memory_bytes=peak.bytes, memory_kind=peak.kind)
+        device = self.device.describe()
+        return session.run(self.plan, device, self.decision, data.describe(), watch.peak())
 
     def predict(self, x: Any) -> np.ndarray:
-        """Return the model's float32 outputs for `x` (all samples, in batches).
+        """Return the model's float32 outputs for `x` (all samples, in batches; or a stream).
 
         Example:
             >>> b = ModelBuilder([8, 3]).add_dense(2)
-            >>> t = Trainer(b, TrainerConfig(batch_size=8, precision="float32", seed=0,
-            ...                                      jit_compile=False))
+            >>> t = Trainer(b, TrainerConfig(batch_size=8, precision="float32", jit_compile=False))
             >>> t.predict(np.zeros((5, 3))).shape
             (5, 2)
         """
-        return self._predict_array(as_features(x, tuple(self.model.input_shape[1:])))
+        return self._inference.predict(x)
 
-    def _predict_array(self, xa: np.ndarray) -> np.ndarray:
-        out = self.model.predict(xa, batch_size=self.config.batch_size, verbose=0)
-        return np.asarray(keras.ops.convert_to_numpy(out), dtype=np.float32)
-
-    def evaluate(self, x: Any, y: Any, report: bool = False) -> Any:
-        """Return the mean loss over all samples of (x, y), without training.
+    def evaluate(self, x: Any, y: Any = None, report: bool = False) -> Any:
+        """Return the mean loss over all samples of (x, y) or a stream, without training.
 
         With ``report=True``: the `EvaluationReport` (`gometal_keras.evaluation`) instead.
 
         Example:
             >>> b = ModelBuilder([8, 3]).add_dense(2)
-            >>> t = Trainer(b, TrainerConfig(batch_size=8, precision="float32", seed=0,
-            ...                                      jit_compile=False))
+            >>> t = Trainer(b, TrainerConfig(batch_size=8, precision="float32", jit_compile=False))
             >>> t.evaluate(np.zeros((5, 3)), np.zeros(5, int))  # logits 0: log(2)
             0.6931...
         """
@@ -295,11 +293,7 @@ class Trainer(Persistent):
             from gometal_keras.evaluation import evaluation_report
 
             return evaluation_report(self, x, y)
-        return self._evaluate_arrays(*self._arrays(x, y))
-
-    def _evaluate_arrays(self, xa: np.ndarray, ya: np.ndarray) -> float:
-        preds = self._predict_array(xa)
-        return float(keras.ops.convert_to_numpy(self._objective.loss(ya, preds)))
+        return self._inference.evaluate(x, y)
 
     TrainBatch = train_batch
     Predict = predict

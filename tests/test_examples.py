@@ -44,3 +44,27 @@ def test_regression_prints_rmse_for_both(monkeypatch, capsys, tmp_path):
     plots = sorted(p.name for p in (tmp_path / "mixed_bfloat16").glob("*.png"))
     assert plots == ["learning_rate.png", "qq.png", "residuals.png", "scatter.png",
                      "training_curves.png"]
+
+
+def test_image_folder_cnn_trains_from_written_files(monkeypatch, capsys, tmp_path):
+    args = ["--per-class", "6", "--epochs", "2", "--out", str(tmp_path), "--xla", "off"]
+    out = _run("image_folder_cnn.py", args, monkeypatch, capsys)
+    found = re.findall(r"(\S+) -> (\S+)\s+validation accuracy ([\d.]+)%.* ([\d.]+) images/s", out)
+    assert [asked for asked, *_ in found] == ["float32", "mixed_bfloat16"]
+    assert "60 images in 10 classes" in out and "Hit Rate" in out
+    pngs, jpegs = len(list(tmp_path.glob("*/*.png"))), len(list(tmp_path.glob("*/*.jpg")))
+    assert pngs and jpegs and pngs + jpegs == 60  # real files of both formats
+
+
+def test_image_folder_cnn_takes_kaggle_cats_and_dogs(monkeypatch, capsys, tmp_path):
+    from PIL import Image
+
+    for i in range(40):
+        label = ("cat", "dog")[i % 2]
+        Image.new("RGB", (20 + i, 18), (200 * (i % 2), 90, 30)).save(tmp_path / f"{label}.{i}.jpg")
+    (tmp_path / "dog.99.jpg").write_text("not a jpeg")
+    args = ["--data", str(tmp_path), "--epochs", "1", "--image-size", "8", "--mixed", "float32"]
+    args += ["--xla", "off"]
+    out = _run("image_folder_cnn.py", args, monkeypatch, capsys)
+    assert "41 images in 2 classes (cat: 20, dog: 21)" in out
+    assert "1 files are not images" in out and "skipped 1 unreadable" in out

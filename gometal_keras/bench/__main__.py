@@ -162,6 +162,11 @@ def run_bench(settings: Settings, log: Callable[[str], None] = print) -> dict[st
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, write ``--json``, print the table; return the exit status 0."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["streaming"]:  # the image-folder configuration (gometal_keras.bench.streaming)
+        from gometal_keras.bench import streaming
+
+        return streaming.main(argv[1:])
     args = parse_args(argv)
     if args.max_batch:
         return _max_batch(args)

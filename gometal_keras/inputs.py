@@ -1,0 +1,172 @@
+"""`BatchSource`: every input Keras `fit` takes, as one stream of numpy ``(x, y)`` batches.
+
+`Trainer.fit`, `evaluate` and `predict` take arrays (arranged whole, `loop`) or any of
+these, streamed (`streaming`):
+
+- a `tf.data.Dataset` (read with ``as_numpy_iterator``);
+- a `keras.utils.PyDataset` (indexed ``0..len-1``, then ``on_epoch_end``);
+- a PyTorch ``DataLoader``, a grain data set or loader, or any iterable of batches;
+- a Python generator or iterator (one pass continues across epochs);
+- a `gometal_keras.vision.DataLoader` (its epoch order follows the epoch number).
+
+An element is ``(x, y)``, or ``x`` alone / ``(x,)`` for `predict`; tensors of any backend
+become numpy arrays. A re-iterable input starts over each epoch; an epoch ends when it is
+exhausted or after ``steps_per_epoch`` steps.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import keras
+import numpy as np
+
+Batch = tuple[np.ndarray, "np.ndarray | None"]
+
+
+def is_stream(x: Any) -> bool:
+    """Whether `x` is a stream of batches rather than an array of samples.
+
+    Example:
+        >>> is_stream(np.zeros((4, 2))), is_stream([[1.0, 2.0]]), is_stream(iter([]))
+        (False, False, True)
+        >>> is_stream([(np.zeros((4, 2)), np.zeros(4))])  # a list of (x, y) batches
+        True
+    """
+    if isinstance(x, (list, tuple)) and x and isinstance(x[0], tuple) and 1 <= len(x[0]) <= 2:
+        return hasattr(x[0][0], "__array__")  # a list of (x, y) batches, not of samples
+    if x is None or isinstance(x, (np.ndarray, list, tuple, str, bytes, dict)):
+        return False
+    if hasattr(x, "__array__") or hasattr(x, "__array_interface__"):
+        return False  # a tensor of some backend: an array of samples
+    return hasattr(x, "__iter__") or (hasattr(x, "__getitem__") and hasattr(x, "__len__"))
+
+
+@dataclasses.dataclass
+class BatchSource:
+    """One input, read as numpy batches epoch after epoch.
+
+    Attributes:
+        kind: What the input is, for messages (``"tf.data.Dataset"``, ``"generator"``...).
+        value: The input itself.
+        one_shot: A single pass (an iterator): epochs continue where the last one stopped.
+        samples: Samples per epoch when the input says so exactly, else None.
+        seen: Samples the last complete epoch had (a re-iterable input), else None.
+        stage: Batches per device call the last epoch chose (`streaming.stage_size`).
+    """
+
+    kind: str
+    value: Any
+    one_shot: bool = False
+    samples: int | None = None
+    seen: int | None = None
+    stage: int | None = None
+    _iterator: Iterator | None = dataclasses.field(default=None, repr=False)
+
+    def batches(self, epoch: int) -> Iterator[Batch]:
+        """The batches of epoch `epoch` (0-based), converted to numpy.
+
+        Raises:
+            ValueError: A batch is not ``(x, y)`` / ``x``; the message names the batch.
+        """
+        setter = getattr(self.value, "set_epoch", None)
+        if callable(setter):
+            setter(epoch)
+        for index, element in enumerate(self._elements()):
+            yield split_batch(element, f"batch {index + 1} of the {self.kind}")
+        if isinstance(self.value, keras.utils.PyDataset):
+            self.value.on_epoch_end()
+
+    def _elements(self) -> Iterator[Any]:
+        value = self.value
+        if isinstance(value, keras.utils.PyDataset):
+            return (value[i] for i in range(len(value)))
+        if hasattr(value, "as_numpy_iterator"):  # tf.data, without importing TensorFlow
+            return iter(value.as_numpy_iterator())
+        if not self.one_shot:
+            return iter(value)
+        if self._iterator is None:
+            self._iterator = iter(value)
+        return self._iterator
+
+    def labels(self) -> np.ndarray | None:
+        """Every label of an epoch when the input knows them unread (an image folder's)."""
+        dataset = getattr(self.value, "dataset", None)
+        labels = getattr(dataset, "labels", None) if hasattr(self.value, "set_epoch") else None
+        return None if labels is None else np.asarray(labels)
+
+
+def as_source(x: Any, y: Any = None) -> BatchSource:
+    """Wrap a stream input as a `BatchSource`; TypeError for what is not one.
+
+    Args:
+        x: The input (see the module's list).
+        y: Must be None: a stream carries its own labels.
+
+    Example:
+        >>> src = as_source(iter([(np.ones((2, 3)), np.zeros(2))]))
+        >>> src.kind, [x.shape for x, _ in src.batches(0)]
+        ('iterator', [(2, 3)])
+    """
+    if not is_stream(x):
+        raise TypeError(f"x is a {type(x).__name__}; expected an array or a stream of batches.")
+    kind = _kind(x)
+    if y is not None:
+        raise ValueError(
+            f"y was given with a {kind}, which yields its own (x, y) batches; expected y=None."
+        )
+    one_shot = isinstance(x, collections.abc.Iterator)  # generators: one pass only
+    samples = getattr(x, "samples", None) if hasattr(x, "set_epoch") else None
+    return BatchSource(kind, x, one_shot=one_shot, samples=samples)
+
+
+def _kind(x: Any) -> str:
+    module = type(x).__module__.split(".")[0]
+    if hasattr(x, "as_numpy_iterator"):
+        return "tf.data.Dataset"
+    if isinstance(x, keras.utils.PyDataset):
+        return "PyDataset"
+    names = {"torch": "PyTorch DataLoader", "grain": "grain data set"}
+    names["gometal_keras"] = "DataLoader"
+    if module in names:
+        return names[module]
+    return "generator" if type(x).__name__ == "generator" else "iterator"
+
+
+def split_batch(element: Any, where: str) -> Batch:
+    """``(x, y)`` of one element as numpy arrays (y None when the element has none).
+
+    Args:
+        element: ``(x, y)``, ``(x,)`` or ``x``; any backend's tensors.
+        where: Names the batch in messages (``"batch 3 of the generator"``).
+
+    Example:
+        >>> x, y = split_batch((np.ones((2, 1)), [1, 0]), "batch 1"); y
+        array([1, 0])
+    """
+    if isinstance(element, dict):
+        raise TypeError(
+            f"{where.capitalize()} is a dict with keys {sorted(element)}; expected an "
+            "(x, y) tuple (map dict elements to tuples first)."
+        )
+    if isinstance(element, (tuple, list)) and len(element) in (1, 2):
+        x, y = element[0], (element[1] if len(element) == 2 else None)
+    elif isinstance(element, (tuple, list)):
+        raise ValueError(
+            f"{where.capitalize()} has {len(element)} parts; expected (x, y) "
+            "(sample weights are not supported)."
+        )
+    else:
+        x, y = element, None
+    return to_numpy(x), (None if y is None else to_numpy(y))
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """A host numpy array of any backend's tensor (PyTorch's moved off its device first)."""
+    detach: Callable | None = getattr(value, "detach", None)
+    if callable(detach) and hasattr(value, "cpu"):
+        value = detach().cpu()
+    return np.asarray(value)

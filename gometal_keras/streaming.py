@@ -1,0 +1,239 @@
+"""Streaming: K staged batches per device call, the next K prepared meanwhile.
+
+The streaming form of the fused epoch (`loop`): a `BatchSource` is re-cut into full
+batches of the trainer's ``batch_size``, K of them are stacked on a leading axis and run
+as one call of the program's compiled epoch, while a host thread reads, checks, stacks
+and copies the next K (double buffering). K (`stage_size`) is large enough that a call's
+work hides its launch cost and small enough that two stages fit the staging budget; the
+device never holds more than two stages (`SLOTS`). The batches an epoch has beyond the
+last full stage run as single compiled steps, so each program compiles once.
+
+Every batch is checked before it is staged; a bad one ends the epoch with one sentence
+naming it, after the good batches before it have trained (the weights are those of the
+last good step). The remainder after the last full batch is dropped, as with arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from gometal_keras.inputs import BatchSource
+from gometal_keras.plan import Loop, RunPlan
+
+#: Most batches per device call.
+STAGE_BATCHES = 64
+#: Most bytes one stage (batches and labels) takes.
+STAGE_BYTES = 256 * 2**20
+#: Stages on the device at once: the one training and the next.
+SLOTS = 2
+
+Check = Callable[[Any, Any], tuple[np.ndarray, np.ndarray]]
+
+
+def stage_size(batch_bytes: int, free_bytes: int | None, steps: int | None = None) -> int:
+    """Batches per device call: at most `STAGE_BATCHES`, and two stages within budget.
+
+    With the steps per epoch known, the epoch is split into calls of equal size (the last
+    may be a little shorter), so at most two stage sizes ever compile; and into two calls
+    at least, so the host prepares the second while the device runs the first.
+
+    Args:
+        batch_bytes: Bytes of one batch with its labels.
+        free_bytes: Device bytes free for data (None = unknown: `STAGE_BYTES` applies).
+        steps: Steps per epoch when known.
+
+    Example:
+        >>> stage_size(1 << 20, None), stage_size(1 << 20, 16 << 20), stage_size(8, None, 100)
+        (64, 8, 50)
+        >>> stage_size(8, None, 5), stage_size(8, None, 1)
+        (3, 1)
+    """
+    budget = STAGE_BYTES if not free_bytes else min(STAGE_BYTES, free_bytes // SLOTS)
+    k = max(1, min(STAGE_BATCHES, budget // max(1, batch_bytes)))
+    if not steps:
+        return int(k)
+    calls = max(-(-steps // k), min(steps, 2))
+    return int(-(-steps // calls))
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamedData:
+    """A stream arranged for one program: what `TrainingLoop.run_epoch` streams from.
+
+    Attributes:
+        source: The input.
+        check: Checks one batch ``(x, y)`` and returns it as the model takes it.
+        batch_size: Samples per step.
+        steps: Steps per epoch when known (from the input's length or ``steps_per_epoch``).
+        steps_per_epoch: End each epoch after this many steps (None = when exhausted).
+        plan: The plan of the program it was arranged for.
+        stage: Batches per device call (None = from the first batch's size).
+    """
+
+    source: BatchSource
+    check: Check
+    batch_size: int
+    steps: int | None
+    steps_per_epoch: int | None
+    plan: RunPlan
+    stage: int | None = None
+    resident = False
+
+    def describe(self) -> str:
+        """How an epoch runs, e.g. ``"streamed from a DataLoader, 64 batches per call"``."""
+        k = self.stage or self.source.stage
+        per = f"{k} batches per call" if k else f"up to {STAGE_BATCHES} batches per call"
+        if self.plan.loop is Loop.STEP:
+            per = "one call per step"
+        skipped = len(getattr(self.source.value, "skipped", ()))
+        note = f"; {skipped} unreadable files skipped" if skipped else ""
+        return f"streamed from a {self.source.kind}, {per} (double-buffered){note}"
+
+
+@dataclasses.dataclass
+class Staged:
+    """A stage on the device: `n` batches, stacked when it is a full stage, else a list."""
+
+    xs: Any
+    ys: Any
+    n: int
+    full: bool
+
+
+def host_stages(data: StreamedData, epoch: int, free_bytes: int | None) -> Iterator[tuple]:
+    """Yield ``(xs, ys, full)`` host stages of epoch `epoch`, re-cut to ``batch_size``.
+
+    ``full`` says the stage runs as one call: K batches, or the known tail of an epoch
+    (other stages run step by step, so no new stage size compiles). A bad batch raises
+    after the full batches before it are yielded. An input of unknown length that ran to
+    its end records its samples (``source.seen``): later epochs know their steps.
+    """
+    b, limit, done, total = data.batch_size, data.steps_per_epoch, 0, 0
+    source, k = data.source, data.stage
+    steps = data.steps or (source.seen // b if source.seen else None)
+    buf_x = buf_y = None
+    fill = cap = 0
+    failure: BaseException | None = None
+    try:
+        for index, (x, y) in enumerate(source.batches(epoch), 1):
+            xa, ya = _checked(data, x, y, index)
+            total += len(xa)
+            if k is None:
+                k = stage_size(b * (xa[0].nbytes + ya[0].nbytes), free_bytes, steps)
+                source.stage = k
+            pos = 0
+            while pos < len(xa) and (limit is None or done < limit):
+                if buf_x is None:
+                    cap = k if limit is None else min(k, limit - done)
+                    buf_x = np.empty((cap * b, *xa.shape[1:]), xa.dtype)
+                    buf_y = np.empty((cap * b, *ya.shape[1:]), ya.dtype)
+                take = min(len(xa) - pos, cap * b - fill)
+                buf_x[fill : fill + take], buf_y[fill : fill + take] = (
+                    xa[pos : pos + take],
+                    ya[pos : pos + take],
+                )
+                fill, pos = fill + take, pos + take
+                if fill == cap * b:
+                    yield _stacked(buf_x, buf_y, cap, b), cap == k or done + cap == steps
+                    done, buf_x, fill = done + cap, None, 0
+            if limit is not None and done >= limit:
+                break
+        else:
+            source.seen = None if source.one_shot else total
+    except (ValueError, TypeError, OSError) as err:
+        failure = err
+    if buf_x is not None and fill >= b:
+        whole = fill // b
+        last = _stacked(buf_x[: whole * b], buf_y[: whole * b], whole, b)
+        yield last, failure is None and done + whole == steps
+    if failure is not None:
+        raise failure
+
+
+def _stacked(x: np.ndarray, y: np.ndarray, n: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+    return x.reshape(n, b, *x.shape[1:]), y.reshape(n, b, *y.shape[1:])
+
+
+def _checked(data: StreamedData, x: Any, y: Any, index: int) -> tuple[np.ndarray, np.ndarray]:
+    where = f"Batch {index} of the {data.source.kind}"
+    if y is None:
+        raise ValueError(f"{where} has no labels; expected (x, y) batches for training.")
+    return named(data.check, (x, y), where)
+
+
+def named(check: Callable[..., Any], args: tuple, where: str) -> Any:
+    """``check(*args)``, its ValueError or TypeError prefixed with `where` (the batch).
+
+    Example:
+        >>> named(int, ("x",), "Batch 2")
+        Traceback (most recent call last):
+        ValueError: Batch 2: invalid literal for int() with base 10: 'x'
+    """
+    try:
+        return check(*args)
+    except (ValueError, TypeError) as err:
+        raise type(err)(f"{where}: {err}") from None
+
+
+class Prefetcher:
+    """Runs `stages` in a host thread, staging each on the device while the last trains.
+
+    Args:
+        stages: Host stages ``((xs, ys), full)``.
+        put: Copies a host array to the device, split along a batch axis.
+        in_thread: Copy to the device in the thread too (one device; a multi-device
+            placement copies in the caller's thread).
+    """
+
+    def __init__(self, stages: Iterator, put: Callable[..., Any], in_thread: bool = True):
+        self._put, self._in_thread = put, in_thread
+        self._queue: queue.Queue = queue.Queue()
+        self._slots = threading.Semaphore(SLOTS)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._work, args=(stages,), name="gometal-stage", daemon=True
+        )
+        self._thread.start()
+
+    def _work(self, stages: Iterator) -> None:
+        try:
+            for (xs, ys), full in stages:
+                while not self._slots.acquire(timeout=0.05):
+                    if self._stop.is_set():
+                        return
+                if self._stop.is_set():
+                    return
+                self._queue.put(self.stage(xs, ys, full) if self._in_thread else (xs, ys, full))
+        except BaseException as err:  # raised again in the caller's thread, in order
+            self._queue.put(err)
+        finally:
+            getattr(stages, "close", lambda: None)()
+            self._queue.put(None)
+
+    def stage(self, xs: np.ndarray, ys: np.ndarray, full: bool) -> Staged:
+        """Copy one host stage to the device: stacked when full, else batch by batch."""
+        if full:
+            return Staged(self._put(xs, batch_axis=1), self._put(ys, batch_axis=1), len(xs), True)
+        xl = [self._put(x, batch_axis=0) for x in xs]
+        return Staged(xl, [self._put(y, batch_axis=0) for y in ys], len(xs), False)
+
+    def __iter__(self) -> Iterator[Staged]:
+        while (item := self._queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item if isinstance(item, Staged) else self.stage(*item)
+
+    def release(self) -> None:
+        """A stage has trained: its slot may take the next one."""
+        self._slots.release()
+
+    def close(self) -> None:
+        """Stop the thread (after the stage it is preparing) and wait for it."""
+        self._stop.set()
+        self._thread.join()

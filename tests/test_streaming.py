@@ -1,0 +1,231 @@
+"""The Trainer on every input Keras fit takes, streamed K batches per compiled call."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import tracemalloc
+
+import keras
+import numpy as np
+import pytest
+from helpers import BATCH, classification_data, float32_config, tiny_builder, variable_values
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from imagefolders import broken_file, write_folder
+
+from gometal_keras import ModelBuilder, Trainer
+from gometal_keras.streaming import StreamedData
+from gometal_keras.vision import DataLoader, ImageFolderDataset, UnreadableImageError
+
+FAST = settings(max_examples=10, deadline=None)
+X, Y = classification_data(samples=5 * BATCH + 3, seed=1)
+
+
+def trainer(**config) -> Trainer:
+    return Trainer(tiny_builder(), float32_config(**config))
+
+
+@functools.cache
+def reference(epochs: int = 2) -> tuple[list[float], list[np.ndarray]]:
+    """The oracle: the same samples, in the same order, as in-memory arrays."""
+    t = trainer()
+    run = t.fit(X, Y, epochs=epochs)
+    return run.losses, variable_values(t.model.variables)
+
+
+def batches_of(size: int):
+    return [(X[i : i + size], Y[i : i + size]) for i in range(0, len(X), size)]
+
+
+class Batches(keras.utils.PyDataset):
+    def __init__(self, size: int):
+        super().__init__()
+        self.parts = batches_of(size)
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    def __getitem__(self, i):
+        return self.parts[i]
+
+
+def torch_loader(size: int):
+    torch = pytest.importorskip("torch")
+    data = torch.utils.data.TensorDataset(torch.from_numpy(X), torch.from_numpy(Y))
+    return torch.utils.data.DataLoader(data, batch_size=size, shuffle=False)
+
+
+def grain_dataset(size: int):
+    grain = pytest.importorskip("grain")
+    return grain.MapDataset.source([(x, y) for x, y in zip(X, Y, strict=True)]).batch(size)
+
+
+def tf_dataset(size: int):
+    tf = pytest.importorskip("tensorflow")
+    return tf.data.Dataset.from_tensor_slices((X, Y)).batch(size)
+
+
+INPUTS = {
+    "tf.data": tf_dataset,
+    "PyDataset": Batches,
+    "torch": torch_loader,
+    "grain": grain_dataset,
+    "list iterable": batches_of,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(INPUTS))
+def test_every_input_trains_like_the_arrays(kind):
+    losses, weights = reference()
+    t = trainer()
+    run = t.fit(INPUTS[kind](BATCH), epochs=2)
+    np.testing.assert_allclose(run.losses, losses, rtol=1e-5)
+    for got, want in zip(variable_values(t.model.variables), weights, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def fresh():
+    t = trainer()
+    return t, t.get_state()
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.integers(1, 3 * BATCH), st.integers(1, 6))
+def test_batches_of_any_size_are_recut_into_full_steps(fresh, size, stage):
+    losses, _ = reference(epochs=1)
+    t, state = fresh
+    t.set_state(state)
+    data = dataclasses.replace(t.arrange(batches_of(size)), stage=stage)
+    values = t.train_epoch(data)
+    assert values.shape == (len(X) // BATCH, 2)
+    np.testing.assert_allclose(values[:, 0].mean(), losses[0], rtol=1e-5)
+
+
+def test_a_generator_continues_across_epochs_with_steps_per_epoch():
+    oracle = trainer()
+    expected = [oracle.train_batch(x, y).loss for x, y in batches_of(BATCH)[:4]]
+    run = trainer().fit((b for b in batches_of(BATCH)), epochs=2, steps_per_epoch=2)
+    np.testing.assert_allclose(run.losses, [np.mean(expected[:2]), np.mean(expected[2:])], 1e-5)
+    with pytest.raises(ValueError, match=r"no full batch .* steps_per_epoch"):
+        trainer().fit((b for b in batches_of(BATCH)), epochs=2)
+
+
+def test_evaluate_predict_and_validation_take_streams():
+    t = trainer()
+    run = t.fit(X, Y, validation_data=Batches(5))
+    assert run.val_losses[0] == pytest.approx(t.evaluate(X, Y), rel=1e-5)
+    assert t.evaluate(tf_dataset(7)) == pytest.approx(t.evaluate(X, Y), rel=1e-5)
+    np.testing.assert_allclose(t.predict(iter(batches_of(9))), t.predict(X), rtol=1e-5)
+
+
+def bad_shape(i):
+    return np.zeros((BATCH, 3), np.float32), np.zeros(BATCH, np.int32)
+
+
+def bad_dtype(i):
+    return np.full((BATCH, 8), "a"), np.zeros(BATCH, np.int32)
+
+
+def bad_label(i):
+    return X[:BATCH], np.full(BATCH, 99)
+
+
+@pytest.mark.parametrize("bad", [bad_shape, bad_dtype, bad_label])
+def test_a_bad_batch_is_named_and_the_good_steps_are_kept(bad):
+    good = batches_of(BATCH)[:3]
+    oracle = trainer()
+    oracle.fit(np.concatenate([x for x, _ in good]), np.concatenate([y for _, y in good]))
+    t = trainer()
+    with pytest.raises((ValueError, TypeError), match=r"^Batch 4 of the generator: "):
+        t.fit((b for b in [*good, bad(3), *good]), epochs=1)
+    for got, want in zip(
+        variable_values(t.model.variables), variable_values(oracle.model.variables), strict=True
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert t.epoch == 0
+
+
+def cnn(classes: int = 3, size: int = 8) -> ModelBuilder:
+    b = ModelBuilder([4, 3, size, size]).add_conv2d(4, 3, 1, 1).add_relu()
+    return b.add_dense(classes)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_folder(tmp_path_factory.mktemp("stream"), per_class=8, classes=3)
+
+
+def test_image_folder_streams_like_its_decoded_arrays(folder):
+    loader = DataLoader(ImageFolderDataset(folder), batch_size=4, shuffle=False, image_size=8)
+    x = np.concatenate([bx for bx, _ in loader])
+    y = np.concatenate([by for _, by in loader])
+    a, b = (
+        Trainer(cnn(), float32_config(batch_size=4)),
+        Trainer(cnn(), float32_config(batch_size=4)),
+    )
+    np.testing.assert_allclose(b.fit(loader, epochs=2).losses, a.fit(x, y, epochs=2).losses, 1e-5)
+    assert loader.cache_stats().hits >= 2 * len(x)
+
+
+def test_labels_out_of_range_stop_before_any_step(folder):
+    t = Trainer(cnn(classes=2), float32_config(batch_size=4))
+    before = variable_values(t.model.variables)
+    with pytest.raises(ValueError, match=r"DataLoader.s labels: .* \[0, 2\)"):
+        t.fit(DataLoader(ImageFolderDataset(folder), batch_size=4, image_size=8))
+    for got, want in zip(variable_values(t.model.variables), before, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_unreadable_file_raises_naming_it_or_is_skipped(tmp_path):
+    root = write_folder(tmp_path, per_class=4, classes=3)
+    broken_file(root / "c1" / "zz.jpg", "truncated")
+    ds = ImageFolderDataset(root)
+    with pytest.raises(UnreadableImageError, match=r"zz\.jpg"):
+        Trainer(cnn(), float32_config(batch_size=4)).fit(DataLoader(ds, 4, image_size=8))
+    loader = DataLoader(ds, 4, image_size=8, on_error="skip")
+    run = Trainer(cnn(), float32_config(batch_size=4)).fit(loader, epochs=2)
+    assert run.epochs_run == 2 and [os.path.basename(p) for p in loader.skipped] == ["zz.jpg"]
+    assert run.loop.endswith("; 1 unreadable files skipped")  # reported in the run record
+
+
+def test_a_folder_larger_than_the_memory_budget_trains_in_bounded_memory(tmp_path):
+    root = write_folder(tmp_path, per_class=60, classes=3, size=32)
+    loader = DataLoader(ImageFolderDataset(root), 4, image_size=32, max_cache_size=10)
+    decoded = 180 * 32 * 32 * 3 * 4
+    t = Trainer(cnn(size=32), float32_config(batch_size=4))
+    data = dataclasses.replace(t.arrange(loader), stage=2)
+    assert isinstance(data, StreamedData)
+    calls = []
+    program = t._loop.program
+    epoch = program.epoch
+    program.epoch = lambda xs, ys: calls.append(xs.shape[0]) or epoch(xs, ys)
+    t.train_epoch(data)  # compile outside the measurement
+    tracemalloc.start()
+    t.train_epoch(data)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert max(calls) == 2 and len(loader.cache) <= 10
+    assert peak < decoded / 2, (peak, decoded)
+
+
+def test_resume_mid_run_continues_the_same_epoch_order(folder, tmp_path):
+    def loader():
+        return DataLoader(ImageFolderDataset(folder), 4, shuffle=True, image_size=8, seed=7)
+
+    straight = Trainer(cnn(), float32_config(batch_size=4))
+    straight.fit(loader(), epochs=4)
+    first = Trainer(cnn(), float32_config(batch_size=4))
+    first.fit(loader(), epochs=2)
+    first.save(str(tmp_path / "run.gmk"))
+    resumed = Trainer.load(str(tmp_path / "run.gmk"))
+    resumed.fit(loader(), epochs=2)
+    assert resumed.epoch == 4
+    for got, want in zip(
+        variable_values(resumed.model.variables),
+        variable_values(straight.model.variables),
+        strict=True,
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,240 @@
+"""Go-Metal's vision data API: image-folder data sets, the decoder, the cache, the loader."""
+
+from __future__ import annotations
+
+import collections
+import os
+import sys
+
+import numpy as np
+import pytest
+from helpers import RESULT, run_script
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from imagefolders import broken_file, write_folder
+from PIL import Image
+
+from gometal_keras.vision import (
+    CatsDogsDataset,
+    DataLoader,
+    ImageCache,
+    ImageFolderDataset,
+    UnreadableImageError,
+    create_shared_data_loaders,
+    decode_image,
+)
+
+FAST = settings(max_examples=15, deadline=None)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_folder(tmp_path_factory.mktemp("imgs"), per_class=5, classes=3)
+
+
+def test_image_folder_lists_classes_in_sorted_order(tmp_path):
+    for name in ("zebra/1.PNG", "ant/2.jpg", "ant/3.jpeg", "ant/skip.txt", "mole/4.bmp"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    ds = ImageFolderDataset(tmp_path)
+    assert ds.class_names == ["ant", "mole", "zebra"] and ds.num_classes == 3
+    assert ds.class_distribution() == {"ant": 2, "mole": 1, "zebra": 1}
+    assert [os.path.basename(ds.get_item(i)[0]) for i in range(len(ds))] == [
+        "2.jpg",
+        "3.jpeg",
+        "4.bmp",
+        "1.PNG",
+    ]
+    assert ds.filter_by_class(["zebra"]).labels.tolist() == [2]
+    assert ds.subset([3, 0]).labels.tolist() == [2, 0]
+    assert "4 images in 3 classes (ant: 2, mole: 1, zebra: 1)" in ds.summary()
+
+
+@FAST
+@given(st.integers(2, 60), st.floats(0.05, 0.95), st.booleans(), st.integers(0, 5))
+def test_split_partitions_the_images(n, ratio, shuffle, seed):
+    ds = ImageFolderDataset.from_files(
+        [f"/d/{i}.png" for i in range(n)], [i % 2 for i in range(n)], ["a", "b"]
+    )
+    train, val = ds.split(ratio, shuffle, seed)
+    assert len(train) == round(ratio * n)
+    assert sorted(train.paths + val.paths) == sorted(ds.paths)
+    again, _ = ds.split(ratio, shuffle, seed)
+    assert again.paths == train.paths  # the same split every run
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda p: p / "missing", "does not exist"),
+        (lambda p: p, "no class sub-folders"),
+        (
+            lambda p: (
+                (p / "a").mkdir() or (p / "a" / "x.png").write_bytes(b"") or (p / "b").mkdir() or p
+            ),
+            "holds no",
+        ),
+    ],
+)
+def test_image_folder_refuses_bad_layouts_naming_them(tmp_path, make, match):
+    with pytest.raises(ValueError, match=match):
+        ImageFolderDataset(make(tmp_path))
+
+
+@pytest.mark.parametrize("layout", ["go-metal", "petimages", "kaggle"])
+def test_cats_dogs_takes_each_layout(tmp_path, layout):
+    for label in ("cat", "dog"):
+        for i in range(3):
+            if layout == "kaggle":
+                path = tmp_path / f"{label}.{i}.jpg"
+            else:
+                folder = label if layout == "go-metal" else label.capitalize()
+                path = tmp_path / folder / f"{i}.jpg"
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(b"")
+    ds = CatsDogsDataset(tmp_path, max_samples_per_class=2)
+    assert ds.class_names == ["cat", "dog"] and ds.labels.tolist() == [0, 0, 1, 1]
+
+
+MODES = st.sampled_from(["L", "RGB", "RGBA", "LA", "P", "I;16"])
+
+
+@FAST
+@given(MODES, st.integers(1, 12), st.integers(0, 2**31 - 1), st.sampled_from([1, 3]))
+def test_decode_scales_every_mode_to_unit_range(tmp_path_factory, mode, size, seed, channels):
+    rng = np.random.default_rng(seed)
+    wide = mode == "I;16"
+    raw = rng.integers(0, 65536 if wide else 256, (size, size, 4)).astype(
+        np.uint16 if wide else np.uint8
+    )
+    if mode in ("L", "I;16", "P"):
+        img = Image.fromarray(raw[..., 0]) if mode != "P" else Image.fromarray(raw[..., 0], "P")
+        if mode == "P":
+            img.putpalette([v for i in range(256) for v in (i, i, i)])
+        expect = np.repeat(raw[..., :1], 3, -1) / (65535.0 if wide else 255.0)
+    else:
+        img = Image.fromarray(raw[..., : len(mode)], mode)
+        rgb = raw[..., :3] if len(mode) >= 3 else np.repeat(raw[..., :1], 3, -1)
+        expect = rgb / 255.0
+    path = tmp_path_factory.mktemp("dec") / "img.png"
+    img.save(path)
+    got = decode_image(str(path), size, channels)
+    assert got.shape == (size, size, channels) and got.dtype == np.float32
+    if channels == 3:
+        np.testing.assert_allclose(got, expect, atol=1e-6)
+    else:
+        assert 0.0 <= got.min() <= got.max() <= 1.0
+
+
+def test_mixed_sizes_become_one_size(tmp_path):
+    for i, (w, h) in enumerate([(5, 9), (40, 3), (8, 8)]):
+        Image.new("RGB", (w, h), (255, 255, 255)).save(tmp_path / f"{i}.jpg")
+        assert decode_image(str(tmp_path / f"{i}.jpg"), 6).shape == (6, 6, 3)
+
+
+@pytest.mark.parametrize("kind", ["text", "truncated"])
+def test_undecodable_file_is_named(tmp_path, kind):
+    path = broken_file(tmp_path / "bad.png", kind)
+    with pytest.raises(UnreadableImageError, match=r"bad\.png"):
+        decode_image(str(path), 4)
+
+
+OPS = st.lists(st.tuples(st.sampled_from(["get", "put"]), st.integers(0, 6)), max_size=40)
+
+
+@FAST
+@given(st.integers(0, 4), OPS)
+def test_cache_is_least_recently_used(max_size, ops):
+    cache, model, hits, misses = ImageCache(max_size), collections.OrderedDict(), 0, 0
+    for op, key in ops:
+        if op == "put":
+            cache.put(key, np.full(2, key, np.float32))
+            if max_size:
+                model[key] = key
+                model.move_to_end(key)
+                while len(model) > max_size:
+                    model.popitem(last=False)
+        else:
+            got = cache.get(key)
+            if key in model:
+                model.move_to_end(key)
+                hits += 1
+                assert got is not None and got[0] == key
+            else:
+                misses += 1
+                assert got is None
+    stats = cache.stats()
+    assert (stats.size, stats.hits, stats.misses) == (len(model), hits, misses)
+    assert stats.nbytes == 8 * len(model)
+
+
+@FAST
+@given(st.integers(1, 8), st.booleans(), st.integers(0, 3))
+def test_loader_gives_each_image_once_per_epoch(folder, batch_size, shuffle, seed):
+    ds = ImageFolderDataset(folder)
+    loader = DataLoader(ds, batch_size, shuffle, image_size=4, seed=seed, num_workers=2)
+    orders = []
+    for epoch in (0, 1, 0):
+        loader.set_epoch(epoch)
+        seen = [b for b in iter(loader.next_batch, None)]
+        assert all(len(y) <= batch_size for _, y in seen)
+        assert loader.progress() == (len(ds), len(ds))
+        labels = np.concatenate([y for _, y in seen])
+        assert sorted(labels.tolist()) == sorted(ds.labels.tolist())
+        orders.append(np.concatenate([x for x, _ in seen]).sum(axis=(1, 2, 3)))
+    np.testing.assert_array_equal(orders[0], orders[2])  # epoch order from (seed, epoch)
+    loader.close()
+
+
+def test_loader_pixels_match_decode_and_cache_counts(folder):
+    ds = ImageFolderDataset(folder)
+    loader = DataLoader(ds, batch_size=4, shuffle=False, image_size=8, max_cache_size=100)
+    first = np.concatenate([x for x, _ in loader])
+    np.testing.assert_array_equal(first[0], decode_image(ds.paths[0], 8))
+    second = np.concatenate([x for x, _ in loader])
+    np.testing.assert_array_equal(first, second)
+    stats = loader.cache_stats()
+    assert (stats.size, stats.hits, stats.misses) == (len(ds), len(ds), len(ds))
+    assert stats.hit_rate == 0.5 and "Hit Rate: 50.0%" in loader.stats()
+
+
+def test_shared_loaders_share_one_cache(folder):
+    train, val = ImageFolderDataset(folder).split(0.6, seed=1)
+    tl, vl = create_shared_data_loaders(train, val, batch_size=4, image_size=8, max_cache_size=50)
+    assert tl.cache is vl.cache and not vl.shuffle
+    list(tl), list(vl)
+    assert tl.cache_stats().size == len(train) + len(val)
+
+
+def test_bounded_cache_keeps_at_most_max_size(folder):
+    loader = DataLoader(ImageFolderDataset(folder), batch_size=3, image_size=4, max_cache_size=4)
+    for _ in range(3):
+        for _ in loader:
+            assert len(loader.cache) <= 4
+
+
+def test_bad_files_raise_naming_them_or_are_skipped_and_counted(tmp_path):
+    root = write_folder(tmp_path, per_class=3, classes=2)
+    broken_file(root / "c0" / "zz_text.jpg", "text")
+    broken_file(root / "c1" / "zz_cut.png", "truncated")
+    ds = ImageFolderDataset(root)
+    assert [os.path.basename(p) for p in DataLoader(ds, image_size=4).verify()] == ["zz_text.jpg"]
+    with pytest.raises(UnreadableImageError, match="zz_"):
+        list(DataLoader(ds, batch_size=8, image_size=4))
+    skipping = DataLoader(ds, batch_size=3, image_size=4, on_error="skip")
+    for _ in range(2):
+        assert sum(len(y) for _, y in skipping) == 6
+    assert sorted(os.path.basename(p) for p in skipping.skipped) == ["zz_cut.png", "zz_text.jpg"]
+
+
+def test_loader_needs_no_tensorflow(folder):
+    code = f"""
+import json, sys
+sys.modules["tensorflow"] = None  # importing TensorFlow now fails
+from gometal_keras.vision import DataLoader, ImageFolderDataset
+x, y = DataLoader(ImageFolderDataset({str(folder)!r}), batch_size=4, image_size=6).next_batch()
+print({RESULT!r} + json.dumps([list(x.shape), "tensorflow" in sys.modules and
+      sys.modules["tensorflow"] is not None]))
+"""
+    assert run_script(code, backend="jax") == [[4, 6, 6, 3], False]
+    assert sys.modules.get("PIL") is not None
