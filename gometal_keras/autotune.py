@@ -95,8 +95,8 @@ def plans(
     jits = (
         (config.jit_compile,)
         if config.jit_compile is not None
-        else engine.jit_options(device, precision)[: 1 if config.seed is not None else None]
-    )  # a seeded run takes the default, never a timed XLA choice (docs/guarantees.md, 5)
+        else engine.jit_options(device, precision)[: 1 if _untimed_xla(config) else None]
+    )  # a seed replays a timed XLA choice through the decision cache (docs/guarantees.md, 5)
     xla_only = False not in jits
     scaling = config.loss_scaling_for(precision)
     found = []
@@ -158,7 +158,7 @@ def select(
     if fragile:  # the CPU is a timed candidate there (its per-step plan follows if it fails)
         options, on_cpu = options + on_cpu[:1], []
     timing = len(options) > 1 or fragile
-    if timing and config.decision_cache == "never":
+    if config.decision_cache == "never" and (timing or auto):
         return _by_rule(source, config, engine, device, options, factory, given, placement)
     key = None
     if timing:
@@ -194,6 +194,11 @@ def select(
     with where.scope() if where is not placement else contextlib.nullcontext():
         model = given or factory(decision.precision)
     return Selection(decision.chosen, decision, model, where)
+
+
+def _untimed_xla(config: TrainerConfig) -> bool:
+    """Without trials (``decision_cache="never"``) the engine's default XLA setting is taken."""
+    return config.decision_cache == "never"
 
 
 def _by_rule(source, config, engine, device, options, factory, given, placement) -> Selection:

@@ -85,13 +85,15 @@ def reported(values: Any, committed: Any) -> Any:
 
 @contextlib.contextmanager
 def rolled_back_on_interrupt(model: keras.Model, optimizer: Any) -> Iterator[None]:
-    """Run a block (an epoch) as a transaction: on any exception, every variable goes back.
+    """Run a block (an epoch) as a transaction: on Ctrl-C, every variable goes back.
 
     `Trainer.fit` runs each epoch in one: a `KeyboardInterrupt` (Ctrl-C) that arrives
     while a fused epoch runs on the device is raised when the call returns, after its
     updates are in; without this the model would hold an epoch that `trainer.epoch` does
     not count, and a resume would train on its data twice. The copy is taken on the
-    device, once an epoch.
+    device, once an epoch. Other errors leave the variables as the steps before them left
+    them (a non-finite step is undone by the step's own guard; a bad streamed batch keeps
+    the good steps before it).
 
     Args:
         model: Its variables (weights, BatchNorm statistics, random-generator state).
@@ -113,7 +115,7 @@ def rolled_back_on_interrupt(model: keras.Model, optimizer: Any) -> Iterator[Non
     saved = [keras.ops.copy(v.value) for v in variables]
     try:
         yield
-    except BaseException:
+    except KeyboardInterrupt:
         for variable, value in zip(variables, saved, strict=True):
             variable.assign(value)
         raise

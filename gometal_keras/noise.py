@@ -3,7 +3,7 @@
 Two identical programs timed one after the other can differ by 1.3x on a loaded CPU, so a
 single time (or the best of a few) says little. Here a measurement is a set of repeats: a
 `Spread` gives its median and range, `clearly_faster` says whether one set beats another by
-a margin in every repeat, and `Ratios` summarises paired, interleaved rounds (A and B timed
+a margin with confidence, and `Ratios` summarises paired, interleaved rounds (A and B timed
 in turn, so drift and load hit both alike) as a speedup with its range. What is inside the
 noise is called so; nothing here times anything.
 """
@@ -57,25 +57,48 @@ class Spread:
         return (self.high - self.low) / self.median if self.samples else math.nan
 
 
-def clearly_faster(fast: Sequence[float], slow: Sequence[float], margin: float = 0.0) -> bool:
-    """Whether every repeat of `fast` beats the median of `slow` by at least `margin`.
+def clearly_faster(
+    fast: Sequence[float], slow: Sequence[float], margin: float = 0.0, share: float = 0.8
+) -> bool:
+    """Whether `fast` beats `slow` by more than `margin`, with confidence.
+
+    Repeats of the two timed in turn (as many of each: interleaved rounds) are compared
+    round by round, so drift and load hit both alike; otherwise each repeat of `fast` is
+    compared with the median of `slow`. `fast` wins when the median round has it quicker
+    by at least `margin` and `fast` was quicker in at least `share` of the
+    comparisons (all of them below five rounds): one round disturbed by a hiccup does not
+    decide, and a difference that changes sign from round to round is inside the noise.
+    (The median round is judged by ``fast - slow * (1 - margin) <= 0``, exact at the edge.)
 
     Args:
         fast: Times of the candidate said to be faster.
         slow: Times of the other candidate.
-        margin: The fraction `fast` must be quicker by, e.g. 0.05.
+        margin: The fraction `fast` must be quicker by, e.g. 0.03.
+        share: The fraction of comparisons `fast` must win.
 
     Returns:
-        True when both have usable repeats and ``max(fast) <= median(slow) * (1 - margin)``.
+        True when both have usable repeats and `fast` wins as above.
 
     Example:
         >>> clearly_faster([1.0, 1.1, 0.9], [2.0, 2.1, 1.9], margin=0.05)
         True
-        >>> clearly_faster([1.0, 2.2, 0.9], [2.0, 2.1, 1.9], margin=0.05)  # one repeat lost
+        >>> clearly_faster([1.0, 2.2, 0.9], [2.0, 2.1, 1.9], margin=0.05)  # one round of 3 lost
+        False
+        >>> clearly_faster([1, 1, 1, 5, 1, 1, 1, 1, 1], [2] * 9, margin=0.05)  # one hiccup of 9
+        True
+        >>> clearly_faster([1.0, 1.2, 0.9, 1.1, 1.0], [1.1, 1.0, 1.0, 1.0, 1.05])  # mixed signs
         False
     """
     a, b = Spread.of(fast), Spread.of(slow)
-    return bool(a.samples and b.samples) and a.high <= b.median * (1.0 - margin)
+    if not (a.samples and b.samples):
+        return False
+    if len(a.samples) == len(b.samples):
+        pairs = list(zip(a.samples, b.samples, strict=True))
+    else:
+        pairs = [(f, b.median) for f in a.samples]
+    needed = len(pairs) if len(pairs) < 5 else math.ceil(share * len(pairs))
+    wins = sum(f < s for f, s in pairs)
+    return statistics.median(f - s * (1.0 - margin) for f, s in pairs) <= 0 and wins >= needed
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,8 +4,8 @@ Each candidate's throw-away program is built and warmed up (traced, compiled) fi
 (`gometal_keras.trial_runner`); then the timed calls of every candidate run in rounds,
 ABBA (A B, then B A, ...), so that drift and load hit all alike, and each `Candidate`
 keeps the per-step time of every round (`Candidate.spread`). Rounds stop early once one
-candidate is clearly ahead of all others (`noise.clearly_faster` by the decision's margin
-in every round, after `MIN_ROUNDS`), else at `MAX_ROUNDS` or when each candidate has had
+candidate is clearly ahead of all others (`noise.clearly_faster` by the decision's margin,
+round by round, after `MIN_ROUNDS`), else at `MAX_ROUNDS` or when each candidate has had
 `TRIAL_BUDGET` seconds. The clock is a
 parameter, so the stopping rule is tested with a fake one.
 """
@@ -94,7 +94,8 @@ def interleave(
 
     Args:
         calls: One warmed-up call per candidate; each returns its last values.
-        margin: The fraction a winner must be faster by in every round to stop early.
+        margin: The fraction a winner must be clearly faster by (`noise.clearly_faster`)
+            to stop early.
         clock: Seconds, monotonic (`time.perf_counter`; a fake one in tests).
 
     Returns:

@@ -234,13 +234,15 @@ class GlobalStateTest(tf.test.TestCase):
 
 
 class SeedFixesXlaTest(tf.test.TestCase):
-    """Class 6: with a seed and jit_compile=None, XLA is the engine's default, not timed."""
+    """Class 6: with a seed and jit_compile=None, the XLA choice is replayed from the decision
+    cache (tests/test_auto_cache.py), or, without trials, the engine's default."""
 
     def test_seeded_plans_offer_one_xla_setting(self):
         engine = engines.current()
         device = engine.describe_device()
         for precision in Precision:
-            seeded = autotune.plans(TrainerConfig(seed=3), engine, device, precision)
+            config = TrainerConfig(seed=3, decision_cache="never")
+            seeded = autotune.plans(config, engine, device, precision)
             self.assertLen({p.xla for p in seeded}, 1)
             self.assertEqual(seeded[0].xla, engine.jit_options(device, precision)[0])
 
@@ -275,8 +277,8 @@ class InterruptedEpochTest(tf.test.TestCase):
         t.fit(x, y, epochs=1)
         real = TrainingLoop.run_epoch
 
-        def interrupted(loop, data):
-            real(loop, data)  # the device call finished: its updates are in
+        def interrupted(loop, data, *epoch):
+            real(loop, data, *epoch)  # the device call finished: its updates are in
             raise KeyboardInterrupt
 
         with (

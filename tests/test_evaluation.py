@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import tiny_builder
+from helpers import BATCH, tiny_builder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -126,7 +126,7 @@ def test_classification_plots_have_one_curve_per_class_and_one_cell_per_pair(tmp
 
 def test_regression_plots_and_trainer_hook(tmp_path):
     config = TrainerConfig(
-        batch_size=8,
+        batch_size=BATCH,
         problem_type="regression",
         loss="mse",
         precision="float32",

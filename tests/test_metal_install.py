@@ -109,7 +109,7 @@ def test_makefile_takes_the_newest_supported_python_on_apple_silicon(tmp_path):
     out = make(tmp_path, "UNAME=Darwin-arm64", PATH=path)
     assert out.returncode == 0, out.stderr
     assert f"{path}/python3.11 -m venv" in out.stdout
-    assert "[test,plot,metal]" in out.stdout
+    assert "[test,plot,onnx,evaluate,metal]" in out.stdout
 
 
 def test_makefile_says_what_to_install_when_no_python_fits(tmp_path):
@@ -124,7 +124,7 @@ def test_makefile_keeps_python3_elsewhere_and_a_given_python(tmp_path):
     path = fake_bin(tmp_path, "python3.12")
     out = make(tmp_path, "UNAME=Linux-x86_64", PATH=path)
     assert "\npython3 -m venv" in f"\n{out.stdout}"
-    assert "[test,plot]" in out.stdout and "metal]" not in out.stdout
+    assert "[test,plot,onnx,evaluate]" in out.stdout and "metal]" not in out.stdout
     out = make(tmp_path, "UNAME=Darwin-arm64", "PYTHON=/opt/py/bin/python3.10", PATH=path)
     assert "/opt/py/bin/python3.10 -m venv" in out.stdout
 
