@@ -50,7 +50,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check gometal_keras tests examples
 
 test: lint $(VENV)/.backends
-	$(PY) -m pytest -q -p no:cacheprovider -n 2 $(ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist worksteal $(ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) -m gometal_keras.bench --quick $(ARGS)

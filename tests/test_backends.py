@@ -30,7 +30,9 @@ SCRIPT = textwrap.dedent(
     from gometal_keras import ModelBuilder, Trainer, TrainerConfig, demo_dataset
     from gometal_keras import engines
     from gometal_keras import precision as prec
+    from gometal_keras import trials
 
+    trials.MAX_ROUNDS = trials.MIN_ROUNDS  # the fewest timed rounds: trials run, briefly
     precisions = sys.argv[1].split(",")
     out = {"backend": keras.backend.backend(), "runs": {}}
     x, y = demo_dataset(samples=16 * 5 + 3, features=20, seed=2)
@@ -48,7 +50,7 @@ SCRIPT = textwrap.dedent(
         return TrainerConfig(batch_size=16, learning_rate=0.02, precision=p, seed=3, **kw)
 
     for p in precisions:
-        t = Trainer(builder(), config(p))
+        t = Trainer(builder(), config(p, loop="fused"))  # trials are run below, under auto
         run = t.fit(x, y, epochs=3)
         batch = [t.train_batch(x[:16], y[:16]).loss for _ in range(3)]
         pred = t.predict(x[:7])
