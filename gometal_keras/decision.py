@@ -5,7 +5,8 @@ hands the results here as `Candidate` records (`gometal_keras.trials`); `choose`
 fastest sound one, with mixed precision kept only when it beats float32 by `MIN_GAIN` with
 confidence, round by round (`noise.clearly_faster`; inside the noise: float32, and the
 reason says so). A failed candidate carries its `error` and is never chosen;
-`check_failures` raises when every one did. Labels and JSON are made from these records only when shown or written.
+`check_failures` raises when every one did. Labels and JSON are made from these records
+only when shown or written.
 """
 
 from __future__ import annotations
