@@ -21,8 +21,7 @@ from gometal_keras.plan import Precision, RunPlan
 from gometal_keras.precision import DeviceInfo, candidates, preferred, rejected
 from gometal_keras.trials import Candidate
 
-#: A mixed candidate must beat float32 by this fraction to be chosen: timing noise alone
-#: must never trade float32's accuracy for nothing.
+#: A mixed candidate must beat float32 by this fraction to be chosen (noise never trades accuracy).
 MIN_GAIN = 0.03
 
 
