@@ -19,7 +19,9 @@ from gometal_keras.examples.mixed_precision_demo import run_demo
 from gometal_keras.plan import Precision
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = DemoSettings(hidden=16, layers=(16, 8), epochs=2, samples=128, precision="float32")
+SMALL = DemoSettings(
+    hidden=16, layers=(16, 8), epochs=2, samples=128, precision="float32", rounds=3
+)
 
 
 def _parse(*argv: str) -> argparse.Namespace:

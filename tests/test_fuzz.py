@@ -167,7 +167,7 @@ def channels_last(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 class BuilderFuzzTest(tf.test.TestCase):
-    @SETTINGS
+    @settings(SETTINGS, max_examples=15)  # each example compiles a model: the suite's costliest
     @given(
         shape=INPUT_SHAPES,
         chain=st.lists(st.tuples(LAYERS, NAMES), min_size=3, max_size=8),
