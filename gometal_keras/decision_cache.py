@@ -30,6 +30,7 @@ from typing import Any
 from gometal_keras.builder import ModelBuilder
 from gometal_keras.config import TrainerConfig
 from gometal_keras.decision import Decision
+from gometal_keras.metal import installed_versions
 from gometal_keras.precision import DeviceInfo
 from gometal_keras.record import json_safe
 
@@ -101,9 +102,7 @@ def cache_key(source: Any, config: TrainerConfig, device: DeviceInfo, placement:
         >>> key["batch_size"], key["device"]["backend"]
         (32, 'jax')
     """
-    from gometal_keras.environment import versions  # environment imports autotune
-
-    found = versions()
+    found = installed_versions(VERSIONED)
     key = json_safe({
         **model_spec(source),
         "batch_size": config.batch_size,

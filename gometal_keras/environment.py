@@ -8,7 +8,6 @@ policy, seeds) is touched. The CLI's ``info`` command and the JSON report use th
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import platform
 import sys
 from typing import Any
@@ -45,13 +44,7 @@ def versions() -> dict[str, str | None]:
         >>> versions()["python"] == platform.python_version()
         True
     """
-    found: dict[str, str | None] = {"python": platform.python_version()}
-    for dist in DISTRIBUTIONS:
-        try:
-            found[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            found[dist] = None
-    return found
+    return metal.installed_versions(DISTRIBUTIONS)
 
 
 def device_dict(device: prec.DeviceInfo) -> dict[str, Any]:

@@ -45,8 +45,14 @@ def _pin(first: tuple[int, int], last: tuple[int, int]) -> str:
     return f"tensorflow>={first[0]}.{first[1]},<{last[0]}.{last[1] + 1}"
 
 
-def installed_versions() -> dict[str, str | None]:
-    """Return the installed versions of Python, ``tensorflow`` and ``tensorflow-metal``.
+def installed_versions(
+    dists: tuple[str, ...] = ("tensorflow", "tensorflow-metal"),
+) -> dict[str, str | None]:
+    """Return the installed versions of Python and `dists` (``tensorflow`` and
+    ``tensorflow-metal`` unless told).
+
+    Args:
+        dists: The distributions to read.
 
     Returns:
         ``{"python": "3.12.4", "tensorflow": "2.18.1", "tensorflow-metal": None}``; None
@@ -57,7 +63,7 @@ def installed_versions() -> dict[str, str | None]:
         True
     """
     found: dict[str, str | None] = {"python": platform.python_version()}
-    for dist in ("tensorflow", "tensorflow-metal"):
+    for dist in (d for d in dists if d not in found):  # "python" is read above
         try:
             found[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from gometal_keras.demo_flags import add_demo_arguments, demo_settings
+
 
 def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Add the ``tune`` command, with the demo's model flags, to `commands` (subparsers).
@@ -22,7 +24,6 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> argpars
         >>> root.parse_args(["tune", "--layers", "64,32"]).layers
         (64, 32)
     """
-    from gometal_keras.cli import add_demo_arguments
 
     parser = commands.add_parser(
         "tune",
@@ -44,7 +45,6 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> argpars
 def run(args: argparse.Namespace, print_line: Any = print) -> int:
     """Time and store the decision for the model `args` describe; print it. Returns 0."""
     from gometal_keras import decision_cache
-    from gometal_keras.cli import demo_settings
     from gometal_keras.examples.mixed_precision_demo import build_model, make_config
     from gometal_keras.trainer import Trainer
 
