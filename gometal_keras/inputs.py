@@ -66,12 +66,25 @@ class BatchSource:
     stage: int | None = None
     _iterator: Iterator | None = dataclasses.field(default=None, repr=False)
 
-    def batches(self, epoch: int) -> Iterator[Batch]:
+    @property
+    def pixels(self) -> bool:
+        """Whether the input gives decoded image bytes (`vision.DataLoader.pixel_batches`)."""
+        return callable(getattr(self.value, "pixel_batches", None))
+
+    def batches(self, epoch: int, pixels: bool = False) -> Iterator[Batch]:
         """The batches of epoch `epoch` (0-based), converted to numpy.
+
+        Args:
+            epoch: The epoch number (orders an image loader's batches).
+            pixels: Where the input has them (`pixels`), give its image bytes as they
+                are (``uint8``, scaled on the device by the program) instead of floats.
 
         Raises:
             ValueError: A batch is not ``(x, y)`` / ``x``; the message names the batch.
         """
+        if pixels and self.pixels:
+            yield from self.value.pixel_batches(epoch)
+            return
         setter = getattr(self.value, "set_epoch", None)
         if callable(setter):
             setter(epoch)

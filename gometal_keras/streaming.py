@@ -11,6 +11,11 @@ last full stage run as single compiled steps, so each program compiles once.
 Every batch is checked before it is staged; a bad one ends the epoch with one sentence
 naming it, after the good batches before it have trained (the weights are those of the
 last good step). The remainder after the last full batch is dropped, as with arrays.
+
+An image loader's batches are staged as the bytes it decoded (`DataLoader.pixel_batches`)
+and scaled on the device (`gometal_keras.pixels`): a quarter of float32's copying, and the
+same numbers. Its first batch is checked against the model whole; later ones have the
+loader's fixed image shape, so only their labels are checked.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from gometal_keras import pixels
 from gometal_keras.inputs import BatchSource
 from gometal_keras.plan import Loop, RunPlan
 
@@ -69,6 +75,7 @@ class StreamedData:
     Attributes:
         source: The input.
         check: Checks one batch ``(x, y)`` and returns it as the model takes it.
+        check_labels: Checks labels ``(y, n)`` alone (an image loader's later batches).
         batch_size: Samples per step.
         steps: Steps per epoch when known (from the input's length or ``steps_per_epoch``).
         steps_per_epoch: End each epoch after this many steps (None = when exhausted).
@@ -78,6 +85,7 @@ class StreamedData:
 
     source: BatchSource
     check: Check
+    check_labels: Callable[..., np.ndarray]
     batch_size: int
     steps: int | None
     steps_per_epoch: int | None
@@ -93,7 +101,8 @@ class StreamedData:
             per = "one call per step"
         skipped = len(getattr(self.source.value, "skipped", ()))
         note = f"; {skipped} unreadable files skipped" if skipped else ""
-        return f"streamed from a {self.source.kind}, {per} (double-buffered){note}"
+        staged = ", images staged as bytes" if self.source.pixels else ""
+        return f"streamed from a {self.source.kind}, {per} (double-buffered{staged}){note}"
 
 
 @dataclasses.dataclass
@@ -121,9 +130,11 @@ def host_stages(data: StreamedData, epoch: int, free_bytes: int | None) -> Itera
     fill = cap = 0
     failure: BaseException | None = None
     try:
-        for index, (x, y) in enumerate(source.batches(epoch), 1):
+        for index, (x, y) in enumerate(source.batches(epoch, pixels=True), 1):
             xa, ya = _checked(data, x, y, index)
             total += len(xa)
+            if buf_x is not None and xa.dtype != buf_x.dtype:  # 16-bit images among 8-bit
+                buf_x, xa = pixels.common(buf_x, xa)
             if k is None:
                 k = stage_size(b * (xa[0].nbytes + ya[0].nbytes), free_bytes, steps)
                 source.stage = k
@@ -164,7 +175,11 @@ def _checked(data: StreamedData, x: Any, y: Any, index: int) -> tuple[np.ndarray
     where = f"Batch {index} of the {data.source.kind}"
     if y is None:
         raise ValueError(f"{where} has no labels; expected (x, y) batches for training.")
-    return named(data.check, (x, y), where)
+    if not data.source.pixels:
+        return named(data.check, (x, y), where)
+    if index == 1:  # the loader's image shape against the model's input, once
+        named(data.check, (pixels.to_unit(x[:1]), y[:1]), where)
+    return x, named(data.check_labels, (y, len(y)), where)
 
 
 def named(check: Callable[..., Any], args: tuple, where: str) -> Any:

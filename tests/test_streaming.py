@@ -14,10 +14,17 @@ from helpers import BATCH, classification_data, float32_config, tiny_builder, va
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from imagefolders import broken_file, write_folder
+from PIL import Image
 
 from gometal_keras import ModelBuilder, Trainer
 from gometal_keras.streaming import StreamedData
-from gometal_keras.vision import DataLoader, ImageFolderDataset, UnreadableImageError
+from gometal_keras.vision import (
+    DataLoader,
+    ImageFolderDataset,
+    UnreadableImageError,
+    dataloader,
+    decode_image,
+)
 
 FAST = settings(max_examples=10, deadline=None)
 X, Y = classification_data(samples=5 * BATCH + 3, seed=1)
@@ -148,8 +155,8 @@ def test_a_bad_batch_is_named_and_the_good_steps_are_kept(bad):
     assert t.epoch == 0
 
 
-def cnn(classes: int = 3, size: int = 8) -> ModelBuilder:
-    b = ModelBuilder([4, 3, size, size]).add_conv2d(4, 3, 1, 1).add_relu()
+def cnn(classes: int = 3, size: int = 8, batch: int = 4) -> ModelBuilder:
+    b = ModelBuilder([batch, 3, size, size]).add_conv2d(4, 3, 1, 1).add_relu()
     return b.add_dense(classes)
 
 
@@ -158,16 +165,39 @@ def folder(tmp_path_factory):
     return write_folder(tmp_path_factory.mktemp("stream"), per_class=8, classes=3)
 
 
-def test_image_folder_streams_like_its_decoded_arrays(folder):
-    loader = DataLoader(ImageFolderDataset(folder), batch_size=4, shuffle=False, image_size=8)
-    x = np.concatenate([bx for bx, _ in loader])
-    y = np.concatenate([by for _, by in loader])
-    a, b = (
-        Trainer(cnn(), float32_config(batch_size=4)),
-        Trainer(cnn(), float32_config(batch_size=4)),
-    )
-    np.testing.assert_allclose(b.fit(loader, epochs=2).losses, a.fit(x, y, epochs=2).losses, 1e-5)
-    assert loader.cache_stats().hits >= 2 * len(x)
+MODES = st.sampled_from(["RGB", "L", "RGBA", "P", "I;16"])
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.lists(MODES, min_size=1, max_size=3), st.integers(2, 5), st.integers(1, 9))
+def test_image_bytes_scaled_on_the_device_train_exactly_like_floats(
+    tmp_path_factory, modes, batch, read
+):
+    # The oracle: each file decoded alone to floats (`decode_image`), as a list of
+    # batches. Bytes staged and scaled on the device must give the same numbers, bit for
+    # bit, including when 16-bit images (float on the host) sit among 8-bit ones.
+    root = write_folder(tmp_path_factory.mktemp("modes"), per_class=4, classes=3)
+    for i, mode in enumerate(modes):
+        path = root / f"c{i % 3}" / f"m{i}.png"
+        grey = np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000
+        if mode == "I;16":
+            Image.fromarray(grey).save(path)
+        else:
+            Image.fromarray((grey // 256).astype(np.uint8)).convert(mode).save(path)
+    ds = ImageFolderDataset(root)
+    x = np.stack([decode_image(p, 8) for p in ds.paths])
+    floats = [(x[i : i + batch], ds.labels[i : i + batch]) for i in range(0, len(x), batch)]
+    loader = DataLoader(ds, batch, shuffle=False, image_size=8, num_workers=1)
+    a, b = (Trainer(cnn(batch=batch), float32_config(batch_size=batch)) for _ in range(2))
+    b.set_state(a.get_state())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dataloader, "READ_BYTES", read * 8 * 8 * 3 * batch)
+        streamed = b.fit(loader, epochs=2).losses
+    np.testing.assert_array_equal(streamed, a.fit(floats, epochs=2).losses)
+    got, want = variable_values(b.model.variables), variable_values(a.model.variables)
+    for mine, theirs in zip(got, want, strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    assert "images staged as bytes" in b.fit(loader, epochs=1).loop
 
 
 def test_labels_out_of_range_stop_before_any_step(folder):
@@ -191,7 +221,10 @@ def test_unreadable_file_raises_naming_it_or_is_skipped(tmp_path):
     assert run.loop.endswith("; 1 unreadable files skipped")  # reported in the run record
 
 
-def test_a_folder_larger_than_the_memory_budget_trains_in_bounded_memory(tmp_path):
+def test_a_folder_larger_than_the_memory_budget_trains_in_bounded_memory(tmp_path, monkeypatch):
+    # The loader reads READ_BYTES of pixels at a time: made one batch here, so that a
+    # folder small enough for a test is many reads.
+    monkeypatch.setattr(dataloader, "READ_BYTES", 1)
     root = write_folder(tmp_path, per_class=60, classes=3, size=32)
     loader = DataLoader(ImageFolderDataset(root), 4, image_size=32, max_cache_size=10)
     decoded = 180 * 32 * 32 * 3 * 4

@@ -227,6 +227,24 @@ def test_bad_files_raise_naming_them_or_are_skipped_and_counted(tmp_path):
     assert sorted(os.path.basename(p) for p in skipping.skipped) == ["zz_cut.png", "zz_text.jpg"]
 
 
+def test_process_workers_decode_like_decode_image_and_keep_the_error_policy(tmp_path):
+    root = write_folder(tmp_path, per_class=5, classes=2)
+    broken_file(root / "c1" / "zz_cut.png", "truncated")
+    ds = ImageFolderDataset(root)
+    want = {p: decode_image(p, 6) for p in ds.paths if "zz_" not in p}
+    loader = DataLoader(ds, 3, image_size=6, num_workers=2, use_multiprocessing=True, seed=3)
+    with pytest.raises(UnreadableImageError, match="zz_cut"):
+        list(loader)
+    skipping = DataLoader(
+        ds, 3, False, image_size=6, num_workers=2, use_multiprocessing=True, on_error="skip"
+    )
+    for _ in range(2):  # decoded in the workers, then read from the cache
+        got = np.concatenate([x for x, _ in skipping])
+        np.testing.assert_array_equal(got, np.stack(list(want.values())))
+    assert [os.path.basename(p) for p in skipping.skipped] == ["zz_cut.png"]
+    loader.close(), skipping.close()
+
+
 def test_loader_needs_no_tensorflow(folder):
     code = f"""
 import json, sys

@@ -80,6 +80,9 @@ class Program(abc.ABC):
     def step(self, x: Any, y: Any) -> Any:
         """Run one optimizer step on one batch.
 
+        `x` is what the model takes, or ``uint8`` image bytes, which the step turns into
+        ``x * (1/255)`` in float32 on the device (`gometal_keras.pixels.to_model_input`).
+
         Returns:
             A float32 vector of `Objective.width` values: the (unscaled) loss, then the
             metrics, as a device tensor.

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
-from gometal_keras import guard
+from gometal_keras import guard, pixels
 from gometal_keras.engines.base import Engine, Objective, Placement, Program, host_free_memory_bytes
 from gometal_keras.engines.placement import rebuilt_in
 from gometal_keras.precision import DeviceInfo, cpu_device
@@ -34,6 +34,7 @@ class JaxProgram(Program):
         self._write_back(tuple([jax.device_put(v, v.sharding) for v in g] for g in self._state()))
 
         def scaled_loss(trainable, non_trainable, opt_vars, x, y):
+            x = pixels.to_model_input(x)
             y_pred, non_trainable, losses = model.stateless_call(
                 trainable, non_trainable, x, training=True, return_losses=True
             )

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from gometal_keras import guard
+from gometal_keras import guard, pixels
 from gometal_keras.engines.base import (
     Engine,
     Objective,
@@ -50,6 +50,7 @@ class TensorFlowProgram(Program):
         replicas = strategy.num_replicas_in_sync if strategy else 1
 
         def forward_backward(x, y):
+            x = pixels.to_model_input(x)
             with tf.GradientTape() as tape:
                 y_pred = model(x, training=True)
                 # Under a strategy a Keras loss is already divided by the replica count, so

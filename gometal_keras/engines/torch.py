@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import torch
 
-from gometal_keras import guard
+from gometal_keras import guard, pixels
 from gometal_keras.engines.base import (
     Engine,
     Objective,
@@ -40,7 +40,7 @@ class TorchProgram(Program):
         # The forward pass updates BatchNorm statistics and random-generator state: keep a
         # copy, to put back if this step's loss is not finite.
         saved = [v.value.detach().clone() for v in model.non_trainable_variables]
-        y_pred = model(x, training=True)
+        y_pred = model(pixels.to_model_input(x), training=True)
         loss = self._objective.loss(y, y_pred)
         if model.losses:
             loss = loss + sum(model.losses)

@@ -4,16 +4,27 @@ Go-Metal's `CacheManager`: a bounded map from image path to its decoded pixels, 
 and miss counts. One cache may serve several loaders (train and validation, Go-Metal's
 `CreateSharedDataLoaders`): entries are keyed by path and decode settings, so loaders of
 different image sizes never read each other's pixels. Thread-safe, for parallel workers.
+
+Images of one shape and dtype live as rows of one array (a slab), so a whole batch is
+read with one `numpy.take` (`take`) instead of one look-up and one copy per image: what
+lets a cached epoch stream as fast as the device trains. Recency is a counter per row.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import threading
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 
 import numpy as np
+
+from gometal_keras import pixels
+
+#: Rows a slab starts with; it doubles up to the cache's size.
+FIRST_ROWS = 64
+#: An entry's place is one int: its slab's number above these bits, its row below.
+ROW_BITS = 40
+ROW_MASK = (1 << ROW_BITS) - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +58,31 @@ class CacheStats:
         )
 
 
+class _Slab:
+    """Rows of one shape and dtype, their keys and last-use stamps (-1: free)."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, limit: int):
+        self.rows = np.empty((min(FIRST_ROWS, limit), *shape), dtype)
+        self.stamp = np.full(len(self.rows), -1, np.int64)
+        self.keys: list[Hashable | None] = [None] * len(self.rows)
+        self.free = list(range(len(self.rows) - 1, -1, -1))
+        self.limit = limit
+
+    def free_row(self) -> int:
+        if not self.free:  # full: double, within the cache's size
+            n = len(self.rows)
+            grown = min(2 * n, self.limit)
+            self.rows = np.concatenate([self.rows, np.empty_like(self.rows[: grown - n])])
+            self.stamp = np.concatenate([self.stamp, np.full(grown - n, -1, np.int64)])
+            self.keys += [None] * (grown - n)
+            self.free = list(range(grown - 1, n - 1, -1))
+        return self.free.pop()
+
+    def release(self, row: int) -> None:
+        self.stamp[row], self.keys[row] = -1, None
+        self.free.append(row)
+
+
 class ImageCache:
     """A bounded, thread-safe least-recently-used cache of decoded images.
 
@@ -68,39 +104,101 @@ class ImageCache:
         if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0:
             raise ValueError(f"max_size is {max_size!r}; expected an int of at least 0.")
         self.max_size = max_size
-        self._items: collections.OrderedDict[Hashable, np.ndarray] = collections.OrderedDict()
         self._lock = threading.Lock()
-        self._hits = self._misses = self._nbytes = 0
+        self._hits = self._misses = self._clock = 0
+        self.clear()
 
     def get(self, key: Hashable) -> np.ndarray | None:
         """The cached image for `key` (now the most recently used), or None (a miss)."""
+        _, images = self.take([key])
+        return None if images is None else images[0]
+
+    def take(self, keys: Sequence[Hashable]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Look up every key at once; each hit becomes the most recently used, in order.
+
+        Args:
+            keys: The images wanted (a batch's).
+
+        Returns:
+            ``(found, images)``: the positions in `keys` that hit, and their pixels
+            stacked in that order (a copy; None when nothing hit). Images of different
+            dtypes come back as float32 (`gometal_keras.pixels.to_unit`).
+
+        Example:
+            >>> cache = ImageCache(4); cache.put("a", np.full(2, 7, np.uint8))
+            >>> found, images = cache.take(["b", "a"]); found.tolist(), images.tolist()
+            ([1], [[7, 7]])
+        """
         with self._lock:
-            value = self._items.get(key)
-            if value is None:
-                self._misses += 1
-                return None
-            self._items.move_to_end(key)
-            self._hits += 1
-            return value
+            get = self._where.get
+            codes = np.fromiter((get(k, -1) for k in keys), np.int64, len(keys))
+            found = np.flatnonzero(codes >= 0)
+            self._hits += len(found)
+            self._misses += len(keys) - len(found)
+            if not len(found):
+                return found, None
+            slab_of, row_of = codes[found] >> ROW_BITS, codes[found] & ROW_MASK
+            if slab_of.min() == slab_of.max():  # one shape and dtype: the usual case
+                groups = [(int(slab_of[0]), np.arange(len(found)))]
+            else:
+                groups = [(int(s), np.flatnonzero(slab_of == s)) for s in np.unique(slab_of)]
+            parts = []
+            for s, at in groups:
+                slab = self._slabs[s]
+                slab.stamp[row_of[at]] = self._clock + at
+                parts.append((at, slab.rows.take(row_of[at], axis=0)))
+            self._clock += len(found)
+        if len(parts) == 1:
+            return found, parts[0][1]
+        dtype = np.result_type(*(images.dtype for _, images in parts))
+        stacked = np.empty((len(found), *parts[0][1].shape[1:]), dtype)
+        for at, images in parts:
+            stacked[at] = images if images.dtype == dtype else pixels.to_unit(images)
+        return found, stacked
 
     def put(self, key: Hashable, image: np.ndarray) -> None:
-        """Keep `image` (read-only from now on), dropping the least recently used if full."""
+        """Keep a copy of `image`, dropping the least recently used image if full."""
         if self.max_size == 0:
             return
-        image.setflags(write=False)
+        image = np.asarray(image)
         with self._lock:
-            old = self._items.pop(key, None)
-            self._nbytes -= 0 if old is None else old.nbytes
-            self._items[key] = image
+            self._drop(key)
+            if len(self._where) >= self.max_size:
+                self._evict_oldest()
+            shape_key = (image.shape, image.dtype.str)
+            if shape_key not in self._slab_of:
+                self._slab_of[shape_key] = len(self._slabs)
+                self._slabs.append(_Slab(image.shape, image.dtype, self.max_size))
+            s = self._slab_of[shape_key]
+            slab = self._slabs[s]
+            row = slab.free_row()
+            slab.rows[row], slab.stamp[row], slab.keys[row] = image, self._clock, key
+            self._clock += 1
+            self._where[key] = (s << ROW_BITS) | row
             self._nbytes += image.nbytes
-            while len(self._items) > self.max_size:
-                _, dropped = self._items.popitem(last=False)
-                self._nbytes -= dropped.nbytes
+
+    def _drop(self, key: Hashable) -> None:
+        code = self._where.pop(key, None)
+        if code is not None:
+            slab = self._slabs[code >> ROW_BITS]
+            slab.release(code & ROW_MASK)
+            self._nbytes -= slab.rows[0].nbytes
+
+    def _evict_oldest(self) -> None:
+        best = min(
+            (int(slab.stamp[slab.stamp >= 0].min()), s)
+            for s, slab in enumerate(self._slabs)
+            if (slab.stamp >= 0).any()
+        )
+        slab = self._slabs[best[1]]
+        self._drop(slab.keys[int(np.flatnonzero(slab.stamp == best[0])[0])])
 
     def clear(self) -> None:
         """Drop every image (the counts stay; `reset_stats` clears them)."""
         with self._lock:
-            self._items.clear()
+            self._where: dict[Hashable, int] = {}  # slab << ROW_BITS | row
+            self._slabs: list[_Slab] = []
+            self._slab_of: dict[tuple, int] = {}
             self._nbytes = 0
 
     def reset_stats(self) -> None:
@@ -109,11 +207,11 @@ class ImageCache:
             self._hits = self._misses = 0
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._where)
 
     def stats(self) -> CacheStats:
         """The counts now, as a `CacheStats`."""
         with self._lock:
             return CacheStats(
-                len(self._items), self.max_size, self._hits, self._misses, self._nbytes
+                len(self._where), self.max_size, self._hits, self._misses, self._nbytes
             )

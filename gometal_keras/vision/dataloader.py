@@ -1,11 +1,13 @@
 """`DataLoader`: Go-Metal's `vision/dataloader`: batches of decoded images from a data set.
 
-Each batch is decoded by Pillow in a pool of worker threads (`concurrent.futures`;
-Pillow releases the GIL while it decodes and resizes), resized to ``image_size``, scaled
-to [0, 1] and given channels-last, ``(batch, H, W, C)``: the layout of the model a
-`ModelBuilder([batch, C, H, W])` builds. Decoded images are kept in an `ImageCache`, so
-later epochs read memory, not files; `create_shared_data_loaders` gives a train and a
-validation loader one cache (Go-Metal's `CreateSharedDataLoaders`).
+Each batch is decoded by Pillow in a pool of workers (`vision.decoder`: processes for
+many workers, threads for a few; the next batches' files are submitted before this one is
+waited for), resized to ``image_size``, scaled to [0, 1] and given channels-last,
+``(batch, H, W, C)``: the layout of the model a `ModelBuilder([batch, C, H, W])` builds.
+Decoded images are kept in an `ImageCache` as bytes, so later epochs read memory, not
+files, a whole batch per read; `create_shared_data_loaders` gives a train and a validation
+loader one cache (Go-Metal's `CreateSharedDataLoaders`). `pixel_batches` gives the bytes
+themselves, which the Trainer stages and scales on the device (`gometal_keras.pixels`).
 
 The epoch order is a permutation drawn from ``(seed, epoch)``: the same seed gives the
 same order in every run, and a run resumed at epoch ``e`` (`set_epoch`) sees epoch e's.
@@ -13,6 +15,7 @@ same order in every run, and a run resumed at epoch ``e`` (`set_epoch`) sees epo
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import os
 from collections.abc import Iterator
@@ -20,11 +23,19 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from gometal_keras import pixels
 from gometal_keras.vision.cache import CacheStats, ImageCache
-from gometal_keras.vision.decode import UnreadableImageError, decode_image
+from gometal_keras.vision.decode import UnreadableImageError
+from gometal_keras.vision.decoder import CHUNK, Decoder
+from gometal_keras.vision.reader import POLICIES, BatchReader, Started
 
-#: What to do with a file Pillow cannot decode.
-POLICIES = ("raise", "skip")
+#: From this many workers on, decoding runs in processes by default (threads below).
+PROCESS_WORKERS = 4
+#: Bytes of pixels read at once by `DataLoader.pixel_batches` (whole batches, one at
+#: least): small images are read many batches at a time, large ones a batch at a time.
+READ_BYTES = 4 * 2**20
+#: Most reads whose files are submitted ahead of the one handed out.
+MAX_AHEAD = 8
 
 
 class Dataset(Protocol):
@@ -44,7 +55,9 @@ class DataLoader:
         shuffle: Draw a new order each epoch (from `seed` and the epoch number).
         image_size: Height and width of every image after resizing.
         max_cache_size: Most decoded images kept in memory (0 = none).
-        num_workers: Decoding threads (default: the CPU count, at most 8).
+        num_workers: Decoding workers (default: the CPU count, at most 8).
+        use_multiprocessing: Decode in worker processes (True) or threads (False);
+            default: processes from `PROCESS_WORKERS` workers on.
         channels: 3 (RGB) or 1 (grey).
         seed: Seed of the epoch orders.
         on_error: ``"raise"`` (default): a file that cannot be decoded raises
@@ -76,6 +89,7 @@ class DataLoader:
         image_size: int = 224,
         max_cache_size: int = 1000,
         num_workers: int | None = None,
+        use_multiprocessing: bool | None = None,
         channels: int = 3,
         seed: int = 0,
         on_error: str = "raise",
@@ -98,14 +112,21 @@ class DataLoader:
             on_error,
         )
         self.cache = cache if cache is not None else ImageCache(max_cache_size)
+        items = [dataset.get_item(i) for i in range(len(dataset))]
+        self._paths = [path for path, _ in items]
+        self._labels = np.fromiter((label for _, label in items), np.int32, len(items))
         self.num_workers = num_workers or min(8, os.cpu_count() or 1)
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            self.num_workers, thread_name_prefix="gometal-decode"
-        )
-        self.skipped: list[str] = []
-        self._bad: set[str] = set()
+        if use_multiprocessing is None:
+            use_multiprocessing = self.num_workers >= PROCESS_WORKERS
+        decoder = Decoder(self.num_workers, bool(use_multiprocessing))
+        self._reader = BatchReader(self.cache, decoder, image_size, channels, on_error)
         self.epoch, self._position = 0, 0
         self._order = self._epoch_order(0)
+
+    @property
+    def skipped(self) -> list[str]:
+        """The files left out as unreadable (``on_error="skip"``), in the order found."""
+        return self._reader.skipped
 
     @property
     def samples(self) -> int:
@@ -147,16 +168,49 @@ class DataLoader:
         while self._position < len(self._order):
             take = self._order[self._position : self._position + self.batch_size]
             self._position += len(take)
-            batch = self._load([self.dataset.get_item(int(i)) for i in take])
+            batch = self._read(take)
             if batch is not None:
-                return batch
+                return pixels.to_unit(batch[0]), batch[1]
         return None
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The batches of the current epoch from its start; the next epoch follows."""
+        for images, labels in self.pixel_batches():
+            yield pixels.to_unit(images), labels
+
+    def pixel_batches(self, epoch: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The batches of epoch `epoch` (default: the current one) as decoded pixels.
+
+        What the Trainer streams: ``uint8`` bytes for 8-bit images (float32 in [0, 1]
+        where a batch holds a 16-bit image), scaled on the device; iterating the loader
+        gives the same batches as floats (`gometal_keras.pixels.to_unit`). The files of
+        the next few batches are submitted to the workers before this one is waited for.
+        The next epoch follows.
+
+        Files are read about `READ_BYTES` of pixels at a time (whole batches), handed
+        out as batches: a file skipped as unreadable shortens the last batch of its read.
+
+        Raises:
+            UnreadableImageError: A file cannot be decoded and `on_error` is ``"raise"``.
+        """
+        if epoch is not None:
+            self.set_epoch(epoch)
+        order, b, ahead = self._order, self.batch_size, collections.deque()
+        image_bytes = self.image_size**2 * self.channels
+        unit = b * max(1, READ_BYTES // (image_bytes * b))
+        depth = max(1, min(MAX_AHEAD, 2 * self.num_workers * CHUNK // unit))
         self._position = 0
-        while (batch := self.next_batch()) is not None:
-            yield batch
+        for start in range(0, len(order) + unit * depth, unit):
+            if start < len(order):
+                ahead.append(self._begin(order[start : start + unit]))
+            if len(ahead) > depth or (start >= len(order) and ahead):
+                started = ahead.popleft()
+                read = self._reader.finish(started)
+                for i in range(0, 0 if read is None else len(read[1]), b):
+                    batch = read[0][i : i + b], read[1][i : i + b]
+                    self._position += len(batch[1])
+                    yield batch
+                self._position += started.size - (0 if read is None else len(read[1]))
         self.reset()
 
     def get_batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -170,36 +224,16 @@ class DataLoader:
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} is outside an epoch of {len(self)} batches.")
         take = self._order[index * self.batch_size : (index + 1) * self.batch_size]
-        batch = self._load([self.dataset.get_item(int(i)) for i in take])
+        batch = self._read(take)
         if batch is None:
             raise UnreadableImageError(f"Every image of batch {index} was skipped as unreadable.")
-        return batch
+        return pixels.to_unit(batch[0]), batch[1]
 
-    def _load(self, items: list[tuple[str, int]]) -> tuple[np.ndarray, np.ndarray] | None:
-        keys = [(path, self.image_size, self.channels) for path, _ in items]
-        images: list[Any] = [None if k[0] in self._bad else self.cache.get(k) for k in keys]
-        missing = [i for i, img in enumerate(images) if img is None and keys[i][0] not in self._bad]
-        decoded = self._pool.map(self._decode, [keys[i][0] for i in missing])
-        for i, image in zip(missing, decoded, strict=True):
-            if isinstance(image, UnreadableImageError):
-                if self.on_error == "raise":
-                    raise image
-                self._bad.add(keys[i][0])
-                self.skipped.append(keys[i][0])
-                continue
-            self.cache.put(keys[i], image)
-            images[i] = image
-        keep = [i for i, img in enumerate(images) if img is not None]
-        if not keep:
-            return None
-        labels = np.fromiter((items[i][1] for i in keep), np.int32, len(keep))
-        return np.stack([images[i] for i in keep]), labels
+    def _begin(self, take: np.ndarray) -> Started:
+        return self._reader.start([self._paths[i] for i in take.tolist()], self._labels[take])
 
-    def _decode(self, path: str) -> np.ndarray | UnreadableImageError:
-        try:
-            return decode_image(path, self.image_size, self.channels)
-        except UnreadableImageError as err:
-            return err
+    def _read(self, take: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        return self._reader.finish(self._begin(take))
 
     def verify(self) -> list[str]:
         """Open every file's header (no decoding): the ones that are not images, listed.
@@ -218,7 +252,8 @@ class DataLoader:
                 return True
 
         paths = [self.dataset.get_item(i)[0] for i in range(len(self.dataset))]
-        return [p for p, b in zip(paths, self._pool.map(bad, paths), strict=True) if b]
+        with concurrent.futures.ThreadPoolExecutor(self.num_workers) as pool:
+            return [p for p, b in zip(paths, pool.map(bad, paths), strict=True) if b]
 
     def cache_stats(self) -> CacheStats:
         """The cache's size, hits, misses and hit rate (shared caches count every loader)."""
@@ -229,8 +264,8 @@ class DataLoader:
         return str(self.cache_stats())
 
     def close(self) -> None:
-        """Stop the worker threads (the loader cannot load after this)."""
-        self._pool.shutdown(wait=False)
+        """Stop the decoding workers (a later batch starts new ones)."""
+        self._reader.decoder.close()
 
     NextBatch = next_batch
     Reset = reset

@@ -1,0 +1,141 @@
+"""`BatchReader`: one batch of image files read through the cache and the decoder.
+
+A read has two halves, so a loader can begin the next batches before it waits for this
+one: `start` takes every cached image of the batch in one read and submits the rest to
+the `Decoder`; `finish` waits for them, caches them, and puts the batch together in its
+order. An unreadable file raises (naming it) or, with ``on_error="skip"``, is left out of
+its batch, listed in `skipped` and never read again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from gometal_keras import pixels
+from gometal_keras.vision.cache import ImageCache
+from gometal_keras.vision.decode import UnreadableImageError
+from gometal_keras.vision.decoder import Decoder, Pending
+
+#: What to do with a file Pillow cannot decode.
+POLICIES = ("raise", "skip")
+
+
+@dataclasses.dataclass
+class Started:
+    """A batch begun: its cache hits read, its misses submitted to the decoder.
+
+    Attributes:
+        size: Items asked for (unreadable ones included).
+        keys: The cache keys of the items read, ``(path, size, channels)``.
+        labels: Their labels.
+        found: Positions in `keys` the cache had (an int array).
+        hits: Their pixels (None when none hit).
+        missing: Positions being decoded.
+        pending: The decoding.
+    """
+
+    size: int
+    keys: list[tuple[str, int, int]]
+    labels: np.ndarray
+    found: np.ndarray
+    hits: np.ndarray | None
+    missing: list[int]
+    pending: Pending
+
+
+class BatchReader:
+    """Reads batches of ``(path, label)`` items as pixels and labels.
+
+    Args:
+        cache: Where decoded images are kept.
+        decoder: The pool that decodes the others.
+        image_size: Height and width of every image.
+        channels: 3 (RGB) or 1 (grey).
+        on_error: ``"raise"`` or ``"skip"`` (see the module).
+
+    Example:
+        >>> import os, tempfile
+        >>> from PIL import Image
+        >>> path = os.path.join(tempfile.mkdtemp(), "a.png")
+        >>> Image.new("L", (3, 3), 255).save(path)
+        >>> reader = BatchReader(ImageCache(4), Decoder(1, False), 2, 1, "skip")
+        >>> x, y = reader.finish(reader.start([path, "/no/such.png"], np.array([1, 0])))
+        >>> x.dtype, x.shape, y.tolist(), reader.skipped
+        (dtype('uint8'), (1, 2, 2, 1), [1], ['/no/such.png'])
+    """
+
+    def __init__(
+        self,
+        cache: ImageCache,
+        decoder: Decoder,
+        image_size: int,
+        channels: int,
+        on_error: str,
+    ):
+        self.cache, self.decoder = cache, decoder
+        self.image_size, self.channels, self.on_error = image_size, channels, on_error
+        self.skipped: list[str] = []
+        self._bad: set[str] = set()
+
+    def start(self, paths: Sequence[str], labels: np.ndarray) -> Started:
+        """Read the cached images of a batch and submit the others for decoding.
+
+        Args:
+            paths: The batch's files.
+            labels: Their labels, an int32 array.
+        """
+        size = len(paths)
+        if self._bad:
+            keep = [i for i, path in enumerate(paths) if path not in self._bad]
+            paths, labels = [paths[i] for i in keep], labels[keep]
+        keys = [(path, self.image_size, self.channels) for path in paths]
+        found, hits = self.cache.take(keys)
+        unread = np.ones(len(keys), bool)
+        unread[found] = False
+        missing = np.flatnonzero(unread).tolist()
+        pending = self.decoder.submit([paths[i] for i in missing], self.image_size, self.channels)
+        return Started(size, keys, labels, found, hits, missing, pending)
+
+    def finish(self, started: Started) -> tuple[np.ndarray, np.ndarray] | None:
+        """The batch ``(pixels, labels)`` in its order; None when every file was skipped.
+
+        Pixels are ``uint8`` unless an image of the batch is wider (then float32 in
+        [0, 1], `gometal_keras.pixels.common`).
+
+        Raises:
+            UnreadableImageError: A file cannot be decoded and `on_error` is ``"raise"``.
+        """
+        if not started.missing and started.hits is not None:
+            return started.hits, started.labels  # every image cached: read in order already
+        parts = [] if started.hits is None else [(started.found.tolist(), started.hits)]
+        good: list[int] = []
+        images = []
+        for i, image in zip(started.missing, started.pending.result(), strict=True):
+            path = started.keys[i][0]
+            if isinstance(image, UnreadableImageError):
+                if self.on_error == "raise":
+                    raise image
+                self._bad.add(path)
+                self.skipped.append(path)
+                continue
+            self.cache.put(started.keys[i], image)
+            good.append(i)
+            images.append(image)
+        if images:
+            if any(image.dtype != images[0].dtype for image in images):
+                images = [pixels.to_unit(image) for image in images]  # 16-bit among 8-bit
+            parts.append((good, np.stack(images)))
+        if not parts:
+            return None
+        same = all(part.dtype == parts[0][1].dtype for _, part in parts)
+        shape = (len(started.keys), *parts[0][1].shape[1:])
+        out = np.empty(shape, parts[0][1].dtype if same else np.float32)
+        for at, part in parts:
+            out[at] = part if same else pixels.to_unit(part)
+        if sum(len(at) for at, _ in parts) == len(out):
+            return out, started.labels
+        keep = sorted(i for at, _ in parts for i in at)
+        return out[keep], started.labels[keep]
