@@ -45,3 +45,19 @@ def test_rows_carry_the_first_probe_s_peak_memory_and_every_probe():
         assert row["peak_memory_bytes"] == row["config_batch"] * 10
         assert row["largest_batch"] <= 1000 < row["first_failed_batch"]
         assert {p["batch"] for p in row["probes"]} >= {row["config_batch"]}
+
+
+@SETTINGS
+@given(st.integers(0, 10**6), st.integers(0, 10**5))
+def test_a_known_good_start_still_brackets_the_threshold_and_probes_the_config_batch(
+    threshold, start
+):
+    fake = lambda c, p, b, q: {"batch": b, "ok": b <= threshold, "peak_memory_bytes": b}  # noqa: E731
+    row = max_batch(["wide"], ["float32"], 10**6, True, lambda _: None, fake, start=start)[0]
+    assert row["probes"][0]["batch"] == row["config_batch"]
+    assert len({p["batch"] for p in row["probes"]}) == len(row["probes"])
+    assert row["largest_batch"] <= threshold
+    if row["first_failed_batch"] is not None:
+        assert row["first_failed_batch"] > threshold
+        good = max(row["largest_batch"], 1)
+        assert row["first_failed_batch"] / good <= RESOLUTION or row["largest_batch"] == 0

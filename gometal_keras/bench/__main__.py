@@ -87,6 +87,9 @@ def _add_sizes(p: argparse.ArgumentParser) -> None:
         "(growth then bisection, each probe a fresh process), with peak memory",
     )
     p.add_argument("--max-batch-limit", type=int, default=2**21, help="largest batch tried")
+    p.add_argument(
+        "--max-batch-start", type=int, default=0, help="grow from here (a known-good batch)"
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -186,7 +189,9 @@ def _max_batch(args: argparse.Namespace) -> int:
 
     policies = [p for p in args.precisions if p in ("float32", "mixed_float16", "mixed_bfloat16")]
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    rows = max_batch.max_batch(args.configs, policies, args.max_batch_limit, args.quick, log)
+    rows = max_batch.max_batch(
+        args.configs, policies, args.max_batch_limit, args.quick, log, start=args.max_batch_start
+    )
     if args.json:
         device = environment.device_dict(engines.current().describe_device())
         data = {"schema": "gometal_keras.max-batch/1", "device": device, "rows": rows,

@@ -26,13 +26,17 @@ PROBE_TIMEOUT = 240.0
 PROBE_STEPS = 2
 
 
-def search(trains: Callable[[int], bool], start: int, limit: int) -> tuple[int, int | None]:
+def search(
+    trains: Callable[[int], bool], start: int, limit: int, good: int = 0
+) -> tuple[int, int | None]:
     """The largest batch ``trains`` accepts: grow by `GROWTH`, then bisect to `RESOLUTION`.
 
     Args:
         trains: Whether a batch trains (a probe).
         start: The first batch tried.
         limit: The largest batch tried.
+        good: A batch below `start` known to train (0: none); bisection starts from it
+            when `start` fails.
 
     Returns:
         ``(largest that trained, smallest that failed)``: 0 when even `start` failed;
@@ -42,7 +46,7 @@ def search(trains: Callable[[int], bool], start: int, limit: int) -> tuple[int, 
         >>> search(lambda b: b <= 3000, start=64, limit=10**6)[0] / 3000 > 1 / RESOLUTION
         True
     """
-    good, bad = 0, None
+    bad = None
     batch = start
     while batch <= limit:
         if not trains(batch):
@@ -84,7 +88,8 @@ def probe(config: str, precision: str, batch: int, quick: bool = False) -> dict[
         trainer = Trainer(builder, settings.replace(decision_cache="never"))
         rng = np.random.default_rng(0)
         shape = (batch * PROBE_STEPS, *trainer.model.input_shape[1:])
-        x = rng.standard_normal(shape, dtype=np.float32)
+        x = np.empty(shape, np.float32)  # one random sample throughout: memory is what counts,
+        x[...] = rng.standard_normal(shape[1:], dtype=np.float32)  # and huge batches fill fast
         y = rng.integers(0, trainer.model.output_shape[-1], len(x))
         run = trainer.fit(x, y, epochs=2)
     except Exception as error:  # an allocation failure, most likely: this batch does not train
@@ -122,8 +127,13 @@ def max_batch(
     quick: bool = False,
     log: Callable[[str], None] = print,
     run_probe: Callable[..., dict[str, Any]] = probe_process,
+    start: int = 0,
 ) -> list[dict[str, Any]]:
     """Search the largest batch of each (config, precision); one row each, probes included.
+
+    The configuration's own batch is probed first (its peak memory is the row's); the
+    growth then starts there, or at `start` when that is larger (a known-good batch from
+    an earlier search saves the probes below it).
 
     Example:
         >>> fake = lambda c, p, b, q: {"batch": b, "ok": b <= 100, "peak_memory_bytes": b}
@@ -135,7 +145,7 @@ def max_batch(
 
     rows = []
     for name in configs:
-        start = all_configs(quick)[name].batch
+        own = all_configs(quick)[name].batch
         for precision in precisions:
             probes: list[dict[str, Any]] = []
 
@@ -145,10 +155,13 @@ def max_batch(
                 log(f"{name} {precision} batch {batch}: {'ok' if found['ok'] else 'failed'}")
                 return bool(found["ok"])
 
-            largest, failed = search(trains, start, limit)
+            if start > own:
+                largest, failed = search(trains, start, limit, own) if trains(own) else (0, own)
+            else:
+                largest, failed = search(trains, own, limit)
             first = probes[0] if probes and probes[0]["ok"] else {}
             rows.append({"config": name, "precision": precision, "largest_batch": largest,
-                         "first_failed_batch": failed, "config_batch": start,
+                         "first_failed_batch": failed, "config_batch": own,
                          "peak_memory_bytes": first.get("peak_memory_bytes"),
                          "memory_kind": first.get("memory_kind"), "probes": probes})
     return rows
