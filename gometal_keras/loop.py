@@ -145,7 +145,10 @@ class TrainingLoop:
                 f"{self.batch_size}; an epoch uses full batches only."
             )
         steps = min(s for s in (known, limit) if s is not None) if known or limit else None
-        return StreamedData(source, check, check_labels, self.batch_size, steps, limit, self.plan)
+        return StreamedData(
+            source, check, check_labels, self.batch_size, steps, limit, self.plan,
+            labels_checked=labels is not None,
+        )
 
     def run_epoch(self, data: ArrangedData | StreamedData, epoch: int = 0) -> np.ndarray:
         """Run one epoch (number `epoch`, which orders a streamed input's batches) and wait.

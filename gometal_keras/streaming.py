@@ -15,7 +15,9 @@ last good step). The remainder after the last full batch is dropped, as with arr
 An image loader's batches are staged as the bytes it decoded (`DataLoader.pixel_batches`)
 and scaled on the device (`gometal_keras.pixels`): a quarter of float32's copying, and the
 same numbers. Its first batch is checked against the model whole; later ones have the
-loader's fixed image shape, so only their labels are checked.
+loader's fixed image shape, so only their labels are checked (none when every label was
+checked before the epoch). Host stages are filled into a ring of ``SLOTS + 1`` buffers,
+reused rather than allocated (and page-faulted) for every stage.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class StreamedData:
         steps_per_epoch: End each epoch after this many steps (None = when exhausted).
         plan: The plan of the program it was arranged for.
         stage: Batches per device call (None = from the first batch's size).
+        labels_checked: Every label the input gives was checked before the first epoch.
     """
 
     source: BatchSource
@@ -91,6 +94,7 @@ class StreamedData:
     steps_per_epoch: int | None
     plan: RunPlan
     stage: int | None = None
+    labels_checked: bool = False
     resident = False
 
     def describe(self) -> str:
@@ -128,6 +132,7 @@ def host_stages(data: StreamedData, epoch: int, free_bytes: int | None) -> Itera
     steps = data.steps or (source.seen // b if source.seen else None)
     buf_x = buf_y = None
     fill = cap = 0
+    ring = _Ring()
     failure: BaseException | None = None
     try:
         for index, (x, y) in enumerate(source.batches(epoch, pixels=True), 1):
@@ -142,8 +147,7 @@ def host_stages(data: StreamedData, epoch: int, free_bytes: int | None) -> Itera
             while pos < len(xa) and (limit is None or done < limit):
                 if buf_x is None:
                     cap = k if limit is None else min(k, limit - done)
-                    buf_x = np.empty((cap * b, *xa.shape[1:]), xa.dtype)
-                    buf_y = np.empty((cap * b, *ya.shape[1:]), ya.dtype)
+                    buf_x, buf_y = ring.next(cap * b, xa, ya)
                 take = min(len(xa) - pos, cap * b - fill)
                 buf_x[fill : fill + take], buf_y[fill : fill + take] = (
                     xa[pos : pos + take],
@@ -179,7 +183,29 @@ def _checked(data: StreamedData, x: Any, y: Any, index: int) -> tuple[np.ndarray
         return named(data.check, (x, y), where)
     if index == 1:  # the loader's image shape against the model's input, once
         named(data.check, (pixels.to_unit(x[:1]), y[:1]), where)
+    if data.labels_checked:
+        return x, y
     return x, named(data.check_labels, (y, len(y)), where)
+
+
+class _Ring:
+    """`SLOTS` + 1 host buffers, handed out in turn and reused when their shape agrees.
+
+    Reuse is safe because a stage is filled only after the stage `SLOTS` before it was
+    released, i.e. trained (the `Prefetcher`'s slots): its buffer is no longer read.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: list[tuple[np.ndarray, np.ndarray] | None] = [None] * (SLOTS + 1)
+        self._turn = 0
+
+    def next(self, n: int, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        i, self._turn = self._turn, (self._turn + 1) % len(self._buffers)
+        old = self._buffers[i]
+        wanted = [((n, *a.shape[1:]), a.dtype) for a in (x, y)]
+        if old is None or [(a.shape, a.dtype) for a in old] != wanted:
+            old = self._buffers[i] = tuple(np.empty(shape, dtype) for shape, dtype in wanted)
+        return old
 
 
 def named(check: Callable[..., Any], args: tuple, where: str) -> Any:

@@ -113,13 +113,11 @@ class DataLoader:
         )
         self.cache = cache if cache is not None else ImageCache(max_cache_size)
         items = [dataset.get_item(i) for i in range(len(dataset))]
-        self._paths = [path for path, _ in items]
-        self._labels = np.fromiter((label for _, label in items), np.int32, len(items))
         self.num_workers = num_workers or min(8, os.cpu_count() or 1)
         if use_multiprocessing is None:
             use_multiprocessing = self.num_workers >= PROCESS_WORKERS
         decoder = Decoder(self.num_workers, bool(use_multiprocessing))
-        self._reader = BatchReader(self.cache, decoder, image_size, channels, on_error)
+        self._reader = BatchReader(items, self.cache, decoder, image_size, channels, on_error)
         self.epoch, self._position = 0, 0
         self._order = self._epoch_order(0)
 
@@ -230,7 +228,7 @@ class DataLoader:
         return pixels.to_unit(batch[0]), batch[1]
 
     def _begin(self, take: np.ndarray) -> Started:
-        return self._reader.start([self._paths[i] for i in take.tolist()], self._labels[take])
+        return self._reader.start(take)
 
     def _read(self, take: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         return self._reader.finish(self._begin(take))
