@@ -97,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--on-error", choices=("skip", "raise"), default="skip")
     parser.add_argument("--xla", choices=("off", "on", "auto"), default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--processes", action="store_true", help="decode in worker processes (many cores)"
+    )
     args = parser.parse_args(argv)
     if args.epochs < 1:
         parser.error("--epochs must be a positive integer.")
@@ -114,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_cache_size=len(dataset),
         seed=args.seed,
         on_error=args.on_error,
+        use_multiprocessing=args.processes,
     )
     not_images = train_loader.verify() + val_loader.verify()
     if not_images:

@@ -67,6 +67,11 @@ class BatchSource:
     _iterator: Iterator | None = dataclasses.field(default=None, repr=False)
 
     @property
+    def restartable(self) -> bool:
+        """Whether any epoch can be read at any time (its order follows its number)."""
+        return not self.one_shot and callable(getattr(self.value, "set_epoch", None))
+
+    @property
     def pixels(self) -> bool:
         """Whether the input gives decoded image bytes (`vision.DataLoader.pixel_batches`)."""
         return callable(getattr(self.value, "pixel_batches", None))

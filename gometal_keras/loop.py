@@ -8,7 +8,9 @@ program's `RunPlan` says, decides how they reach the device:
 - ``fused`` in chunks, when the data set does not fit: a few batches per device call;
 - ``step``: one compiled step per batch (the reference path, and `train_batch`);
 - streamed, for inputs that are not arrays (`stream`, `gometal_keras.streaming`): K
-  staged batches per call of the compiled epoch while the host prepares the next K.
+  staged batches per call of the compiled epoch while the host prepares the next K; when
+  more epochs follow (`reading_ahead`), the next one's first stage is prepared while
+  this epoch's last one trains, so the device does not wait for it.
 
 All three run the same compiled step, in the same batch order, so they give the same
 loss curve. Backend differences stay in `gometal_keras.engines`.
@@ -16,8 +18,9 @@ loss curve. Backend differences stay in `gometal_keras.engines`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
@@ -26,7 +29,14 @@ import numpy as np
 from gometal_keras.engines import Engine, Placement, Program
 from gometal_keras.inputs import BatchSource
 from gometal_keras.plan import Loop, RunPlan
-from gometal_keras.streaming import Check, Prefetcher, StreamedData, host_stages, named
+from gometal_keras.streaming import (
+    SLOTS,
+    Check,
+    Prefetcher,
+    StreamedData,
+    host_stages,
+    named,
+)
 
 #: Share of the device's free memory the data set may take to stay resident.
 DEVICE_SHARE = 0.25
@@ -88,6 +98,8 @@ class TrainingLoop:
     ):
         self.engine, self.program, self.batch_size = engine, program, batch_size
         self.placement = placement or Placement(engine)
+        self._ahead: tuple[StreamedData, int, Prefetcher] | None = None
+        self._last_epoch: int | None = None
 
     @property
     def plan(self) -> RunPlan:
@@ -150,6 +162,24 @@ class TrainingLoop:
             labels_checked=labels is not None,
         )
 
+    @contextlib.contextmanager
+    def reading_ahead(self, last_epoch: int) -> Iterator[None]:
+        """Epochs up to `last_epoch` follow each other: read each next one's start early.
+
+        Inside, a stream that can start any epoch (an image loader) prepares epoch
+        ``e + 1``'s first stage while epoch ``e``'s last one trains (still at most
+        `streaming.SLOTS` stages on the device); on leaving, a stage read for an epoch that
+        did not come (training stopped early) is dropped.
+        """
+        self._last_epoch = last_epoch
+        try:
+            yield
+        finally:
+            self._last_epoch = None
+            if self._ahead is not None:
+                self._ahead[2].close()
+                self._ahead = None
+
     def run_epoch(self, data: ArrangedData | StreamedData, epoch: int = 0) -> np.ndarray:
         """Run one epoch (number `epoch`, which orders a streamed input's batches) and wait.
 
@@ -159,7 +189,9 @@ class TrainingLoop:
         """
         guard = self.plan.guard
         if isinstance(data, StreamedData):
-            return self._run_streamed(data, epoch)
+            last = self._last_epoch
+            ahead = last is not None and epoch < last and data.source.restartable
+            return self._run_streamed(data, epoch, epoch + 1 if ahead else None)
         if self.plan.loop is Loop.STEP:
             rows = []
             for i in range(data.steps):
@@ -182,14 +214,13 @@ class TrainingLoop:
                 break
         return np.concatenate(parts)
 
-    def _run_streamed(self, data: StreamedData, epoch: int) -> np.ndarray:
-        free = self.engine.free_memory_bytes()
-        budget = int(DEVICE_SHARE * free) if free else None
-        stages = host_stages(data, epoch, budget)
-        prefetch = Prefetcher(stages, self._put, in_thread=self.placement.replicas == 1)
+    def _run_streamed(self, data: StreamedData, epoch: int, next_epoch: int | None) -> np.ndarray:
+        prefetch = self._prefetcher(data, epoch)
         parts: list[np.ndarray] = []
         try:
             for staged in prefetch:
+                if next_epoch is not None and prefetch.drained:  # the last stage: start the next
+                    self._ahead = (data, next_epoch, self._prefetcher(data, next_epoch, 1))
                 if staged.full and self.plan.loop is not Loop.STEP:
                     parts.append(_host(self.program.epoch(staged.xs, staged.ys)))
                 else:
@@ -199,6 +230,8 @@ class TrainingLoop:
                     break  # as one fused call would: no update after a non-finite loss
         finally:
             prefetch.close()
+        if self._ahead is not None and self._ahead[2] is not prefetch:
+            self._ahead[2].release()  # this epoch's stages are off the device: its slot
         if not parts:
             raise ValueError(
                 f"The {data.source.kind} gave no full batch of {self.batch_size} in epoch "
@@ -206,6 +239,19 @@ class TrainingLoop:
                 "read once: pass steps_per_epoch to spread it over epochs)."
             )
         return np.concatenate(parts)
+
+    def _prefetcher(self, data: StreamedData, epoch: int, slots: int | None = None) -> Prefetcher:
+        """The stages of `epoch`: the ones prepared ahead when they are that epoch's."""
+        if slots is None and self._ahead is not None:
+            ready, self._ahead = self._ahead, None
+            if ready[0] is data and ready[1] == epoch:
+                return ready[2]
+            ready[2].close()
+        free = self.engine.free_memory_bytes()
+        budget = int(DEVICE_SHARE * free) if free else None
+        stages = host_stages(data, epoch, budget)
+        one = self.placement.replicas == 1
+        return Prefetcher(stages, self._put, in_thread=one, slots=slots or SLOTS)
 
     def _steps(self, xs: Any, ys: Any, n: int) -> np.ndarray:
         rows = []

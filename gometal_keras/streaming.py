@@ -230,13 +230,23 @@ class Prefetcher:
         put: Copies a host array to the device, split along a batch axis.
         in_thread: Copy to the device in the thread too (one device; a multi-device
             placement copies in the caller's thread).
+        slots: Stages it may hold on the device before one is released (`SLOTS`; one
+            less for the next epoch's, started while this one's last stage trains).
     """
 
-    def __init__(self, stages: Iterator, put: Callable[..., Any], in_thread: bool = True):
+    def __init__(
+        self,
+        stages: Iterator,
+        put: Callable[..., Any],
+        in_thread: bool = True,
+        slots: int = SLOTS,
+    ):
         self._put, self._in_thread = put, in_thread
         self._queue: queue.Queue = queue.Queue()
-        self._slots = threading.Semaphore(SLOTS)
+        self._slots = threading.Semaphore(slots)
         self._stop = threading.Event()
+        self._made = self._taken = 0
+        self._finished = threading.Event()
         self._thread = threading.Thread(
             target=self._work, args=(stages,), name="gometal-stage", daemon=True
         )
@@ -251,10 +261,12 @@ class Prefetcher:
                 if self._stop.is_set():
                     return
                 self._queue.put(self.stage(xs, ys, full) if self._in_thread else (xs, ys, full))
+                self._made += 1
         except BaseException as err:  # raised again in the caller's thread, in order
             self._queue.put(err)
         finally:
             getattr(stages, "close", lambda: None)()
+            self._finished.set()
             self._queue.put(None)
 
     def stage(self, xs: np.ndarray, ys: np.ndarray, full: bool) -> Staged:
@@ -268,7 +280,13 @@ class Prefetcher:
         while (item := self._queue.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
+            self._taken += 1
             yield item if isinstance(item, Staged) else self.stage(*item)
+
+    @property
+    def drained(self) -> bool:
+        """Every stage has been handed out: the one the caller holds is the last."""
+        return self._finished.is_set() and self._taken == self._made
 
     def release(self) -> None:
         """A stage has trained: its slot may take the next one."""

@@ -120,9 +120,8 @@ class Trainer(Persistent):
 
         Example:
             >>> b = ModelBuilder([4, 2]).add_dense(1)
-            >>> t = Trainer(b, TrainerConfig(batch_size=4, problem_type="regression",
-            ...                               loss="mse", precision="float32", seed=0,
-            ...                                      jit_compile=False))
+            >>> c = TrainerConfig(4, loss="mse", problem_type="regression", precision="float32")
+            >>> t = Trainer(b, c.replace(seed=0, jit_compile=False))
             >>> round(t.train_batch(np.ones((4, 2)), np.zeros(4)).loss, 3) >= 0
             True
         """
@@ -141,9 +140,8 @@ class Trainer(Persistent):
 
         A stream input (a `tf.data.Dataset`, `keras.utils.PyDataset`, generator, grain or
         PyTorch loader, `gometal_keras.vision.DataLoader`; y None) is arranged to be
-        streamed: a `StreamedData`, each batch checked as it is read.
-
-        Train on it epoch after epoch with `train_epoch`, without copying it again.
+        streamed: a `StreamedData`, each batch checked as it is read. Train on it epoch after
+        epoch with `train_epoch`, without copying it again.
 
         Args:
             x: Samples, or a stream (y None).
@@ -251,18 +249,20 @@ class Trainer(Persistent):
         )
         watch = MemoryWatch(self._engine)  # the run's peak memory (see gometal_keras.memory)
         session.begin()
-        for epoch in range(self.epoch, self.epoch + args.epochs):
-            session.epoch_begin(epoch)
-            with rolled_back_on_interrupt(self.model, self.optimizer):
-                values = self._loop.run_epoch(data, epoch)
-            logs = epoch_logs(self._objective, self.plan, values, epoch)
-            self.epoch = epoch + 1  # counted as soon as its updates are in
-            if val is not None:
-                logs["val_loss"] = val()
-            if self.schedule:
-                logs["learning_rate"] = self.schedule.rates[-1]
-            if session.epoch_end(epoch, logs):
-                break
+        end = self.epoch + args.epochs
+        with self._loop.reading_ahead(last_epoch=end - 1):
+            for epoch in range(self.epoch, end):
+                session.epoch_begin(epoch)
+                with rolled_back_on_interrupt(self.model, self.optimizer):
+                    values = self._loop.run_epoch(data, epoch)
+                logs = epoch_logs(self._objective, self.plan, values, epoch)
+                self.epoch = epoch + 1  # counted as soon as its updates are in
+                if val is not None:
+                    logs["val_loss"] = val()
+                if self.schedule:
+                    logs["learning_rate"] = self.schedule.rates[-1]
+                if session.epoch_end(epoch, logs):
+                    break
         session.end()
         device = self.device.describe()
         return session.run(self.plan, device, self.decision, data.describe(), watch.peak())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import threading
 import tracemalloc
 
 import keras
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from imagefolders import broken_file, write_folder
 from PIL import Image
 
-from gometal_keras import ModelBuilder, Trainer
+from gometal_keras import ModelBuilder, Trainer, loop, streaming
 from gometal_keras.streaming import StreamedData
 from gometal_keras.vision import (
     DataLoader,
@@ -262,3 +263,32 @@ def test_resume_mid_run_continues_the_same_epoch_order(folder, tmp_path):
         strict=True,
     ):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_reading_the_next_epoch_ahead_changes_nothing_and_leaves_nothing(folder, monkeypatch):
+    # The oracle: one fit call per epoch (nothing is read ahead across calls). One call of
+    # three epochs reads each next epoch's first stage while the last one trains; the
+    # shuffled orders, losses and weights must be the same, bit for bit.
+    def loader():
+        return DataLoader(ImageFolderDataset(folder), 4, shuffle=True, image_size=8, seed=5)
+
+    a, b = (Trainer(cnn(), float32_config(batch_size=4)) for _ in range(2))
+    b.set_state(a.get_state())
+    apart = [a.fit(data, epochs=1).losses[0] for data in [loader()] * 3]
+    early = []  # the stages read ahead: made with one slot while an epoch's last trains
+
+    class Recorded(streaming.Prefetcher):
+        def __init__(self, *args, slots=streaming.SLOTS, **kw):
+            early.append(slots == 1)
+            super().__init__(*args, slots=slots, **kw)
+
+    monkeypatch.setattr(loop, "Prefetcher", Recorded)
+    together = b.fit(loader(), epochs=3, validation_data=loader())
+    assert early == [False, True, True]
+    np.testing.assert_array_equal(together.losses, apart)
+    for mine, theirs in zip(variable_values(b.model.variables), variable_values(a.model.variables),
+                            strict=True):  # fmt: skip
+        np.testing.assert_array_equal(mine, theirs)
+    stopped = b.fit(loader(), epochs=5, early_stop_loss=1e9)  # stops after its first epoch
+    assert stopped.epochs_run == 1
+    assert not [t for t in threading.enumerate() if t.name == "gometal-stage" and t.is_alive()]

@@ -1,8 +1,8 @@
 """`DataLoader`: Go-Metal's `vision/dataloader`: batches of decoded images from a data set.
 
-Each batch is decoded by Pillow in a pool of workers (`vision.decoder`: processes for
-many workers, threads for a few; the next batches' files are submitted before this one is
-waited for), resized to ``image_size``, scaled to [0, 1] and given channels-last,
+Each batch is decoded by Pillow in a pool of workers (`vision.decoder`: threads, or
+processes with ``use_multiprocessing=True``; the next batches' files are submitted before
+this one is waited for), resized to ``image_size``, scaled to [0, 1] and given channels-last,
 ``(batch, H, W, C)``: the layout of the model a `ModelBuilder([batch, C, H, W])` builds.
 Decoded images are kept in an `ImageCache` as bytes, so later epochs read memory, not
 files, a whole batch per read; `create_shared_data_loaders` gives a train and a validation
@@ -29,8 +29,6 @@ from gometal_keras.vision.decode import UnreadableImageError
 from gometal_keras.vision.decoder import CHUNK, Decoder
 from gometal_keras.vision.reader import POLICIES, BatchReader, Started
 
-#: From this many workers on, decoding runs in processes by default (threads below).
-PROCESS_WORKERS = 4
 #: Bytes of pixels read at once by `DataLoader.pixel_batches` (whole batches, one at
 #: least): small images are read many batches at a time, large ones a batch at a time.
 READ_BYTES = 4 * 2**20
@@ -56,8 +54,10 @@ class DataLoader:
         image_size: Height and width of every image after resizing.
         max_cache_size: Most decoded images kept in memory (0 = none).
         num_workers: Decoding workers (default: the CPU count, at most 8).
-        use_multiprocessing: Decode in worker processes (True) or threads (False);
-            default: processes from `PROCESS_WORKERS` workers on.
+        use_multiprocessing: Decode in worker processes, which scale with the cores
+            (threads share one core's worth of Pillow's Python). As with Keras'
+            `PyDataset`, a script doing so must start under ``if __name__ ==
+            "__main__":`` (each worker imports it).
         channels: 3 (RGB) or 1 (grey).
         seed: Seed of the epoch orders.
         on_error: ``"raise"`` (default): a file that cannot be decoded raises
@@ -89,7 +89,7 @@ class DataLoader:
         image_size: int = 224,
         max_cache_size: int = 1000,
         num_workers: int | None = None,
-        use_multiprocessing: bool | None = None,
+        use_multiprocessing: bool = False,
         channels: int = 3,
         seed: int = 0,
         on_error: str = "raise",
@@ -114,8 +114,6 @@ class DataLoader:
         self.cache = cache if cache is not None else ImageCache(max_cache_size)
         items = [dataset.get_item(i) for i in range(len(dataset))]
         self.num_workers = num_workers or min(8, os.cpu_count() or 1)
-        if use_multiprocessing is None:
-            use_multiprocessing = self.num_workers >= PROCESS_WORKERS
         decoder = Decoder(self.num_workers, bool(use_multiprocessing))
         self._reader = BatchReader(items, self.cache, decoder, image_size, channels, on_error)
         self.epoch, self._position = 0, 0

@@ -4,8 +4,9 @@ Pillow decodes a small image in tens of microseconds, most of them Python that h
 GIL, so threads stop scaling at about one core. With ``processes=True`` the files are
 decoded in worker processes (`concurrent.futures.ProcessPoolExecutor`, started by a
 fork server where the platform has one, else spawned; never forked from a process whose
-threads may hold locks), which scale with the cores; threads suit a few workers, where
-starting processes costs more than it saves. Either way a task decodes `CHUNK` files, so
+threads may hold locks), which scale with the cores. Each worker imports the main script,
+so a script must start under ``if __name__ == "__main__":``; where workers cannot start,
+`Pending.result` says so in one sentence. Either way a task decodes `CHUNK` files, so
 the cost of a hand-off is shared, and the loader submits the next batches' files before it
 waits for this one's (read-ahead).
 """
@@ -101,5 +102,16 @@ class Pending:
         self._tasks = tasks
 
     def result(self) -> list[np.ndarray | UnreadableImageError]:
-        """Every file's pixels or error, in the order submitted."""
-        return [item for task in self._tasks for item in task.result()]
+        """Every file's pixels or error, in the order submitted.
+
+        Raises:
+            RuntimeError: A worker process died or could not start.
+        """
+        try:
+            return [item for task in self._tasks for item in task.result()]
+        except concurrent.futures.BrokenExecutor as err:
+            raise RuntimeError(
+                "A decoding worker process died or could not start (a script that uses "
+                "worker processes must start under `if __name__ == \"__main__\":`); "
+                "expected it to decode, or pass use_multiprocessing=False for threads."
+            ) from err
