@@ -19,7 +19,7 @@ case "${1:-stream}" in
     export KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false
     for cfg in "wide 262144" "cnn 16384"; do
       set -- $cfg
-      timeout 270 python3 -m gometal_keras.bench --max-batch --configs "$1" \
+      timeout 245 python3 -m gometal_keras.bench --max-batch --configs "$1" \
         --precisions float32,mixed_bfloat16 --max-batch-start "$2" --max-batch-limit 16777216 \
         --json "$out/max_batch_$1.json" 2>&1 | quiet | tee "$out/max_batch_$1.txt"
     done
