@@ -152,7 +152,10 @@ def max_batch(
             def trains(batch: int, name=name, precision=precision, probes=probes) -> bool:
                 found = run_probe(name, precision, batch, quick)
                 probes.append(found)
-                log(f"{name} {precision} batch {batch}: {'ok' if found['ok'] else 'failed'}")
+                how = "ok" if found["ok"] else f"failed ({found.get('error', '?')})"
+                peak = found.get("peak_memory_bytes")
+                mib = f", peak {peak / 2**20:.0f} MiB" if peak else ""
+                log(f"{name} {precision} batch {batch}: {how}{mib}")  # a cut run keeps these
                 return bool(found["ok"])
 
             if start > own:
