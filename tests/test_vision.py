@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import collections
 import os
+import subprocess
 import sys
 
 import numpy as np
 import pytest
-from helpers import RESULT, run_script
+from helpers import RESULT, quiet_env, run_script
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from imagefolders import broken_file, write_folder
@@ -243,6 +244,25 @@ def test_process_workers_decode_like_decode_image_and_keep_the_error_policy(tmp_
         np.testing.assert_array_equal(got, np.stack(list(want.values())))
     assert [os.path.basename(p) for p in skipping.skipped] == ["zz_cut.png"]
     loader.close(), skipping.close()
+
+
+def test_worker_processes_that_cannot_start_get_one_sentence(folder, tmp_path):
+    # A script without the `if __name__ == "__main__":` guard: each worker imports it,
+    # reaches the loader again and cannot start a pool of its own, so the pool breaks.
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from gometal_keras.vision import DataLoader, ImageFolderDataset\n"
+        f"ds = ImageFolderDataset({str(folder)!r})\n"
+        "DataLoader(ds, 4, image_size=6, num_workers=2, use_multiprocessing=True).next_batch()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+        env=quiet_env("jax"),
+    )  # fmt: skip
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("RuntimeError: A decoding worker process died or could not start")
+    assert 'if __name__ == "__main__":' in last and "use_multiprocessing=False" in last
 
 
 def test_loader_needs_no_tensorflow(folder):
