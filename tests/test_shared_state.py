@@ -33,6 +33,8 @@ def builder(dropout: bool = False) -> ModelBuilder:
 
 def config(precision: str = "float32", **kw) -> TrainerConfig:
     kw.setdefault("jit_compile", precision == "mixed_float16")  # TF float16 on CPU needs XLA
+    if kw["jit_compile"]:  # XLA on a CPU: "auto" would time fused against per-step first
+        kw.setdefault("loop", "fused")
     kw.setdefault("seed", 4)
     kw.setdefault("batch_size", BATCH)
     kw.setdefault("learning_rate", 0.01)
