@@ -76,11 +76,8 @@ def test_demo_writes_json_and_plot(tmp_path, capsys):
     assert out_png.read_bytes().startswith(b"\x89PNG")
 
 
-def test_quiet_prints_only_the_final_report(capsys):
-    assert cli.main(["demo", *SMALL, "--quiet"]) == 0
-    text = capsys.readouterr().out
-    assert "Performance Comparison" in text
-    assert "Phase 1" not in text and "Starting training" not in text
+# `demo --quiet` (only the final report): test_demo.py runs the example script, which is
+# this command, with these flags and --quiet.
 
 
 def test_info_text_and_json(capsys):

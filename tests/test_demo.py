@@ -40,13 +40,16 @@ def test_settings_from_flags():
         _parse("--layers", "64,-1")
 
 
-def test_example_script_runs_the_seed_report(monkeypatch, capsys):
+def test_example_script_runs_the_seed_report_and_quiet_prints_only_it(monkeypatch, capsys):
+    # The script is `gometal-keras demo` (cli.main): this is also the CLI's --quiet test.
     argv = ["mixed_precision_demo.py", "--epochs", "2", "--samples", "128", "--hidden", "16"]
     monkeypatch.setattr(sys, "argv", [*argv, "--precision", "float32", "--quiet"])
     with pytest.raises(SystemExit) as done:
         runpy.run_path(str(ROOT / "examples" / "mixed_precision_demo.py"), run_name="__main__")
     assert done.value.code == 0
-    assert "Performance Comparison" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "Performance Comparison" in text
+    assert "Phase 1" not in text and "Starting training" not in text
 
 
 def test_example_uses_only_the_public_api():
