@@ -95,6 +95,7 @@ def test_python_dash_m_runs(capsys, monkeypatch):
     # `python -m gometal_keras`, run as __main__ in this process (a new interpreter would
     # spend seconds importing TensorFlow again; tests/test_startup.py starts one for --help).
     monkeypatch.setattr(sys, "argv", ["gometal_keras", "demo", "--epochs", "-1"])
+    monkeypatch.delitem(sys.modules, "gometal_keras.__main__", raising=False)  # run it afresh
     with pytest.raises(SystemExit) as done:
         runpy.run_module("gometal_keras", run_name="__main__", alter_sys=True)
     assert done.value.code == 2
