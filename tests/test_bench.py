@@ -1,11 +1,13 @@
 """Tests of `gometal_keras.bench`: work counts, the roofline floor, the plan, the
 measurement through the runner registry, the derived figures, and the CLI end to end."""
 
+import contextlib
 import dataclasses
+import io
 import json
 import math
 import os
-import subprocess
+import runpy
 import sys
 import tempfile
 from unittest import mock
@@ -260,29 +262,21 @@ class RunnersTest(tf.test.TestCase):
 
 class CliTest(tf.test.TestCase):
     def test_quick_run_writes_json(self):
+        # `python -m gometal_keras.bench`, run as __main__ in this process (TensorFlow is
+        # already imported here; a subprocess would spend seconds importing it again).
+        argv = ["--quick", "--configs", "seed", "--precisions", "float32"]
+        argv += ["--runners", "gometal,keras", "--steps", "2", "--repeats", "1"]
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "bench.json")
-            cmd = [
-                sys.executable,
-                "-m",
-                "gometal_keras.bench",
-                "--quick",
-                "--configs",
-                "seed",
-                "--precisions",
-                "float32",
-                "--runners",
-                "gometal,keras",
-                "--steps",
-                "2",
-                "--repeats",
-                "1",
-                "--json",
-                path,
-            ]
-            env = dict(os.environ, KERAS_BACKEND="tensorflow")
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
-            self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+            stdout = io.StringIO()
+            with (
+                mock.patch.object(sys, "argv", ["bench", *argv, "--json", path]),
+                contextlib.redirect_stdout(stdout),
+                contextlib.redirect_stderr(io.StringIO()),
+                self.assertRaises(SystemExit) as done,
+            ):
+                runpy.run_module("gometal_keras.bench", run_name="__main__", alter_sys=True)
+            self.assertEqual(done.exception.code, 0)
             with open(path, encoding="utf-8") as fh:
                 data = json.load(fh)
         for key in (
@@ -313,7 +307,8 @@ class CliTest(tf.test.TestCase):
             self.assertEqual(r["loss_after_steps"], 2 * 2)  # (1 warm-up + 1 repeat) x 2 steps
             self.assertIsInstance(r["loss"], float)
         self.assertEqual(data["settings"]["steps"], 2)
-        self.assertIn("ms/step", proc.stdout)
+        self.assertIn("ms/step", stdout.getvalue())
+        self.assertIn("-m gometal_keras.bench --quick", data["command"])
 
 
 if __name__ == "__main__":

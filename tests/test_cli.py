@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import subprocess
+import runpy
 import sys
 
 import pytest
@@ -76,11 +76,8 @@ def test_demo_writes_json_and_plot(tmp_path, capsys):
     assert out_png.read_bytes().startswith(b"\x89PNG")
 
 
-def test_quiet_prints_only_the_final_report(capsys):
-    assert cli.main(["demo", *SMALL, "--quiet"]) == 0
-    text = capsys.readouterr().out
-    assert "Performance Comparison" in text
-    assert "Phase 1" not in text and "Starting training" not in text
+# `demo --quiet` (only the final report): test_demo.py runs the example script, which is
+# this command, with these flags and --quiet.
 
 
 def test_info_text_and_json(capsys):
@@ -94,16 +91,16 @@ def test_info_text_and_json(capsys):
     assert facts["versions"]["keras"]
 
 
-def test_python_dash_m_runs():
-    done = subprocess.run(
-        [sys.executable, "-m", "gometal_keras", "demo", "--epochs", "-1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 2
+def test_python_dash_m_runs(capsys, monkeypatch):
+    # `python -m gometal_keras`, run as __main__ in this process (a new interpreter would
+    # spend seconds importing TensorFlow again; tests/test_startup.py starts one for --help).
+    monkeypatch.setattr(sys, "argv", ["gometal_keras", "demo", "--epochs", "-1"])
+    monkeypatch.delitem(sys.modules, "gometal_keras.__main__", raising=False)  # run it afresh
+    with pytest.raises(SystemExit) as done:
+        runpy.run_module("gometal_keras", run_name="__main__", alter_sys=True)
+    assert done.value.code == 2
     assert "python -m gometal_keras demo: error: --epochs must be a positive integer" in (
-        done.stderr
+        capsys.readouterr().err
     )
 
 

@@ -40,33 +40,16 @@ def test_settings_from_flags():
         _parse("--layers", "64,-1")
 
 
-def test_run_demo_calls_progress_per_phase_and_records_what_ran():
-    seen = []
-
-    def progress(index: int, label: str) -> keras.callbacks.Callback:
-        seen.append((index, label))
-        return keras.callbacks.Callback()
-
-    result = run_demo(SMALL, progress=progress)
-    assert seen == [(1, "FP32"), (2, "FP32")]
-    assert result.baseline.epochs_run == 2 and result.mixed.epochs_run == 2
-    assert result.device is not None and len(result.configs) == 2
-    assert result.settings == SMALL
-    # The records carry the plans that ran, and the two float32 runs are the same run.
-    assert result.baseline.plan == result.mixed.plan
-    assert result.baseline.losses == result.mixed.losses
-    # No mixed precision ran: the notes must not read the difference as its speedup.
-    assert any(note.startswith("Both phases trained FP32") for note in result.notes)
-    assert not any("Mixed precision" in note for note in result.notes)
-
-
-def test_example_script_runs_the_seed_report(monkeypatch, capsys):
+def test_example_script_runs_the_seed_report_and_quiet_prints_only_it(monkeypatch, capsys):
+    # The script is `gometal-keras demo` (cli.main): this is also the CLI's --quiet test.
     argv = ["mixed_precision_demo.py", "--epochs", "2", "--samples", "128", "--hidden", "16"]
     monkeypatch.setattr(sys, "argv", [*argv, "--precision", "float32", "--quiet"])
     with pytest.raises(SystemExit) as done:
         runpy.run_path(str(ROOT / "examples" / "mixed_precision_demo.py"), run_name="__main__")
     assert done.value.code == 0
-    assert "Performance Comparison" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "Performance Comparison" in text
+    assert "Phase 1" not in text and "Starting training" not in text
 
 
 def test_example_uses_only_the_public_api():
@@ -104,7 +87,7 @@ def test_explicit_mixed_precision_is_phase_two():
     assert not any(note.startswith("Both phases trained FP32") for note in result.notes)
 
 
-def test_speed_comparison_interleaves_rounds_and_records_memory_and_first_step():
+def test_run_demo_records_what_ran_calls_progress_and_interleaves_rounds():
     import json
     import math
 
@@ -114,7 +97,25 @@ def test_speed_comparison_interleaves_rounds_and_records_memory_and_first_step()
     from gometal_keras.memory import RSS_GROWTH
     from gometal_keras.report import Reporter
 
-    result = run_demo(SMALL)
+    seen = []
+
+    def progress(index: int, label: str) -> keras.callbacks.Callback:
+        seen.append((index, label))
+        return keras.callbacks.Callback()
+
+    # One demo run (SMALL: float32 in both phases) checks the progress calls, the records,
+    # the notes and the interleaved speed comparison.
+    result = run_demo(SMALL, progress=progress)
+    assert seen == [(1, "FP32"), (2, "FP32")]
+    assert result.baseline.epochs_run == 2 and result.mixed.epochs_run == 2
+    assert result.device is not None and len(result.configs) == 2
+    assert result.settings == SMALL
+    # The records carry the plans that ran, and the two float32 runs are the same run.
+    assert result.baseline.plan == result.mixed.plan
+    assert result.baseline.losses == result.mixed.losses
+    # No mixed precision ran: the notes must not read the difference as its speedup.
+    assert any(note.startswith("Both phases trained FP32") for note in result.notes)
+    assert not any("Mixed precision" in note for note in result.notes)
     cmp = result.comparison
     assert cmp.rounds == SMALL.rounds == len(cmp.candidate_rounds)
     assert all(t > 0 for t in (*cmp.baseline_rounds, *cmp.candidate_rounds))

@@ -20,8 +20,9 @@ SCRIPT = TWO_DEVICES + textwrap.dedent(
         for precision in ("float32", sys.argv[1]):
             builder = ModelBuilder([64, 32]).add_dense(64).add_relu().add_dense(10)
             jit = False if backend == "tensorflow" else None
+            # loop="fused": under XLA on a CPU (JAX) "auto" would time per-step first.
             cfg = TrainerConfig(batch_size=64, precision=precision, seed=5,
-                                distribution=dist, jit_compile=jit)
+                                distribution=dist, jit_compile=jit, loop="fused")
             t = Trainer(builder, cfg)
             run = t.fit(x, y, epochs=3)
             out[f"{dist}/{precision}"] = {"losses": run.losses, "replicas": run.plan.replicas,

@@ -22,10 +22,10 @@ def _run(name: str, argv: list[str], monkeypatch, capsys) -> str:
     return capsys.readouterr().out
 
 
-def test_digits_cnn_exceeds_95_percent_in_ten_epochs(monkeypatch, capsys):
-    # Ten of the default 30 epochs: bfloat16 runs ~10x slower than float32 on a CPU without
-    # bfloat16 instructions, and both pass 97 % by epoch 12.
-    out = _run("digits_cnn.py", ["--epochs", "10"], monkeypatch, capsys)
+def test_digits_cnn_exceeds_95_percent_in_five_epochs(monkeypatch, capsys):
+    # Five of the default 30 epochs: bfloat16 runs ~4x slower than float32 on a CPU without
+    # bfloat16 instructions, and both pass 97 % by epoch 5 (the cosine schedule spans them).
+    out = _run("digits_cnn.py", ["--epochs", "5"], monkeypatch, capsys)
     found = re.findall(r"(\S+) -> (\S+)\s+test accuracy ([\d.]+)%", out)
     assert len(found) == 2 and found[0][1] == "float32"
     assert found[1][1].startswith("mixed_")

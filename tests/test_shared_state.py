@@ -33,6 +33,8 @@ def builder(dropout: bool = False) -> ModelBuilder:
 
 def config(precision: str = "float32", **kw) -> TrainerConfig:
     kw.setdefault("jit_compile", precision == "mixed_float16")  # TF float16 on CPU needs XLA
+    if kw["jit_compile"]:  # XLA on a CPU: "auto" would time fused against per-step first
+        kw.setdefault("loop", "fused")
     kw.setdefault("seed", 4)
     kw.setdefault("batch_size", BATCH)
     kw.setdefault("learning_rate", 0.01)
@@ -87,19 +89,26 @@ class SharedStateCase(tf.test.TestCase):
     def assert_policy_unchanged(self):
         self.assertEqual(keras.config.dtype_policy().name, self.policy_name)
 
+    def assert_random_untouched(self, action) -> None:
+        np_state, py_state = np.random.get_state(), random.getstate()
+        action()
+        after = np.random.get_state()
+        self.assertEqual(np_state[0], after[0])
+        self.assertTrue(np.array_equal(np_state[1], after[1]), "numpy's global RNG was used")
+        self.assertEqual(np_state[2:], after[2:])
+        self.assertTrue(py_state == random.getstate(), "Python's random module state was used")
+
 
 class GlobalPolicyTest(SharedStateCase):
-    def test_trainers_of_each_precision_leave_the_global_policy(self):
+    def test_an_auto_trainer_leaves_the_global_policy(self):
+        # The three fixed precisions: SideBySideTest (their trainers, side by side).
         x, y = data()
-        for precision in (*PRECISIONS, "auto"):
-            with self.subTest(precision):
-                kw = {"jit_compile": None} if precision == "auto" else {}
-                t = Trainer(builder(), config(precision, **kw))
-                self.assert_policy_unchanged()
-                t.fit(x, y, epochs=1)
-                t.evaluate(x, y)
-                t.predict(x[:3])
-                self.assert_policy_unchanged()
+        t = Trainer(builder(), config("auto", jit_compile=None))
+        self.assert_policy_unchanged()
+        t.fit(x, y, epochs=1)
+        t.evaluate(x, y)
+        t.predict(x[:3])
+        self.assert_policy_unchanged()
 
     def test_a_user_global_policy_is_neither_used_nor_changed(self):
         keras.config.set_dtype_policy("mixed_bfloat16")
@@ -132,65 +141,53 @@ class GlobalPolicyTest(SharedStateCase):
 
 
 class InterruptTest(SharedStateCase):
-    def check_interrupt(self, precision: str, when: str) -> None:
+    """A KeyboardInterrupt leaves a usable trainer; no step draws on the global RNGs.
+
+    Each trainer (seeded, and unseeded: a drawn seed) is made, interrupted, resumed and
+    stepped with numpy's and Python's global random state checked around every call.
+    """
+
+    def check_interrupt(self, precision: str, when: str, seed: int | None) -> None:
         x, y = data()
-        t = Trainer(builder(dropout=True), config(precision))
-        with self.assertRaises(KeyboardInterrupt):
-            t.fit(x, y, epochs=4, callbacks=[Interrupt(1, when)])
+        made: list[Trainer] = []
+        self.assert_random_untouched(
+            lambda: made.append(Trainer(builder(dropout=True), config(precision, seed=seed)))
+        )
+        t = made[0]
+
+        def interrupted():
+            with self.assertRaises(KeyboardInterrupt):
+                t.fit(x, y, epochs=4, callbacks=[Interrupt(1, when)])
+
+        self.assert_random_untouched(interrupted)
         self.assert_policy_unchanged()
         done = 2 if when == "end" else 1
         self.assertEqual(t.epoch, done)
         weights = snapshot(t.model.trainable_variables)
         for w in weights:
             self.assertTrue(np.isfinite(w).all())
-        run = t.fit(x, y, epochs=3)  # the trainer is still usable
+        runs = []
+        self.assert_random_untouched(lambda: runs.append(t.fit(x, y, epochs=3)))
+        run = runs[0]  # the trainer is still usable
         self.assertLen(run.losses, 3)
         self.assertTrue(all(math.isfinite(v) for v in run.losses))
         self.assertEqual(t.epoch, done + 3)
         self.assertFalse(run.stopped_early)
         self.assertLen(run.epoch_seconds, 3)
-        self.assertTrue(math.isfinite(t.train_batch(x[:BATCH], y[:BATCH]).loss))
+        losses = []
+        self.assert_random_untouched(
+            lambda: losses.append(t.train_batch(x[:BATCH], y[:BATCH]).loss)
+        )
+        self.assertTrue(math.isfinite(losses[0]))
         self.assert_policy_unchanged()
 
     def test_interrupt_at_epoch_end(self):
-        for precision in PRECISIONS:
-            with self.subTest(precision):
-                self.check_interrupt(precision, "end")
+        for precision, seed in (("float32", None), ("mixed_float16", 3), ("mixed_bfloat16", None)):
+            with self.subTest(precision, seed=seed):
+                self.check_interrupt(precision, "end", seed)
 
     def test_interrupt_at_epoch_begin(self):
-        self.check_interrupt("float32", "begin")
-
-
-class RandomStateTest(SharedStateCase):
-    def assert_random_untouched(self, action) -> None:
-        np_state, py_state = np.random.get_state(), random.getstate()
-        action()
-        after = np.random.get_state()
-        self.assertEqual(np_state[0], after[0])
-        self.assertTrue(np.array_equal(np_state[1], after[1]), "numpy's global RNG was used")
-        self.assertEqual(np_state[2:], after[2:])
-        self.assertTrue(py_state == random.getstate(), "Python's random module state was used")
-
-    def test_builder_trainers(self):
-        x, y = data()
-        cases = [("float32", None), ("float32", 3), ("mixed_float16", 3), ("mixed_bfloat16", None)]
-        for precision, seed in cases:
-            with self.subTest(precision, seed=seed):
-                made: list[Trainer] = []
-
-                def construct(p=precision, s=seed, out=made):
-                    out.append(Trainer(builder(dropout=True), config(p, seed=s)))
-
-                self.assert_random_untouched(construct)
-                t = made[0]
-                self.assert_random_untouched(lambda t=t: t.fit(x, y, epochs=2))
-                self.assert_random_untouched(lambda t=t: t.train_batch(x[:BATCH], y[:BATCH]))
-
-    def test_auto_trials_on_a_user_model(self):
-        model = user_model()
-        self.assert_random_untouched(
-            lambda: Trainer(model, config("auto", jit_compile=None, seed=None))
-        )
+        self.check_interrupt("float32", "begin", 3)
 
 
 class UserModelTest(SharedStateCase):
@@ -224,7 +221,11 @@ class UserModelTest(SharedStateCase):
         model = user_model()
         before = snapshot(model.variables)  # weights and the dropout seed state
         # Unseeded: a seeded run takes the default XLA setting untimed (guarantees.md, 5).
-        t = Trainer(model, config("auto", jit_compile=None, seed=None))
+        made: list[Trainer] = []
+        self.assert_random_untouched(
+            lambda: made.append(Trainer(model, config("auto", jit_compile=None, seed=None)))
+        )
+        t = made[0]
         self.assertIsNotNone(t.decision)
         self.assertTrue(t.decision.candidates, "no trial ran; the test would prove nothing")
         self.assertIs(t.model, model)
@@ -249,7 +250,10 @@ class UserModelTest(SharedStateCase):
 class SideBySideTest(SharedStateCase):
     def test_interleaved_trainers_of_different_precisions(self):
         x, y = data(16 * BATCH)
-        trainers = {p: Trainer(builder(), config(p)) for p in PRECISIONS}
+        trainers = {}
+        for p in PRECISIONS:  # each leaves the global policy as it was, made and used
+            trainers[p] = Trainer(builder(), config(p))
+            self.assert_policy_unchanged()
         start = {p: t.evaluate(x, y) for p, t in trainers.items()}
         losses: dict[str, list[float]] = {p: [] for p in PRECISIONS}
         for _ in range(4):
@@ -265,4 +269,5 @@ class SideBySideTest(SharedStateCase):
                 self.assertTrue(all(math.isfinite(v) for v in losses[p]))
                 self.assertLess(losses[p][-1], losses[p][0])
                 self.assertLess(t.evaluate(x, y), start[p])
+                self.assertEqual(t.predict(x[:3]).shape, (3, CLASSES))
         self.assert_policy_unchanged()

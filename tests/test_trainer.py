@@ -32,8 +32,12 @@ def small_builder(dropout: bool = False, softmax: bool = False) -> ModelBuilder:
 
 
 def config(precision: str = "float32", **kw) -> TrainerConfig:
-    # float16 on a CPU needs XLA; the others run fastest here without it.
+    # float16 on a CPU needs XLA; the others run fastest here without it. Under XLA on a CPU
+    # loop="auto" times fused against per-step first (test_shared_state's auto trials do):
+    # the loop is fixed here, as XLA is.
     kw.setdefault("jit_compile", precision == "mixed_float16")
+    if kw["jit_compile"]:
+        kw.setdefault("loop", "fused")
     kw.setdefault("seed", 7)
     kw.setdefault("batch_size", BATCH)
     kw.setdefault("learning_rate", 0.01)
@@ -106,7 +110,9 @@ class PrecisionTest(PolicyGuard):
             self.assertIsInstance(opt, keras.optimizers.Adam, policy)
 
     def test_use_mixed_precision_means_float16(self):
-        cfg = TrainerConfig(batch_size=BATCH, use_mixed_precision=True, jit_compile=True, seed=1)
+        cfg = TrainerConfig(
+            batch_size=BATCH, use_mixed_precision=True, jit_compile=True, seed=1, loop="fused"
+        )
         trainer = Trainer(small_builder(), cfg)
         self.assertEqual(trainer.precision, "mixed_float16")
         self.assertIsInstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
@@ -207,7 +213,7 @@ class KerasModelTest(PolicyGuard):
         # layers compute under: float16 without loss scaling underflows its gradients.
         model = small_builder().compile("mixed_float16", seed=1)
         self.assertEqual(model.layers[0].compute_dtype, "float16")
-        trainer = Trainer(model, TrainerConfig(batch_size=BATCH, jit_compile=True))
+        trainer = Trainer(model, TrainerConfig(batch_size=BATCH, jit_compile=True, loop="fused"))
         self.assertEqual(trainer.precision, "mixed_float16")
         self.assertIsInstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
         explicit = Trainer(model, config("mixed_float16"))  # the matching precision is accepted
