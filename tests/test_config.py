@@ -77,17 +77,24 @@ def _positive_real() -> tuple[st.SearchStrategy, st.SearchStrategy]:
     return valid, _bad(too_small, ValueError) | _bad(NOT_A_NUMBER, TypeError)
 
 
+def _held(value: float) -> float:
+    """A setting as the device holds it: float32, with subnormals flushed to zero."""
+    return 0.0 if abs(value) < F32_TINY else float(np.float32(value))
+
+
 def _in_range(low: float, high: float, high_open: bool) -> tuple[st.SearchStrategy, ...]:
     top = high if math.isfinite(high) else None
     valid = st.floats(low, top or F32_MAX, exclude_max=high_open and top is not None, width=32)
     outside = st.one_of(
-        st.floats(max_value=low, exclude_max=True),
+        # Below `low` as the device holds it (-1e-234 is a float32 0: in range, accepted).
+        st.floats(max_value=low, exclude_max=True).filter(lambda v: _held(v) < low),
         st.integers(max_value=math.ceil(low) - 1),
         NON_FINITE,
         st.floats(min_value=3.41e38),  # finite in Python, infinite in float32
     )
     if top is not None:
-        outside |= st.floats(min_value=top, exclude_min=not high_open)
+        above = st.floats(min_value=top, exclude_min=not high_open)
+        outside |= above.filter(lambda v: _held(v) >= top if high_open else _held(v) > top)
         outside |= st.integers(min_value=math.floor(top) + 1)
     return valid, _bad(outside, ValueError) | _bad(NOT_A_NUMBER, TypeError)
 
