@@ -169,10 +169,13 @@ def folder(tmp_path_factory):
 MODES = st.sampled_from(["RGB", "L", "RGBA", "P", "I;16"])
 
 
+PRECISIONS = st.sampled_from(["float32", "mixed_bfloat16", "mixed_float16"])
+
+
 @settings(max_examples=6, deadline=None)
-@given(st.lists(MODES, min_size=1, max_size=3), st.integers(2, 5), st.integers(1, 9))
+@given(st.lists(MODES, min_size=1, max_size=3), st.integers(2, 5), st.integers(1, 9), PRECISIONS)
 def test_image_bytes_scaled_on_the_device_train_exactly_like_floats(
-    tmp_path_factory, modes, batch, read
+    tmp_path_factory, modes, batch, read, precision
 ):
     # The oracle: each file decoded alone to floats (`decode_image`), as a list of
     # batches. Bytes staged and scaled on the device must give the same numbers, bit for
@@ -189,7 +192,8 @@ def test_image_bytes_scaled_on_the_device_train_exactly_like_floats(
     x = np.stack([decode_image(p, 8) for p in ds.paths])
     floats = [(x[i : i + batch], ds.labels[i : i + batch]) for i in range(0, len(x), batch)]
     loader = DataLoader(ds, batch, shuffle=False, image_size=8, num_workers=1)
-    a, b = (Trainer(cnn(batch=batch), float32_config(batch_size=batch)) for _ in range(2))
+    config = float32_config(batch_size=batch, precision=precision, loop="fused")
+    a, b = (Trainer(cnn(batch=batch), config) for _ in range(2))
     b.set_state(a.get_state())
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(dataloader, "READ_BYTES", read * 8 * 8 * 3 * batch)
