@@ -56,6 +56,25 @@ def common(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return to_unit(a), to_unit(b)
 
 
+def assemble(parts: list[tuple[Any, np.ndarray]], n: int) -> np.ndarray:
+    """`n` rows of pixels from ``(positions, rows)`` parts, in one dtype.
+
+    The parts' own dtype when they agree, else float32 (`to_unit`): how a batch holding
+    16-bit images beside 8-bit ones is put together. Rows no part fills are left unset.
+
+    Example:
+        >>> out = assemble([([1], np.array([[255]], np.uint8)), ([0], np.array([[0.5]]))], 2)
+        >>> out.dtype, out.tolist()
+        (dtype('float32'), [[0.5], [1.0]])
+    """
+    dtype = parts[0][1].dtype
+    same = all(rows.dtype == dtype for _, rows in parts)
+    out = np.empty((n, *parts[0][1].shape[1:]), dtype if same else np.float32)
+    for at, rows in parts:
+        out[at] = rows if same else to_unit(rows)
+    return out
+
+
 def to_model_input(x: Any) -> Any:
     """A batch as the model takes it, inside a compiled step: ``uint8`` becomes ``x * UNIT``.
 

@@ -260,8 +260,9 @@ class Prefetcher:
                         return
                 if self._stop.is_set():
                     return
-                self._queue.put(self.stage(xs, ys, full) if self._in_thread else (xs, ys, full))
-                self._made += 1
+                item = self.stage(xs, ys, full) if self._in_thread else (xs, ys, full)
+                self._made += 1  # counted before it can be taken
+                self._queue.put(item)
         except BaseException as err:  # raised again in the caller's thread, in order
             self._queue.put(err)
         finally:

@@ -122,7 +122,7 @@ class ImageCache:
         Returns:
             ``(found, images)``: the positions in `keys` that hit, and their pixels
             stacked in that order (a copy; None when nothing hit). Images of different
-            dtypes come back as float32 (`gometal_keras.pixels.to_unit`).
+            dtypes come back as float32 (`gometal_keras.pixels.assemble`).
 
         Example:
             >>> cache = ImageCache(4); cache.put("a", np.full(2, 7, np.uint8))
@@ -150,11 +150,7 @@ class ImageCache:
             self._clock += len(found)
         if len(parts) == 1:
             return found, parts[0][1]
-        dtype = np.result_type(*(images.dtype for _, images in parts))
-        stacked = np.empty((len(found), *parts[0][1].shape[1:]), dtype)
-        for at, images in parts:
-            stacked[at] = images if images.dtype == dtype else pixels.to_unit(images)
-        return found, stacked
+        return found, pixels.assemble(parts, len(found))
 
     def put(self, key: Hashable, image: np.ndarray) -> None:
         """Keep a copy of `image`, dropping the least recently used image if full."""

@@ -113,7 +113,7 @@ class BatchReader:
         """The batch ``(pixels, labels)`` in its order; None when every file was skipped.
 
         Pixels are ``uint8`` unless an image of the batch is wider (then float32 in
-        [0, 1], `gometal_keras.pixels.common`).
+        [0, 1], `gometal_keras.pixels.assemble`).
 
         Raises:
             UnreadableImageError: A file cannot be decoded and `on_error` is ``"raise"``.
@@ -121,8 +121,6 @@ class BatchReader:
         if not started.missing and started.hits is not None:
             return started.hits, started.labels  # every image cached: read in order already
         parts = [] if started.hits is None else [(started.found.tolist(), started.hits)]
-        good: list[int] = []
-        images = []
         for i, image in zip(started.missing, started.pending.result(), strict=True):
             path = started.paths[i]
             if isinstance(image, UnreadableImageError):
@@ -132,19 +130,10 @@ class BatchReader:
                 self.skipped.append(path)
                 continue
             self.cache.put(started.keys[i], image)
-            good.append(i)
-            images.append(image)
-        if images:
-            if any(image.dtype != images[0].dtype for image in images):
-                images = [pixels.to_unit(image) for image in images]  # 16-bit among 8-bit
-            parts.append((good, np.stack(images)))
+            parts.append(([i], image[None]))
         if not parts:
             return None
-        same = all(part.dtype == parts[0][1].dtype for _, part in parts)
-        shape = (len(started.keys), *parts[0][1].shape[1:])
-        out = np.empty(shape, parts[0][1].dtype if same else np.float32)
-        for at, part in parts:
-            out[at] = part if same else pixels.to_unit(part)
+        out = pixels.assemble(parts, len(started.keys))  # 16-bit among 8-bit: float32
         if sum(len(at) for at, _ in parts) == len(out):
             return out, started.labels
         keep = sorted(i for at, _ in parts for i in at)
