@@ -2,12 +2,7 @@
 # Session 5 on the H200, two calls (each under 10 minutes), results under $OUT:
 #   bash bench/h200_session5.sh stream   # issue 11: streaming (JAX f32, bf16) + a torch check
 #   bash bench/h200_session5.sh memory   # issue 12: largest batch per precision, wide and cnn
-set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3
-out=${OUT:-/tmp/out}; mkdir -p "$out"
-quiet() { grep --line-buffered -v '^WARNING\|^I0000\|^E0000\|^W0000'; }
+source bench/h200_env.sh
 case "${1:-stream}" in
   stream)
     LIMIT=150 bash bench/h200_streaming.sh

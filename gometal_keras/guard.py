@@ -83,6 +83,32 @@ def reported(values: Any, committed: Any) -> Any:
     return ops.concatenate([loss, values[1:]])
 
 
+def still_going(values: Any) -> Any:
+    """Whether a guarded epoch goes on after a call that returned `values`, on the device.
+
+    A guarded epoch stops at its first step that is not committed (its reported loss is
+    NaN, and so is every later one of that call). An epoch run as several calls hands
+    this flag to the next call (`Program.epoch`'s ``going``) without waiting for the
+    values, so the device runs the calls back to back and still commits nothing after a
+    step the guard stopped.
+
+    Args:
+        values: One call's per-step values, ``(steps, width)``, loss in column 0.
+
+    Returns:
+        A boolean scalar of the backend in use: the call's last step was committed.
+
+    Example:
+        >>> import numpy as np
+        >>> bool(still_going(np.array([[0.5, 1.0], [0.4, 1.0]], "float32")))
+        True
+        >>> bool(still_going(np.array([[np.nan, 1.0], [np.nan, 1.0]], "float32")))
+        False
+    """
+    values = keras.ops.convert_to_tensor(values)
+    return keras.ops.isfinite(values[-1, 0])
+
+
 @contextlib.contextmanager
 def rolled_back_on_interrupt(model: keras.Model, optimizer: Any) -> Iterator[None]:
     """Run a block (an epoch) as a transaction: on Ctrl-C, every variable goes back.

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 from gometal_keras.engines import Engine, Placement, Program
+from gometal_keras.guard import still_going
 from gometal_keras.inputs import BatchSource
 from gometal_keras.plan import Loop, RunPlan
 from gometal_keras.streaming import (
@@ -217,21 +218,31 @@ class TrainingLoop:
     def _run_streamed(self, data: StreamedData, epoch: int, next_epoch: int | None) -> np.ndarray:
         prefetch = self._prefetcher(data, epoch)
         parts: list[np.ndarray] = []
+        # A full stage's values are read one call late, after the next call is dispatched,
+        # so the device runs the calls back to back; the guard's flag goes from call to
+        # call on the device (`guard.still_going`), as it does between one call's steps.
+        queued: list[Any] = []
+        going: Any = True
         try:
             for staged in prefetch:
-                if next_epoch is not None and prefetch.drained:  # the last stage: start the next
-                    self._ahead = (data, next_epoch, self._prefetcher(data, next_epoch, 1))
                 if staged.full and self.plan.loop is not Loop.STEP:
-                    parts.append(_host(self.program.epoch(staged.xs, staged.ys)))
+                    queued.append(self.program.epoch(staged.xs, staged.ys, going))
+                    going = still_going(queued[-1]) if self.plan.guard else going
+                    stopped = len(queued) > 1 and self._read(parts, queued.pop(0), prefetch)
                 else:
-                    parts.append(self._steps(staged.xs, staged.ys, staged.n))
-                prefetch.release()
-                if self.plan.guard and not np.isfinite(parts[-1][:, 0]).all():
+                    stopped = self._read_all(parts, queued, prefetch) or self._read(
+                        parts, self._steps(staged.xs, staged.ys, staged.n), prefetch
+                    )
+                if stopped:
                     break  # as one fused call would: no update after a non-finite loss
+                if next_epoch is not None and prefetch.drained and self._ahead is None:
+                    # The last stage trains: start the next epoch's first one meanwhile.
+                    self._ahead = (data, next_epoch, self._prefetcher(data, next_epoch, 1))
+            self._read_all(parts, queued, prefetch)
         finally:
             prefetch.close()
         if self._ahead is not None and self._ahead[2] is not prefetch:
-            self._ahead[2].release()  # this epoch's stages are off the device: its slot
+            self._ahead[2].release(SLOTS - 1)  # this epoch's stages are off the device
         if not parts:
             raise ValueError(
                 f"The {data.source.kind} gave no full batch of {self.batch_size} in epoch "
@@ -252,6 +263,19 @@ class TrainingLoop:
         stages = host_stages(data, epoch, budget)
         one = self.placement.replicas == 1
         return Prefetcher(stages, self._put, in_thread=one, slots=slots or SLOTS)
+
+    def _read(self, parts: list[np.ndarray], values: Any, prefetch: Prefetcher) -> bool:
+        """Add a stage's values to `parts` and free its slot; True when the guard stopped."""
+        parts.append(_host(values))
+        prefetch.release()
+        return self.plan.guard and not np.isfinite(parts[-1][:, 0]).all()
+
+    def _read_all(self, parts: list[np.ndarray], queued: list[Any], prefetch: Prefetcher) -> bool:
+        """`_read` every queued call's values, in order; True when the guard stopped."""
+        stopped = False
+        while queued:
+            stopped = self._read(parts, queued.pop(0), prefetch) or stopped
+        return stopped
 
     def _steps(self, xs: Any, ys: Any, n: int) -> np.ndarray:
         rows = []

@@ -65,8 +65,8 @@ class FaultyProgram(Program):
     def step(self, x: Any, y: Any) -> Any:
         return self.engine.call(self.plan, "step", lambda: self.inner.step(x, y))
 
-    def epoch(self, xs: Any, ys: Any) -> Any:
-        return self.engine.call(self.plan, "epoch", lambda: self.inner.epoch(xs, ys))
+    def epoch(self, xs: Any, ys: Any, going: Any = True) -> Any:
+        return self.engine.call(self.plan, "epoch", lambda: self.inner.epoch(xs, ys, going))
 
 
 class FaultyEngine(Engine):

@@ -43,8 +43,8 @@ def reference(epochs: int = 2) -> tuple[list[float], list[np.ndarray]]:
     return run.losses, variable_values(t.model.variables)
 
 
-def batches_of(size: int):
-    return [(X[i : i + size], Y[i : i + size]) for i in range(0, len(X), size)]
+def batches_of(size: int, x: np.ndarray = X):
+    return [(x[i : i + size], Y[i : i + size]) for i in range(0, len(x), size)]
 
 
 class Batches(keras.utils.PyDataset):
@@ -110,6 +110,36 @@ def test_batches_of_any_size_are_recut_into_full_steps(fresh, size, stage):
     values = t.train_epoch(data)
     assert values.shape == (len(X) // BATCH, 2)
     np.testing.assert_allclose(values[:, 0].mean(), losses[0], rtol=1e-5)
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    st.integers(1, 4),
+    st.integers(0, len(X) // BATCH - 1),
+    st.integers(0, 15),
+    st.sampled_from(["float32", "mixed_bfloat16"]),
+)
+def test_a_non_finite_batch_stops_the_streamed_epoch_across_calls(stage, bad, unit, precision):
+    # The calls of a streamed epoch run back to back (values read one call late): a step
+    # the guard stops must still stop every later call's steps. The oracle: the batches
+    # before the bad one, trained as in-memory arrays from the same start. (The input's
+    # check refuses NaN and infinity, so the bad sample is finite: near float32's largest,
+    # signed like one hidden unit's weights, whose activation then overflows.)
+    config = float32_config(precision=precision)
+    t, oracle = Trainer(tiny_builder(), config), Trainer(tiny_builder(), config)
+    oracle.set_state(t.get_state())
+    kernel = keras.ops.convert_to_numpy(t.model.get_layer("hidden").kernel)
+    x = X.copy()
+    x[bad * BATCH + 1] = 3e38 * np.sign(kernel[:, unit])
+    data = dataclasses.replace(t.arrange(batches_of(BATCH, x)), stage=stage)
+    values = t.train_epoch(data)
+    if bad:
+        good = oracle.train_epoch(oracle.arrange(X[: bad * BATCH], Y[: bad * BATCH]))
+        np.testing.assert_allclose(values[:bad], good, rtol=1e-5)
+    assert np.isnan(values[bad:, 0]).all() and len(values) >= bad + 1
+    got, want = variable_values(t.model.variables), variable_values(oracle.model.variables)
+    for mine, theirs in zip(got, want, strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
 
 
 def test_a_generator_continues_across_epochs_with_steps_per_epoch():
@@ -239,7 +269,7 @@ def test_a_folder_larger_than_the_memory_budget_trains_in_bounded_memory(tmp_pat
     calls = []
     program = t._loop.program
     epoch = program.epoch
-    program.epoch = lambda xs, ys: calls.append(xs.shape[0]) or epoch(xs, ys)
+    program.epoch = lambda xs, ys, *going: calls.append(xs.shape[0]) or epoch(xs, ys, *going)
     t.train_epoch(data)  # compile outside the measurement
     tracemalloc.start()
     t.train_epoch(data)

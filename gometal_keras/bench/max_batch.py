@@ -84,8 +84,10 @@ def probe(config: str, precision: str, batch: int, quick: bool = False) -> dict[
     start = time.perf_counter()
     try:
         builder = configs(quick)[config].make(batch)
-        settings = TrainerConfig(batch_size=batch, precision=precision, seed=0)
-        trainer = Trainer(builder, settings.replace(decision_cache="never"))
+        # XLA and the fused epoch, as chosen on a GPU: no trials of other plans at this size.
+        settings = TrainerConfig(batch_size=batch, precision=precision, seed=0, jit_compile=True,
+                                 loop="fused", decision_cache="never")  # fmt: skip
+        trainer = Trainer(builder, settings)
         rng = np.random.default_rng(0)
         shape = (batch * PROBE_STEPS, *trainer.model.input_shape[1:])
         x = np.empty(shape, np.float32)  # one random sample throughout: memory is what counts,
@@ -98,6 +100,7 @@ def probe(config: str, precision: str, batch: int, quick: bool = False) -> dict[
     return {
         "batch": batch,
         "ok": True,
+        "plan": trainer.plan.label(),
         "peak_memory_bytes": run.peak_memory_bytes,
         "memory_kind": run.memory_kind,
         "seconds": time.perf_counter() - start,

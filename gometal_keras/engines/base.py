@@ -89,12 +89,15 @@ class Program(abc.ABC):
         """
 
     @abc.abstractmethod
-    def epoch(self, xs: Any, ys: Any) -> Any:
+    def epoch(self, xs: Any, ys: Any, going: Any = True) -> Any:
         """Run one step per leading index of `xs`/`ys` as one device program.
 
         Args:
             xs: Batches stacked on a leading axis, ``(steps, batch, ...)``, on the device.
             ys: Labels stacked the same way.
+            going: Under a guarded plan, whether the epoch this call continues is still
+                going (`guard.still_going` of the call before, a device boolean): when
+                False no step of this call is committed. Ignored without the guard.
 
         Returns:
             The per-step values, shape ``(steps, Objective.width)``, as a device tensor.

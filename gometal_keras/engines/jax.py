@@ -32,6 +32,9 @@ class JaxProgram(Program):
         # program's outputs are committed, and a first call on uncommitted inputs would
         # otherwise compile the program twice.
         self._write_back(tuple([jax.device_put(v, v.sharding) for v in g] for g in self._state()))
+        # A first call's `going`, a scalar committed where the state's scalars are (the
+        # step counter's place), as a later call's is.
+        self._going = jax.device_put(True, optimizer.iterations.value.sharding)
 
         def scaled_loss(trainable, non_trainable, opt_vars, x, y):
             x = pixels.to_model_input(x)
@@ -73,8 +76,8 @@ class JaxProgram(Program):
             state = select(ok, new, (trainable, non_trainable, opt_vars))
             return (state, ok), guard.reported(values, ok)
 
-        def train_epoch(state, xs, ys):
-            (state, _), values = jax.lax.scan(train_step, (state, jnp.array(True)), (xs, ys))
+        def train_epoch(state, xs, ys, going):
+            (state, _), values = jax.lax.scan(train_step, (state, going), (xs, ys))
             return state, values
 
         def one_step(state, x, y):
@@ -104,8 +107,10 @@ class JaxProgram(Program):
         self._write_back(state)
         return values
 
-    def epoch(self, xs: Any, ys: Any) -> Any:
-        state, values = self._epoch(self._state(), xs, ys)
+    def epoch(self, xs: Any, ys: Any, going: Any = True) -> Any:
+        if going is True:
+            going = self._going
+        state, values = self._epoch(self._state(), xs, ys, going)
         self._write_back(state)
         return values
 

@@ -103,10 +103,9 @@ class TensorFlowProgram(Program):
         def one_step(x, y):
             return train_step(x, y, tf.constant(True))[0]
 
-        def train_epoch(xs, ys):
+        def train_epoch(xs, ys, ok):
             steps = tf.shape(xs)[0]
             out = tf.TensorArray(tf.float32, size=steps, element_shape=[objective.width])
-            ok = tf.constant(True)
             for i in tf.range(steps):
                 values, ok = train_step(xs[i], ys[i], ok)
                 out = out.write(i, values)
@@ -121,9 +120,9 @@ class TensorFlowProgram(Program):
         with self._where() if self._where else contextlib.nullcontext():
             return self._step(x, y)
 
-    def epoch(self, xs: Any, ys: Any) -> Any:
+    def epoch(self, xs: Any, ys: Any, going: Any = True) -> Any:
         with self._where() if self._where else contextlib.nullcontext():
-            return self._epoch(xs, ys)
+            return self._epoch(xs, ys, tf.convert_to_tensor(going, tf.bool))
 
 
 class MirroredPlacement(Placement):

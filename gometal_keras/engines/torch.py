@@ -74,8 +74,8 @@ class TorchProgram(Program):
     def step(self, x: Any, y: Any) -> Any:
         return self._train_step(x, y, True)[0]
 
-    def epoch(self, xs: Any, ys: Any) -> Any:
-        ok, rows = True, []
+    def epoch(self, xs: Any, ys: Any, going: Any = True) -> Any:
+        ok, rows = bool(going), []
         for i in range(xs.shape[0]):
             values, ok = self._train_step(xs[i], ys[i], ok)
             rows.append(values)
