@@ -221,24 +221,26 @@ class TrainingLoop:
         # A full stage's values are read one call late, after the next call is dispatched,
         # so the device runs the calls back to back; the guard's flag goes from call to
         # call on the device (`guard.still_going`), as it does between one call's steps.
-        queued: list[Any] = []
+        pending: Any = None  # the last call's values, not read yet
         going: Any = True
         try:
             for staged in prefetch:
+                values = None
                 if staged.full and self.plan.loop is not Loop.STEP:
-                    queued.append(self.program.epoch(staged.xs, staged.ys, going))
-                    going = still_going(queued[-1]) if self.plan.guard else going
-                    stopped = len(queued) > 1 and self._read(parts, queued.pop(0), prefetch)
-                else:
-                    stopped = self._read_all(parts, queued, prefetch) or self._read(
-                        parts, self._steps(staged.xs, staged.ys, staged.n), prefetch
-                    )
+                    values = self.program.epoch(staged.xs, staged.ys, going)
+                    going = still_going(values) if self.plan.guard else going
+                stopped = pending is not None and self._read(parts, pending, prefetch)
+                pending = values
+                if values is None and not stopped:
+                    rows = self._steps(staged.xs, staged.ys, staged.n)  # on the host already
+                    stopped = self._read(parts, rows, prefetch)
                 if stopped:
                     break  # as one fused call would: no update after a non-finite loss
-                if next_epoch is not None and prefetch.drained and self._ahead is None:
+                if next_epoch is not None and prefetch.drained:
                     # The last stage trains: start the next epoch's first one meanwhile.
                     self._ahead = (data, next_epoch, self._prefetcher(data, next_epoch, 1))
-            self._read_all(parts, queued, prefetch)
+            if pending is not None:
+                self._read(parts, pending, prefetch)
         finally:
             prefetch.close()
         if self._ahead is not None and self._ahead[2] is not prefetch:
@@ -269,13 +271,6 @@ class TrainingLoop:
         parts.append(_host(values))
         prefetch.release()
         return self.plan.guard and not np.isfinite(parts[-1][:, 0]).all()
-
-    def _read_all(self, parts: list[np.ndarray], queued: list[Any], prefetch: Prefetcher) -> bool:
-        """`_read` every queued call's values, in order; True when the guard stopped."""
-        stopped = False
-        while queued:
-            stopped = self._read(parts, queued.pop(0), prefetch) or stopped
-        return stopped
 
     def _steps(self, xs: Any, ys: Any, n: int) -> np.ndarray:
         rows = []
