@@ -2,7 +2,7 @@
 
 ``python bench/diag_streaming.py FOLDER PRECISION [ROUNDS] [--quick]``: for the bench CNN
 on a cached image folder, bare epochs (`Trainer.train_epoch`, nothing read ahead) of the
-in-memory Trainer and of streaming with 2, 3 and 4 device slots (`streaming.SLOTS`),
+in-memory Trainer and of streaming with 2, 3 and 4 device slots (`prefetch.SLOTS`),
 interleaved over ROUNDS rounds (default 6): median epoch time, how long the first stage
 took, and how long the training thread waited for later ones; then the host side alone:
 reading and stacking stages, and also copying them to the device.
@@ -16,14 +16,14 @@ from typing import ClassVar
 import jax
 import numpy as np
 
-from gometal_keras import Trainer, TrainerConfig, loop, streaming
+from gometal_keras import Trainer, TrainerConfig, loop, prefetch, streaming
 from gometal_keras.bench.configs import cnn
 from gometal_keras.vision import DataLoader, ImageFolderDataset
 
 BATCH = 128
 
 
-class TimedPrefetcher(streaming.Prefetcher):
+class TimedPrefetcher(prefetch.Prefetcher):
     """A `Prefetcher` that records how long each stage was waited for and then used."""
 
     waits: ClassVar[list[float]] = []  # over every instance: one epoch at a time
@@ -63,7 +63,7 @@ def main() -> None:
     for _ in range(int(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[3].isdigit() else 6):
         for name, slots in variants.items():
             if slots:
-                loop.SLOTS = streaming.SLOTS = slots
+                loop.SLOTS = streaming.SLOTS = slots  # the loop's slots, the ring's buffers
             waits.clear(), calls.clear()
             t0 = time.perf_counter()
             trainer.train_epoch(streamed if slots else arrays)

@@ -30,14 +30,8 @@ from gometal_keras.engines import Engine, Placement, Program
 from gometal_keras.guard import still_going
 from gometal_keras.inputs import BatchSource
 from gometal_keras.plan import Loop, RunPlan
-from gometal_keras.streaming import (
-    SLOTS,
-    Check,
-    Prefetcher,
-    StreamedData,
-    host_stages,
-    named,
-)
+from gometal_keras.prefetch import SLOTS, Prefetcher
+from gometal_keras.streaming import Check, StreamedData, host_stages, named
 
 #: Share of the device's free memory the data set may take to stay resident.
 DEVICE_SHARE = 0.25
@@ -169,7 +163,7 @@ class TrainingLoop:
 
         Inside, a stream that can start any epoch (an image loader) prepares epoch
         ``e + 1``'s first stage while epoch ``e``'s last one trains (still at most
-        `streaming.SLOTS` stages on the device); on leaving, a stage read for an epoch that
+        `prefetch.SLOTS` stages on the device); on leaving, a stage read for an epoch that
         did not come (training stopped early) is dropped.
         """
         self._last_epoch = last_epoch

@@ -26,8 +26,6 @@ on a CPU that alone took the host side from about 220,000 to 420,000 images a se
 from __future__ import annotations
 
 import dataclasses
-import queue
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -36,14 +34,12 @@ import numpy as np
 from gometal_keras import pixels
 from gometal_keras.inputs import BatchSource
 from gometal_keras.plan import Loop, RunPlan
+from gometal_keras.prefetch import SLOTS
 
 #: Most batches per device call.
 STAGE_BATCHES = 64
 #: Most bytes one stage (batches and labels) takes.
 STAGE_BYTES = 256 * 2**20
-#: Stages on the device at once: the one training and the next two (slack for the host
-#: when it prepares a stage barely faster than the device trains one).
-SLOTS = 3
 
 Check = Callable[[Any, Any], tuple[np.ndarray, np.ndarray]]
 
@@ -114,16 +110,6 @@ class StreamedData:
         note = f"; {skipped} unreadable files skipped" if skipped else ""
         staged = ", images staged as bytes" if self.source.pixels else ""
         return f"streamed from a {self.source.kind}, {per} (prefetched{staged}){note}"
-
-
-@dataclasses.dataclass
-class Staged:
-    """A stage on the device: `n` batches, stacked when it is a full stage, else a list."""
-
-    xs: Any
-    ys: Any
-    n: int
-    full: bool
 
 
 def host_stages(data: StreamedData, epoch: int, free_bytes: int | None) -> Iterator[tuple]:
@@ -227,81 +213,3 @@ def named(check: Callable[..., Any], args: tuple, where: str) -> Any:
         return check(*args)
     except (ValueError, TypeError) as err:
         raise type(err)(f"{where}: {err}") from None
-
-
-class Prefetcher:
-    """Runs `stages` in a host thread, staging each on the device while the last trains.
-
-    Args:
-        stages: Host stages ``((xs, ys), full)``.
-        put: Copies a host array to the device, split along a batch axis.
-        in_thread: Copy to the device in the thread too (one device; a multi-device
-            placement copies in the caller's thread).
-        slots: Stages it may hold on the device before one is released (`SLOTS`; one
-            for the next epoch's, started while this one's last stage trains, and the
-            rest given by `release` when that epoch ends).
-    """
-
-    def __init__(
-        self,
-        stages: Iterator,
-        put: Callable[..., Any],
-        in_thread: bool = True,
-        slots: int = SLOTS,
-    ):
-        self._put, self._in_thread = put, in_thread
-        self._queue: queue.Queue = queue.Queue()
-        self._slots = threading.Semaphore(slots)
-        self._stop = threading.Event()
-        self._made = self._taken = 0
-        self._finished = threading.Event()
-        self._thread = threading.Thread(
-            target=self._work, args=(stages,), name="gometal-stage", daemon=True
-        )
-        self._thread.start()
-
-    def _work(self, stages: Iterator) -> None:
-        try:
-            for (xs, ys), full in stages:
-                while not self._slots.acquire(timeout=0.05):
-                    if self._stop.is_set():
-                        return
-                if self._stop.is_set():
-                    return
-                item = self.stage(xs, ys, full) if self._in_thread else (xs, ys, full)
-                self._made += 1  # counted before it can be taken
-                self._queue.put(item)
-        except BaseException as err:  # raised again in the caller's thread, in order
-            self._queue.put(err)
-        finally:
-            getattr(stages, "close", lambda: None)()
-            self._finished.set()
-            self._queue.put(None)
-
-    def stage(self, xs: np.ndarray, ys: np.ndarray, full: bool) -> Staged:
-        """Copy one host stage to the device: stacked when full, else batch by batch."""
-        if full:
-            return Staged(self._put(xs, batch_axis=1), self._put(ys, batch_axis=1), len(xs), True)
-        xl = [self._put(x, batch_axis=0) for x in xs]
-        return Staged(xl, [self._put(y, batch_axis=0) for y in ys], len(xs), False)
-
-    def __iter__(self) -> Iterator[Staged]:
-        while (item := self._queue.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            self._taken += 1
-            yield item if isinstance(item, Staged) else self.stage(*item)
-
-    @property
-    def drained(self) -> bool:
-        """Every stage has been handed out: the one the caller holds is the last."""
-        return self._finished.is_set() and self._taken == self._made
-
-    def release(self, n: int = 1) -> None:
-        """`n` stages have trained (or `n` more slots are given): as many more may stage."""
-        self._slots.release(n)
-
-    def close(self) -> None:
-        """Stop the thread (after the stage it is preparing) and wait for it."""
-        self._stop.set()
-        self._thread.join()

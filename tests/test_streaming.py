@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from imagefolders import broken_file, write_folder
 from PIL import Image
 
-from gometal_keras import ModelBuilder, Trainer, loop, streaming
+from gometal_keras import ModelBuilder, Trainer, loop, prefetch
 from gometal_keras.streaming import StreamedData
 from gometal_keras.vision import (
     DataLoader,
@@ -311,8 +311,8 @@ def test_reading_the_next_epoch_ahead_changes_nothing_and_leaves_nothing(folder,
     apart = [a.fit(data, epochs=1).losses[0] for data in [loader()] * 3]
     early = []  # the stages read ahead: made with one slot while an epoch's last trains
 
-    class Recorded(streaming.Prefetcher):
-        def __init__(self, *args, slots=streaming.SLOTS, **kw):
+    class Recorded(prefetch.Prefetcher):
+        def __init__(self, *args, slots=prefetch.SLOTS, **kw):
             early.append(slots == 1)
             super().__init__(*args, slots=slots, **kw)
 
