@@ -24,6 +24,7 @@ from gometal_keras.vision import (
     create_shared_data_loaders,
     decode_image,
 )
+from gometal_keras.vision import cache as cache_module
 
 FAST = settings(max_examples=15, deadline=None)
 
@@ -143,9 +144,28 @@ def test_undecodable_file_is_named(tmp_path, kind):
 OPS = st.lists(st.tuples(st.sampled_from(["get", "put"]), st.integers(0, 6)), max_size=40)
 
 
+# Long runs of puts and reads over a few more keys than the cache holds: eviction after
+# eviction, with rows read (made recent) between them.
+CHURN = st.lists(st.tuples(st.sampled_from(["put", "put", "get"]), st.integers(0, 9)), max_size=80)
+
+
+@settings(max_examples=200, deadline=None)  # no files, no training: cheap
+@given(st.integers(0, 6), CHURN, st.sampled_from([cache_module.EVICT_SCAN, 0.5, 1.0]))
+def test_cache_eviction_stays_least_recently_used(max_size, ops, scan):
+    # `scan`: the share of the cache whose oldest rows are found at once (candidates that
+    # a later read or put makes stale must be passed over).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cache_module, "EVICT_SCAN", scan)
+        lru_against_ordered_dict(max_size, ops)
+
+
 @FAST
 @given(st.integers(0, 4), OPS)
 def test_cache_is_least_recently_used(max_size, ops):
+    lru_against_ordered_dict(max_size, ops)
+
+
+def lru_against_ordered_dict(max_size, ops):
     cache, model, hits, misses = ImageCache(max_size), collections.OrderedDict(), 0, 0
     for op, key in ops:
         if op == "put":

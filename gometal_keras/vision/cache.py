@@ -7,7 +7,10 @@ different image sizes never read each other's pixels. Thread-safe, for parallel 
 
 Images of one shape and dtype live as rows of one array (a slab), so a whole batch is
 read with one `numpy.take` (`take`) instead of one look-up and one copy per image: what
-lets a cached epoch stream as fast as the device trains. Recency is a counter per row.
+lets a cached epoch stream as fast as the device trains. Recency is a counter per row;
+a full cache finds its oldest rows a sixteenth at a time and evicts them in turn, passing
+over any read since, so eviction stays exactly least-recently-used at O(1) a put (a scan
+per put held a full 20,000-image cache to 10,000 puts a second, below decoding's rate).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ FIRST_ROWS = 64
 #: An entry's place is one int: its slab's number above these bits, its row below.
 ROW_BITS = 40
 ROW_MASK = (1 << ROW_BITS) - 1
+#: Share of a full cache whose oldest rows are found in one scan, to evict in turn.
+EVICT_SCAN = 1 / 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,13 +186,29 @@ class ImageCache:
             self._nbytes -= slab.rows[0].nbytes
 
     def _evict_oldest(self) -> None:
-        best = min(
-            (int(slab.stamp[slab.stamp >= 0].min()), s)
-            for s, slab in enumerate(self._slabs)
-            if (slab.stamp >= 0).any()
-        )
-        slab = self._slabs[best[1]]
-        self._drop(slab.keys[int(np.flatnonzero(slab.stamp == best[0])[0])])
+        # Candidates are found `EVICT_SCAN` of the cache at a time, oldest last; one still
+        # holding the stamp it had then is the least recently used (every other row, and
+        # every row put or read since, is newer), so eviction stays exact at O(1) a put.
+        while True:
+            if not self._candidates:
+                self._candidates = self._oldest(max(1, int(self.max_size * EVICT_SCAN)))
+            stamp, s, row = self._candidates.pop()
+            slab = self._slabs[s]
+            if slab.stamp[row] == stamp:
+                self._drop(slab.keys[row])
+                return
+
+    def _oldest(self, n: int) -> list[tuple[int, int, int]]:
+        """The `n` oldest ``(stamp, slab, row)`` of the cache, the oldest last."""
+        stamps = np.concatenate([slab.stamp for slab in self._slabs])
+        starts = np.cumsum([0] + [len(slab.stamp) for slab in self._slabs])
+        used = np.flatnonzero(stamps >= 0)
+        if n < len(used):
+            used = used[np.argpartition(stamps[used], n - 1)[:n]]
+        used = used[np.argsort(-stamps[used])]
+        slab_of = np.searchsorted(starts, used, side="right") - 1
+        rows = used - starts[slab_of]
+        return list(zip(stamps[used].tolist(), slab_of.tolist(), rows.tolist(), strict=True))
 
     def clear(self) -> None:
         """Drop every image (the counts stay; `reset_stats` clears them)."""
@@ -195,6 +216,7 @@ class ImageCache:
             self._where: dict[Hashable, int] = {}  # slab << ROW_BITS | row
             self._slabs: list[_Slab] = []
             self._slab_of: dict[tuple, int] = {}
+            self._candidates: list[tuple[int, int, int]] = []  # see `_evict_oldest`
             self._nbytes = 0
 
     def reset_stats(self) -> None:
