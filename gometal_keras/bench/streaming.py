@@ -164,18 +164,18 @@ def run(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
     keras_input_rate = _rate(*_iterate(keras_input))
 
     times: dict[str, list[float]] = {"trainer-stream": [], "trainer-arrays": [], "keras-fit": []}
-    data = streamer.arrange(loader)
     for r in range(args.rounds):  # each Trainer row: the second epoch of a two-epoch fit
-        times["trainer-stream"].append(streamer.fit(loader, epochs=2).epoch_seconds[-1])
-        times["trainer-arrays"].append(arrays.fit(x, y, epochs=2).epoch_seconds[-1])
+        streamed, resident = streamer.fit(loader, epochs=2), arrays.fit(x, y, epochs=2)
+        times["trainer-stream"].append(streamed.epoch_seconds[-1])
+        times["trainer-arrays"].append(resident.epoch_seconds[-1])
         keras_model.fit(keras_input, epochs=1, verbose=0, callbacks=[timer])
         times["keras-fit"].append(timer.epoch_seconds[-1])
         log(f"round {r + 1}: " + ", ".join(f"{k} {used / v[-1]:.0f}" for k, v in times.items()))
 
     rows = [
         _row("trainer-stream-epoch1", used, [epoch1], decode_rate, "DataLoader, decoding"),
-        _row("trainer-stream", used, times["trainer-stream"], cached_rate, data.describe()),
-        _row("trainer-arrays", used, times["trainer-arrays"], None, arranged.describe()),
+        _row("trainer-stream", used, times["trainer-stream"], cached_rate, streamed.loop),
+        _row("trainer-arrays", used, times["trainer-arrays"], None, resident.loop),
         _row("keras-fit-epoch1", used, [keras_epoch1], None, pipeline + ", first epoch"),
         _row("keras-fit", used, times["keras-fit"], keras_input_rate, pipeline),
     ]
@@ -249,6 +249,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes, for a CPU")
     p.add_argument("--json", metavar="PATH", help="write the result as JSON here")
     args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error(f"--rounds is {args.rounds}; expected at least 1 timed round.")
     args.images = args.images or (2000 if args.quick else 50000)
     args.batch_size = args.batch_size or (64 if args.quick else 128)
     result = run(args, log=lambda m: print(m, file=sys.stderr, flush=True))

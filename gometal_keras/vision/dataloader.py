@@ -27,7 +27,7 @@ from gometal_keras import pixels
 from gometal_keras.vision.cache import CacheStats, ImageCache
 from gometal_keras.vision.decode import UnreadableImageError
 from gometal_keras.vision.decoder import CHUNK, Decoder
-from gometal_keras.vision.reader import POLICIES, BatchReader, Started
+from gometal_keras.vision.reader import POLICIES, BatchReader
 
 #: Bytes of pixels read at once by `DataLoader.pixel_batches` (whole batches, one at
 #: least): small images are read many batches at a time, large ones a batch at a time.
@@ -198,7 +198,7 @@ class DataLoader:
         self._position = 0
         for start in range(0, len(order) + unit * depth, unit):
             if start < len(order):
-                ahead.append(self._begin(order[start : start + unit]))
+                ahead.append(self._reader.start(order[start : start + unit]))
             if len(ahead) > depth or (start >= len(order) and ahead):
                 started = ahead.popleft()
                 read = self._reader.finish(started)
@@ -225,11 +225,8 @@ class DataLoader:
             raise UnreadableImageError(f"Every image of batch {index} was skipped as unreadable.")
         return pixels.to_unit(batch[0]), batch[1]
 
-    def _begin(self, take: np.ndarray) -> Started:
-        return self._reader.start(take)
-
     def _read(self, take: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        return self._reader.finish(self._begin(take))
+        return self._reader.finish(self._reader.start(take))
 
     def verify(self) -> list[str]:
         """Open every file's header (no decoding): the ones that are not images, listed.
