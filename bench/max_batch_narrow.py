@@ -1,9 +1,10 @@
 """Narrow one (config, precision)'s largest batch from bounds an earlier search left.
 
-``python bench/max_batch_narrow.py CONFIG PRECISION --good B0 --start B1 --limit B2``:
-`gometal_keras.bench.max_batch.search` from `--start` (growing by its `GROWTH` up to
-`--limit`, then bisecting to its `RESOLUTION`), with `--good` a batch already known to
-train; each probe a fresh process, printed as one JSON line as it finishes (a run cut
+``python bench/max_batch_narrow.py CONFIG PRECISION --good B0 --start B1 --limit B2
+[--bad B3]``: `gometal_keras.bench.max_batch.search` from `--start` (growing by its
+`GROWTH` up to `--limit`, then bisecting to its `RESOLUTION`), with `--good` a batch
+already known to train and `--bad` one already known to fail (not probed again, nor any
+larger); each probe a fresh process, printed as one JSON line as it finishes (a run cut
 short keeps the probes before the cut).
 """
 
@@ -20,9 +21,12 @@ def main() -> None:
     parser.add_argument("--good", type=int, required=True)
     parser.add_argument("--start", type=int, required=True)
     parser.add_argument("--limit", type=int, required=True)
+    parser.add_argument("--bad", type=int, default=None)
     args = parser.parse_args()
 
     def trains(batch: int) -> bool:
+        if args.bad is not None and batch >= args.bad:
+            return False  # an earlier session's probe failed there
         found = max_batch.probe_process(args.config, args.precision, batch, False)
         print(json.dumps({"config": args.config, "precision": args.precision, **found}),
               flush=True)  # fmt: skip

@@ -141,7 +141,11 @@ def test_undecodable_file_is_named(tmp_path, kind):
         decode_image(str(path), 4)
 
 
-OPS = st.lists(st.tuples(st.sampled_from(["get", "put"]), st.integers(0, 6)), max_size=40)
+# "take": one read of two keys (`key` and another), as two reads in a row; "clear": drop
+# everything (the keys' numbers stay, `ImageCache.ids`).
+OPS = st.lists(
+    st.tuples(st.sampled_from(["get", "put", "take", "clear"]), st.integers(0, 6)), max_size=40
+)
 
 
 # Long runs of puts and reads over a few more keys than the cache holds: eviction after
@@ -168,7 +172,21 @@ def test_cache_is_least_recently_used(max_size, ops):
 def lru_against_ordered_dict(max_size, ops):
     cache, model, hits, misses = ImageCache(max_size), collections.OrderedDict(), 0, 0
     for op, key in ops:
-        if op == "put":
+        if op == "clear":
+            cache.clear()
+            model.clear()
+        elif op == "take":
+            keys = [key, (3 * key + 1) % 7]
+            found, images = cache.take(keys)
+            want = [i for i, k in enumerate(keys) if k in model]
+            assert found.tolist() == want
+            got = [] if images is None else images[:, 0].tolist()
+            assert got == [keys[i] for i in want] and (images is None) == (not want)
+            for k in keys:
+                if k in model:
+                    model.move_to_end(k)
+            hits, misses = hits + len(want), misses + len(keys) - len(want)
+        elif op == "put":
             cache.put(key, np.full(2, key, np.float32))
             if max_size:
                 model[key] = key

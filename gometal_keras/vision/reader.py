@@ -6,8 +6,9 @@ the `Decoder`; `finish` waits for them, caches them, and puts the batch together
 order. An unreadable file raises (naming it) or, with ``on_error="skip"``, is left out of
 its batch, listed in `skipped` and never read again.
 
-The items' cache keys are made once, as strings (whose hashes Python keeps), and picked
-for a batch by one array index: a cached read costs little more than copying its pixels.
+The items' cache keys are made and numbered by the cache once (`ImageCache.ids`), and a
+batch's numbers picked by one array index: a cached read costs little more than copying
+its pixels.
 """
 
 from __future__ import annotations
@@ -32,18 +33,16 @@ class Started:
 
     Attributes:
         size: Items asked for (unreadable ones included).
-        keys: The cache keys of the items read.
-        paths: Their files.
+        items: The items read (positions in the data set; known-unreadable ones left out).
         labels: Their labels.
-        found: Positions in `keys` the cache had (an int array).
+        found: Positions in `items` the cache had (an int array).
         hits: Their pixels (None when none hit).
         missing: Positions being decoded.
         pending: The decoding.
     """
 
     size: int
-    keys: np.ndarray
-    paths: np.ndarray
+    items: np.ndarray
     labels: np.ndarray
     found: np.ndarray
     hits: np.ndarray | None
@@ -91,6 +90,7 @@ class BatchReader:
         self._labels = np.fromiter((label for _, label in items), np.int32, len(items))
         settings = f"|{image_size}x{channels}"  # loaders of other sizes share a cache apart
         self._keys = np.array([path + settings for path, _ in items], dtype=object)
+        self._ids = cache.ids(self._keys)
 
     def start(self, indices: np.ndarray) -> Started:
         """Read the cached images of a batch and submit the others for decoding.
@@ -98,16 +98,18 @@ class BatchReader:
         Args:
             indices: The batch's items, positions in the data set.
         """
-        paths, keys, labels = self._paths[indices], self._keys[indices], self._labels[indices]
+        size = len(indices)
+        indices = np.asarray(indices)
         if self._bad:
-            keep = np.fromiter((p not in self._bad for p in paths), bool, len(paths))
-            paths, keys, labels = paths[keep], keys[keep], labels[keep]
-        found, hits = self.cache.take(keys)
-        unread = np.ones(len(keys), bool)
+            keep = np.fromiter((self._paths[i] not in self._bad for i in indices), bool)
+            indices = indices[keep]
+        found, hits = self.cache.take_ids(self._ids[indices])
+        unread = np.ones(len(indices), bool)
         unread[found] = False
         missing = np.flatnonzero(unread).tolist()
-        pending = self.decoder.submit(paths[missing].tolist(), self.image_size, self.channels)
-        return Started(len(indices), keys, paths, labels, found, hits, missing, pending)
+        paths = self._paths[indices[missing]].tolist()  # only the misses' (object arrays)
+        pending = self.decoder.submit(paths, self.image_size, self.channels)
+        return Started(size, indices, self._labels[indices], found, hits, missing, pending)
 
     def finish(self, started: Started) -> tuple[np.ndarray, np.ndarray] | None:
         """The batch ``(pixels, labels)`` in its order; None when every file was skipped.
@@ -122,18 +124,19 @@ class BatchReader:
             return started.hits, started.labels  # every image cached: read in order already
         parts = [] if started.hits is None else [(started.found.tolist(), started.hits)]
         for i, image in zip(started.missing, started.pending.result(), strict=True):
-            path = started.paths[i]
+            item = started.items[i]
+            path = self._paths[item]
             if isinstance(image, UnreadableImageError):
                 if self.on_error == "raise":
                     raise image
                 self._bad.add(path)
                 self.skipped.append(path)
                 continue
-            self.cache.put(started.keys[i], image)
+            self.cache.put(self._keys[item], image)
             parts.append(([i], image[None]))
         if not parts:
             return None
-        out = pixels.assemble(parts, len(started.keys))  # 16-bit among 8-bit: float32
+        out = pixels.assemble(parts, len(started.items))  # 16-bit among 8-bit: float32
         if sum(len(at) for at, _ in parts) == len(out):
             return out, started.labels
         keep = sorted(i for at, _ in parts for i in at)
