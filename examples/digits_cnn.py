@@ -4,7 +4,8 @@ The digits are 1 797 grey 8x8 images bundled with scikit-learn (nothing is downl
 model is built from Go-Metal's ``[batch, channels, height, width]`` shape and fed channels-last
 arrays; it trains once in float32 and once under the mixed precision asked for (cosine
 learning-rate schedule, the test set as validation data), and prints the evaluation report of
-each (`evaluation_report`, `Trainer.evaluate(..., report=True)` with the training run:
+each (`evaluation_report(..., run=run)`, which adds the training curves to what
+`Trainer.evaluate(..., report=True)` gives:
 accuracy, macro F1, ROC AUC) with the measured training time. ``--report DIR`` (or
 ``--plot DIR``) writes each report as JSON with Go-Metal's plots (training curves, learning
 rate, confusion matrix, ROC, precision-recall) under ``DIR/PRECISION/``.

@@ -89,19 +89,32 @@ class Inference:
             raise ValueError(f"The {source.kind} gave no batch; expected at least one sample.")
         return total / count
 
-    def validator(self, data: Any) -> Callable[[], float] | None:
+    def validator(self, data: Any, passes: int = 1) -> Callable[[], float] | None:
         """A function returning the loss on `data` (``(x, y)``, checked once, or a stream).
+
+        Args:
+            data: ``(x_val, y_val)``, a stream of batches, or None.
+            passes: How many times it will be asked for (the epochs of a `fit`).
 
         Returns:
             None when `data` is None.
 
         Raises:
-            ValueError: `data` is neither a pair nor a stream.
+            ValueError: `data` is neither a pair nor a stream, or it is an iterator (read
+                once) asked for more than once.
         """
         if data is None:
             return None
         if is_stream(data):
-            return lambda: self.evaluate(data)
+            source = as_source(data)
+            if source.one_shot and passes > 1:
+                raise ValueError(
+                    f"validation_data is a one-pass {source.kind}, which can be read only "
+                    f"once, and fit runs {passes} epochs; expected a re-readable input (a list of "
+                    "batches, a tf.data.Dataset, a keras.utils.PyDataset, a DataLoader) or "
+                    "epochs=1."
+                )
+            return lambda: self.evaluate(source.value)
         if not isinstance(data, (tuple, list)) or len(data) != 2:
             raise ValueError("validation_data must be a pair (x_val, y_val) or a stream.")
         xa, ya = self.pairs(*data)

@@ -3,10 +3,12 @@
 The seed promises that mixed precision's "lower memory usage allows larger batches"; this
 measures it. On a GPU the engine reports the device allocator's peak (JAX
 ``memory_stats()["peak_bytes_in_use"]``, TensorFlow ``get_memory_info``, PyTorch
-``max_memory_allocated``; reset before the run where the backend can, so on JAX it is the
-process' peak so far). On a CPU the run's figure is how much the process' peak resident
-memory (``ru_maxrss``) grew during it, labelled so: it is 0 when an earlier moment of the
-process held more.
+``max_memory_allocated``), reset before the run where the backend can. JAX cannot reset
+it: there a run that raised the process' peak has that peak as its own, and one that did
+not is only known to have used at most the earlier peak, and says so (`AT_MOST`: in
+the demo, the mixed phase after float32's). On a CPU the run's figure is how much the
+process' peak resident memory (``ru_maxrss``) grew during it, labelled so; a run that did
+not raise it has no figure of its own (None), not a growth of 0 that reads as "no memory".
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from typing import Any
 
 #: `PeakMemory.kind` of an accelerator's allocator peak.
 DEVICE = "device peak"
+#: `PeakMemory.kind` where the allocator's peak cannot be reset and an earlier run of the
+#: process peaked higher: the figure is that earlier peak, an upper bound.
+AT_MOST = "at most: the process' device peak, set before this run"
 #: `PeakMemory.kind` on a CPU: the growth of the process' peak resident memory.
 RSS_GROWTH = "process peak RSS growth"
 
@@ -28,11 +33,11 @@ class PeakMemory:
 
     Attributes:
         bytes: The figure in bytes, or None when nothing could be read.
-        kind: `DEVICE` or `RSS_GROWTH` (empty when unknown).
+        kind: `DEVICE`, `AT_MOST` or `RSS_GROWTH` (empty when unknown).
 
     Example:
-        >>> PeakMemory(3 * 2**20, DEVICE).text()
-        '3.0 MiB (device peak)'
+        >>> PeakMemory(3 * 2**20, DEVICE).text(), PeakMemory(2**21, AT_MOST).text()[:12]
+        ('3.0 MiB (device peak)', '<= 2.0 MiB (')
     """
 
     bytes: int | None
@@ -40,7 +45,19 @@ class PeakMemory:
 
     def text(self) -> str:
         """The figure in MiB with its kind, or ``"n/a"``."""
-        return "n/a" if self.bytes is None else f"{self.bytes / 2**20:.1f} MiB ({self.kind})"
+        return describe(self.bytes, self.kind)
+
+
+def describe(value: int | None, kind: str) -> str:
+    """A peak-memory figure of `kind` in MiB, ``<=`` marking an upper bound, or ``"n/a"``.
+
+    Example:
+        >>> describe(None, RSS_GROWTH), describe(2**20, RSS_GROWTH)
+        ('n/a', '1.0 MiB (process peak RSS growth)')
+    """
+    if value is None:
+        return "n/a"
+    return f"{'<= ' if kind == AT_MOST else ''}{value / 2**20:.1f} MiB ({kind})"
 
 
 def peak_rss_bytes() -> int | None:
@@ -62,12 +79,12 @@ class MemoryWatch:
     """Started before a run; `peak` is the run's `PeakMemory`.
 
     Args:
-        engine: The backend engine (`peak_memory_bytes`).
+        engine: The backend engine (`peak_memory_bytes`, `resets_peak_memory`).
 
     Example:
         >>> from gometal_keras import engines
         >>> watch = MemoryWatch(engines.current())
-        >>> block = bytearray(64 * 2**20)
+        >>> block = bytearray(256 * 2**20); block[:: 4096] = b"x" * len(block[:: 4096])
         >>> watch.peak().kind
         'process peak RSS growth'
     """
@@ -78,13 +95,15 @@ class MemoryWatch:
         self.rss = None if self.device is not None else peak_rss_bytes()
 
     def peak(self) -> PeakMemory:
-        """The device's peak since the start, or the growth of the process' peak RSS."""
+        """The run's peak: exact, an upper bound (`AT_MOST`), or None where unknown."""
         if self.device is not None:
-            return PeakMemory(self.engine.peak_memory_bytes(), DEVICE)
+            now = self.engine.peak_memory_bytes()
+            exact = self.engine.resets_peak_memory or now > self.device
+            return PeakMemory(now, DEVICE if exact else AT_MOST)
         now = peak_rss_bytes()
-        if now is None or self.rss is None:
-            return PeakMemory(None)
-        return PeakMemory(max(0, now - self.rss), RSS_GROWTH)
+        if now is None or self.rss is None or now <= self.rss:
+            return PeakMemory(None, RSS_GROWTH if now is not None else "")
+        return PeakMemory(now - self.rss, RSS_GROWTH)
 
 
 def mib(value: int | None) -> float:

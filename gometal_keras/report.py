@@ -17,6 +17,7 @@ from rich.text import Text
 
 from gometal_keras.compare import BASIS_PER_EPOCH, Comparison, ConvergenceVerdict, SpeedupVerdict
 from gometal_keras.decision import Decision
+from gometal_keras.memory import describe
 from gometal_keras.record import TrainingRun
 from gometal_keras.text import EMOJI_ASCII, can_encode, epoch_rows, label_for, seconds_text
 
@@ -247,11 +248,9 @@ class Reporter:
         if all(run.peak_memory_bytes is None for _, run in runs):
             return
         self._print()
-        kinds = {run.memory_kind for _, run in runs if run.memory_kind}
-        self._print(f"Peak Memory ({', '.join(sorted(kinds)) or 'unknown'}):")
+        self._print("Peak Memory:")
         for label, run in runs:
-            value = run.peak_memory_bytes
-            self._print(f"  {label}: {'n/a' if value is None else f'{value / 2**20:.1f} MiB'}")
+            self._print(f"  {label}: {describe(run.peak_memory_bytes, run.memory_kind)}")
 
     def _summary(self, cmp: Comparison, who: str, baseline_label: str) -> None:
         """Print the speedup and convergence verdict lines."""

@@ -236,7 +236,7 @@ class Trainer(Persistent):
             epochs, early_stop_loss, validation_data, callbacks, verbose, steps_per_epoch, x
         )
         data = self.arrange(x, y, args.steps_per_epoch)
-        val = self._inference.validator(args.validation_data)
+        val = self._inference.validator(args.validation_data, passes=args.epochs)
         session = FitSession(
             self.model,
             [*([self.schedule] if self.schedule else []), *args.callbacks],

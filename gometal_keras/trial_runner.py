@@ -2,7 +2,8 @@
 
 For each candidate plan a fresh model (never the user's) is built under the plan's
 precision, its program compiled and warmed up on synthetic batches of the model's shapes,
-and, on a device with known faults, its float32 losses checked against the CPU's. Then
+and, on a device with known faults, its float32 losses checked against the CPU's (a
+device that fails the check loses every candidate, mixed precision included). Then
 `measure` times every warmed-up candidate together in interleaved rounds
 (`trials.interleave`) and completes their `Candidate` records.
 """
@@ -25,7 +26,7 @@ from gometal_keras.data import synthetic_batches
 from gometal_keras.engines.base import Engine, Placement, run_within
 from gometal_keras.objectives import make_objective, make_optimizer
 from gometal_keras.plan import Loop, Precision, RunPlan
-from gometal_keras.trials import TRIAL_STEPS, Candidate, interleave, per_step
+from gometal_keras.trials import TRIAL_STEPS, Candidate, Rounds, interleave, per_step
 
 #: A warm-up (or the timed rounds together) may take up to TRIAL_TIME_LIMIT seconds in a
 #: worker thread (`run_within`: abandoned, not killed, if not). A float32 trial on a device
@@ -58,6 +59,7 @@ class TrialRunner:
         self.places: dict[RunPlan, Placement] = {}
         self.seconds = 0.0
         self._pending: list[tuple[int, Callable[[], np.ndarray]]] = []
+        self._untrusted: set[int] = set()  # ids of placements whose float32 losses were wrong
 
     def __call__(self, plan: RunPlan, place: Placement, warm_only: bool = False) -> None:
         """Build and warm up `plan` under `place`; time it in `measure` unless `warm_only`."""
@@ -75,15 +77,24 @@ class TrialRunner:
     def measure(self) -> None:
         """Time every warmed-up candidate in interleaved rounds and complete its record."""
         pending, self._pending = self._pending, []
+        for index, _ in pending:  # a device that got float32 wrong is trusted with nothing
+            old = self.timed[index]
+            if id(self.places[old.plan]) in self._untrusted:
+                text = f"this device's float32 losses disagree with the CPU ({self.report})"
+                self.timed[index] = Candidate(old.plan, math.nan, False, text)
+        pending = [(i, run) for i, run in pending if self.timed[i].error is None]
         if not pending:
             return
         start = time.perf_counter()
+        rounds = Rounds.empty(len(pending))
         try:
-            work = functools.partial(interleave, [run for _, run in pending], self.margin)
+            calls = [run for _, run in pending]
+            work = functools.partial(interleave, calls, self.margin, rounds=rounds)
             times, values, errors = run_within(work, TRIAL_TIME_LIMIT)
-        except TimeoutError as error:
-            n = len(pending)
-            times, values, errors = [[] for _ in pending], [None] * n, [error] * n
+        except TimeoutError as error:  # one call hung: it is dropped, the rounds before kept
+            hung = rounds.running
+            times, values = [list(t) for t in rounds.times], list(rounds.values)
+            errors = [error if i == hung else e for i, e in enumerate(rounds.errors)]
         for (index, _), t, value, error in zip(pending, times, values, errors, strict=True):
             old = self.timed[index]
             if error is not None or not t:
@@ -137,6 +148,7 @@ class TrialRunner:
             first[:, 0], expected[:, 0], rtol=CHECK_RTOL, atol=1e-6, equal_nan=True
         ):
             text = f"losses disagree with the CPU ({self.report})"
+            self._untrusted.add(id(place))
             warnings.warn(f"{program.plan.label()} dropped: {text}.", RuntimeWarning, 3)
             return Candidate(program.plan, math.nan, False, text), None
         finite = bool(np.isfinite(first[:, 0]).all())

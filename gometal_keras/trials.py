@@ -85,10 +85,34 @@ def clear_winner(samples: Sequence[Sequence[float]], margin: float) -> int | Non
     return None
 
 
+@dataclasses.dataclass
+class Rounds:
+    """Interleaved rounds as they happen: filled in place, so a caller that stopped
+    waiting (a hung candidate) still reads every round that finished.
+
+    Attributes:
+        times: Per call, its round times in seconds.
+        values: Per call, its last return value.
+        errors: Per call, the error that dropped it, or None.
+        running: The call in progress (None between calls).
+    """
+
+    times: list[list[float]]
+    values: list[Any]
+    errors: list[BaseException | None]
+    running: int | None = None
+
+    @classmethod
+    def empty(cls, n: int) -> Rounds:
+        """No round yet, for `n` calls."""
+        return cls([[] for _ in range(n)], [None] * n, [None] * n)
+
+
 def interleave(
     calls: Sequence[Callable[[], Any]],
     margin: float,
     clock: Callable[[], float] = time.perf_counter,
+    rounds: Rounds | None = None,
 ) -> tuple[list[list[float]], list[Any], list[BaseException | None]]:
     """Time `calls` in ABBA rounds until a clear winner, the budget, or `MAX_ROUNDS`.
 
@@ -97,6 +121,7 @@ def interleave(
         margin: The fraction a winner must be clearly faster by (`noise.clearly_faster`)
             to stop early.
         clock: Seconds, monotonic (`time.perf_counter`; a fake one in tests).
+        rounds: Where to record the rounds as they finish (default: a new `Rounds`).
 
     Returns:
         Per call: its round times, its last return value, and the error that dropped it
@@ -107,22 +132,23 @@ def interleave(
         >>> len(times[0]) == len(times[1]) >= MIN_ROUNDS, errors
         (True, [None, None])
     """
-    times: list[list[float]] = [[] for _ in calls]
-    values: list[Any] = [None] * len(calls)
-    errors: list[BaseException | None] = [None] * len(calls)
-    for rounds in range(MAX_ROUNDS):
-        order = range(len(calls)) if rounds % 2 == 0 else reversed(range(len(calls)))
+    rounds = rounds or Rounds.empty(len(calls))
+    times, values, errors = rounds.times, rounds.values, rounds.errors
+    for index in range(MAX_ROUNDS):
+        order = range(len(calls)) if index % 2 == 0 else reversed(range(len(calls)))
         for i in order:
             if errors[i] is None:
-                start = clock()
+                rounds.running, start = i, clock()
                 try:
                     values[i] = calls[i]()
                 except Exception as error:  # the candidate is dropped, its error kept
                     errors[i] = error
                     continue
+                finally:
+                    rounds.running = None
                 times[i].append(clock() - start)
         alive = [t for t, e in zip(times, errors, strict=True) if e is None]
-        if rounds + 1 >= MIN_ROUNDS and (
+        if index + 1 >= MIN_ROUNDS and (
             len(alive) < 2
             or clear_winner(alive, margin) is not None
             or all(sum(t) >= TRIAL_BUDGET for t in alive)

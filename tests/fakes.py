@@ -77,6 +77,7 @@ class FaultyEngine(Engine):
         fails: Labels of plans (``RunPlan.label()``) whose every call raises.
         epoch_raises: Every fused epoch call on the GPU raises (a missing TensorList kernel).
         hangs: Labels of plans whose calls block until `release` (a hung command buffer).
+        hang_after: Calls of a plan in `hangs` that run before it hangs (0: from the first).
         wrong: GPU programs report their losses times 1.5 (silently wrong numbers).
         device_tensors: GPU programs return `DeviceTensor` values.
         cpu: Whether `cpu_placement` offers the (real) host CPU.
@@ -91,6 +92,7 @@ class FaultyEngine(Engine):
         fails: Collection[str] = (),
         epoch_raises: bool = False,
         hangs: Collection[str] = (),
+        hang_after: int = 0,
         wrong: bool = False,
         device_tensors: bool = False,
         cpu: bool = True,
@@ -99,6 +101,7 @@ class FaultyEngine(Engine):
         self.program_class = self.real.program_class
         self.device, self.fails, self.epoch_raises = device, set(fails), epoch_raises
         self.hangs, self.wrong, self.device_tensors = set(hangs), wrong, device_tensors
+        self.hang_after = hang_after
         self.cpu = CPUPlacement(self.real) if cpu else None
         self.released = threading.Event()
         self.calls: list[str] = []  # labels of the plans called, in order
@@ -111,7 +114,7 @@ class FaultyEngine(Engine):
         """Run one call of `plan`'s program (`kind` "step" or "epoch"), faults injected."""
         label = plan.label()
         self.calls.append(label)
-        if label in self.hangs:
+        if label in self.hangs and self.calls.count(label) > self.hang_after:
             self.released.wait()
             raise RuntimeError(f"{label} was released after hanging (fake)")
         if plan.xla:

@@ -160,6 +160,16 @@ class FallbackTest(MetalTestCase):
         self.assertEqual(self.errors(trainer.decision)[FUSED], "did not finish within 5 s")
 
 
+    def test_a_hang_in_the_timed_rounds_drops_that_candidate_only(self):
+        # Warmed up fine, then hung in a timed round: the rounds the others finished decide.
+        engine = FaultyEngine(hangs=(FUSED,), hang_after=2, cpu=False)
+        with mock.patch.object(trial_runner, "TRIAL_TIME_LIMIT", 5.0):
+            trainer = self.trainer(engine)
+        self.assertEqual(trainer.plan.label(), STEP)
+        self.assertEqual(self.errors(trainer.decision)[FUSED], "did not finish within 5 s")
+        self.assertGreater(engine.calls.count(FUSED), 2)  # it hung in a timed round
+
+
 class SilentErrorTest(MetalTestCase):
     def test_wrong_losses_drop_the_gpu_candidate_with_a_warning(self):
         with warnings.catch_warnings(record=True) as caught:
@@ -172,6 +182,18 @@ class SilentErrorTest(MetalTestCase):
         )
         texts = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
         self.assertTrue(any(t.startswith(f"{FUSED} dropped:") and "778640" in t for t in texts))
+
+    def test_wrong_float32_losses_drop_every_plan_on_that_device_under_auto(self):
+        # Only float32 can be checked against the CPU; a device that gets it wrong is not
+        # trusted with mixed precision either (its plans would otherwise win unchecked).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            trainer = self.trainer(FaultyEngine(wrong=True), precision="auto")
+        self.assertTrue(trainer.plan.on_host, trainer.plan)
+        on_gpu = [c for c in trainer.decision.candidates if not c.plan.on_host]
+        self.assertTrue(any(c.plan.precision.value != "float32" for c in on_gpu), on_gpu)
+        for c in on_gpu:
+            self.assertIn("disagree with the CPU (Apple developer forum thread 778640)", c.error)
 
     def test_right_losses_keep_the_gpu_candidate(self):
         trainer = self.trainer(FaultyEngine())

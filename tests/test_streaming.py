@@ -85,13 +85,29 @@ INPUTS = {
 
 
 @pytest.mark.parametrize("kind", sorted(INPUTS))
-def test_every_input_trains_like_the_arrays(kind):
+def test_every_input_trains_validates_evaluates_and_predicts_like_the_arrays(kind):
     losses, weights = reference()
     t = trainer()
-    run = t.fit(INPUTS[kind](BATCH), epochs=2)
+    run = t.fit(INPUTS[kind](BATCH), epochs=2, validation_data=INPUTS[kind](7))
     np.testing.assert_allclose(run.losses, losses, rtol=1e-5)
     for got, want in zip(variable_values(t.model.variables), weights, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    on_arrays = t.evaluate(X, Y)
+    assert run.val_losses[-1] == pytest.approx(on_arrays, rel=1e-5)
+    assert t.evaluate(INPUTS[kind](9)) == pytest.approx(on_arrays, rel=1e-5)
+    np.testing.assert_allclose(t.predict(INPUTS[kind](9)), t.predict(X), rtol=1e-5)
+
+
+def test_a_generator_validates_one_epoch_and_is_refused_for_more_before_any_step():
+    t = trainer()
+    run = t.fit(X, Y, validation_data=(b for b in batches_of(7)))
+    assert run.val_losses[0] == pytest.approx(t.evaluate(X, Y), rel=1e-5)
+    before = variable_values(t.model.variables)
+    with pytest.raises(ValueError, match=r"^validation_data is a one-pass generator, .* 2 epochs"):
+        t.fit(X, Y, epochs=2, validation_data=(b for b in batches_of(7)))
+    assert t.epoch == 1
+    for got, want in zip(variable_values(t.model.variables), before, strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.fixture(scope="module")
@@ -149,14 +165,6 @@ def test_a_generator_continues_across_epochs_with_steps_per_epoch():
     np.testing.assert_allclose(run.losses, [np.mean(expected[:2]), np.mean(expected[2:])], 1e-5)
     with pytest.raises(ValueError, match=r"no full batch .* steps_per_epoch"):
         trainer().fit((b for b in batches_of(BATCH)), epochs=2)
-
-
-def test_evaluate_predict_and_validation_take_streams():
-    t = trainer()
-    run = t.fit(X, Y, validation_data=Batches(5))
-    assert run.val_losses[0] == pytest.approx(t.evaluate(X, Y), rel=1e-5)
-    assert t.evaluate(tf_dataset(7)) == pytest.approx(t.evaluate(X, Y), rel=1e-5)
-    np.testing.assert_allclose(t.predict(iter(batches_of(9))), t.predict(X), rtol=1e-5)
 
 
 def bad_shape(i):
@@ -266,10 +274,14 @@ def test_a_folder_larger_than_the_memory_budget_trains_in_bounded_memory(tmp_pat
     t = Trainer(cnn(size=32), float32_config(batch_size=4))
     data = dataclasses.replace(t.arrange(loader), stage=2)
     assert isinstance(data, StreamedData)
-    calls = []
-    program = t._loop.program
-    epoch = program.epoch
-    program.epoch = lambda xs, ys, *going: calls.append(xs.shape[0]) or epoch(xs, ys, *going)
+    calls = []  # the batches of each stage copied to the device
+    stage = prefetch.Prefetcher.stage
+
+    def counted(self, xs, *rest):
+        calls.append(len(xs))
+        return stage(self, xs, *rest)
+
+    monkeypatch.setattr(prefetch.Prefetcher, "stage", counted)
     t.train_epoch(data)  # compile outside the measurement
     tracemalloc.start()
     t.train_epoch(data)

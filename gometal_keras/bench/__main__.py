@@ -20,6 +20,7 @@ from gometal_keras.bench import derive, measure, planning, roofline, table
 from gometal_keras.bench.planning import Settings
 from gometal_keras.bench.precisions import PRECISIONS
 from gometal_keras.bench.runners import RUNNERS
+from gometal_keras.plan import Precision
 
 SCHEMA = "gometal_keras.bench/1"
 CONFIGS = tuple(cfgs.configs())
@@ -187,7 +188,8 @@ def _max_batch(args: argparse.Namespace) -> int:
     """``--max-batch``: search, write ``--json`` (schema ``gometal_keras.max-batch/1``), print."""
     from gometal_keras.bench import max_batch
 
-    policies = [p for p in args.precisions if p in ("float32", "mixed_float16", "mixed_bfloat16")]
+    names = {precision.value for precision in Precision}  # not "auto", nor "float32-full"
+    policies = [p for p in args.precisions if p in names]
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     rows = max_batch.max_batch(
         args.configs, policies, args.max_batch_limit, args.quick, log, start=args.max_batch_start

@@ -129,6 +129,9 @@ class Engine(abc.ABC):
         """Peak bytes allocated on the device (since `reset` where it can); None on a CPU."""
         return None
 
+    #: Whether `peak_memory_bytes(reset=True)` starts a new peak (else it is the process').
+    resets_peak_memory = True
+
     #: The `Program` class `program` builds: ``cls(model, objective, optimizer, plan,
     #: placement)``.
     program_class: type[Program]
