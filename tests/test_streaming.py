@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import pathlib
 import threading
 import tracemalloc
 
@@ -262,6 +263,32 @@ def test_unreadable_file_raises_naming_it_or_is_skipped(tmp_path):
     run = Trainer(cnn(), float32_config(batch_size=4)).fit(loader, epochs=2)
     assert run.epochs_run == 2 and [os.path.basename(p) for p in loader.skipped] == ["zz.jpg"]
     assert run.loop.endswith("; 1 unreadable files skipped")  # reported in the run record
+
+
+@pytest.mark.parametrize("position,kind", [(0, "text"), (5, "truncated"), (11, "text")])
+def test_a_broken_file_mid_epoch_is_named_and_the_steps_before_it_are_kept(
+    tmp_path, monkeypatch, position, kind
+):
+    # A file is known to be broken only once read: the epoch stops at its batch, with the
+    # weights of the batches before it trained (the oracle: those batches as arrays).
+    monkeypatch.setattr(dataloader, "READ_BYTES", 1)  # a read per batch, as with big images
+    root = write_folder(tmp_path, per_class=4, classes=3)
+    ds = ImageFolderDataset(root)
+    x, y = map(np.concatenate, zip(*DataLoader(ds, 4, shuffle=False, image_size=8)))
+    path = ds.get_item(position)[0]
+    broken_file(pathlib.Path(path), kind)
+    t, oracle = (Trainer(cnn(), float32_config(batch_size=4)) for _ in range(2))
+    oracle.set_state(t.get_state())
+    before = position // 4 * 4
+    if before:
+        oracle.fit(x[:before], y[:before])
+    with pytest.raises(UnreadableImageError, match=os.path.basename(path)):
+        t.fit(DataLoader(ds, 4, shuffle=False, image_size=8), epochs=2)
+    assert t.epoch == 0
+    for got, want in zip(
+        variable_values(t.model.variables), variable_values(oracle.model.variables), strict=True
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
 
 
 def test_a_folder_larger_than_the_memory_budget_trains_in_bounded_memory(tmp_path, monkeypatch):
