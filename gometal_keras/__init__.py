@@ -34,6 +34,7 @@ _EXPORTS = {
     "DeviceInfo": "precision",
     "EpochTimer": "timing",
     "EvaluationReport": "evaluation",
+    "ImportFromONNX": "onnx_import",
     "ImportedModel": "onnx_import",
     "ImageFolderDataset": "vision.dataset",
     "Loop": "plan",
@@ -53,6 +54,7 @@ _EXPORTS = {
     "demo_dataset": "data",
     "demo_notes": "demo",
     "evaluation_report": "evaluation",
+    "import_onnx": "onnx_import",
 }
 
 __all__ = [
@@ -70,6 +72,7 @@ __all__ = [
     "EpochTimer",
     "EvaluationReport",
     "ImageFolderDataset",
+    "ImportFromONNX",
     "ImportedModel",
     "Loop",
     "LossScaling",

@@ -240,16 +240,6 @@ class ModelBuilder:
         inputs = keras.Input(shape=_channels_last(self._input_shape), name=input_name, dtype=dtype)
         return keras.Sequential([inputs, *built], name="gometal_model")
 
-    @staticmethod
-    def from_onnx(path: str, batch_size: int = 32) -> Any:
-        """Rebuild a chain and its weights from an ONNX file (`gometal_keras.onnx_import`).
-
-        Returns an `ImportedModel`: a builder whose ``compile()`` loads the file's weights.
-        """
-        from gometal_keras.onnx_import import import_onnx
-
-        return import_onnx(path, batch_size)
-
     def summary(self) -> str:
         """Return a text table: name, kind, output shape (batch first, Go layout), params."""
         rows = [
@@ -286,5 +276,4 @@ class ModelBuilder:
     AddDropout = add_dropout
     AddBatchNorm = add_batchnorm
     Compile = compile
-    ImportFromONNX = from_onnx
     Summary = summary

@@ -30,7 +30,7 @@ MAPPED = (
 
 
 class ImportedModel(ModelBuilder):
-    """What `ModelBuilder.from_onnx` returns: a `ModelBuilder` that carries the file's weights.
+    """What `import_onnx` returns: a `ModelBuilder` that carries the file's weights.
 
     It is a builder in every way (``layers``, ``summary()``, more ``add_*`` calls, a `Trainer`
     takes it); `compile` loads the imported weights into the layers they belong to, so a
@@ -52,7 +52,7 @@ class ImportedModel(ModelBuilder):
             >>> from gometal_keras.onnx_export import export_onnx
             >>> m = ModelBuilder([4, 3]).add_dense(2, name="fc").compile("float32")
             >>> path = export_onnx(m, os.path.join(tempfile.mkdtemp(), "m.onnx"))
-            >>> back = ModelBuilder.from_onnx(path).compile()
+            >>> back = import_onnx(path).compile()
             >>> all((a == b).all() for a, b in zip(back.get_weights(), m.get_weights()))
             True
         """
@@ -272,3 +272,6 @@ def _dense(chain: _Chain, node: Any, b: ModelBuilder, weights: dict) -> tuple:
     b.add_dense(kernel.shape[1], bias is not None, name)
     weights[b.layers[-1].name] = [kernel, *([] if bias is None else [bias.reshape(-1)])]
     return None, out
+
+
+ImportFromONNX = import_onnx  # Go-Metal's checkpoints.ImportFromONNX

@@ -3,7 +3,7 @@
 Go-Metal's inference engine on a trained model: load once, then ``predict`` /
 ``predict_proba`` / ``classify`` over any number of samples, in batches. A checkpoint
 (`Trainer.save`) runs with Keras under the precision it was trained in; an ONNX file
-(`Trainer.export(..., format="onnx")` or any chain `ModelBuilder.from_onnx` reads) runs on
+(`Trainer.export(..., format="onnx")` or any chain `import_onnx` reads) runs on
 ONNX Runtime's CPU provider in float32. Training state is never touched.
 """
 

@@ -11,7 +11,7 @@ from helpers import seed_mlp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gometal_keras import ModelBuilder, Trainer, TrainerConfig
+from gometal_keras import ImportFromONNX, ModelBuilder, Trainer, TrainerConfig, import_onnx
 from gometal_keras.examples import digits_cnn
 from gometal_keras.onnx_export import export_onnx, to_onnx
 
@@ -158,7 +158,7 @@ def test_export_import_round_trip_is_exact_for_any_chain(builder, seed):
     )
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(model, f"{tmp}/m.onnx")
-        back = ModelBuilder.ImportFromONNX(path, batch_size=4)
+        back = ImportFromONNX(path, batch_size=4)
     assert [(s.kind, s.name, dict(s.args)) for s in back.layers] == [
         (s.kind, s.name, _canonical(s)) for s in builder.layers
     ]
@@ -201,7 +201,7 @@ def test_import_of_a_torch_export_matches_torch(tmp_path):
         dynamic_axes={"input": {0: "batch"}},
         dynamo=False,
     )
-    imported = ModelBuilder.from_onnx(path, batch_size=7)
+    imported = import_onnx(path, batch_size=7)
     kinds = [s.kind for s in imported.layers]
     assert kinds == [
         "conv2d",
@@ -240,7 +240,7 @@ def test_unsupported_op_is_named_in_one_sentence(tmp_path):
     path = str(tmp_path / "abs.onnx")
     onnx.save(h.make_model(graph), path)
     with pytest.raises(ValueError, match=r"^ONNX node 'abs_1' \(Abs\) cannot be mapped") as err:
-        ModelBuilder.from_onnx(path)
+        import_onnx(path)
     assert str(err.value).count(". ") == 0 and str(err.value).endswith(".")
 
 
@@ -251,9 +251,9 @@ def test_non_onnx_and_truncated_files_are_one_sentence_each(tmp_path):
     (tmp_path / "cut.onnx").write_bytes(blob[: len(blob) // 2])
     (tmp_path / "notes.onnx").write_text("hello, not a model\n")
     with pytest.raises(ValueError, match=r"is a truncated or corrupted ONNX file; expected"):
-        ModelBuilder.from_onnx(str(tmp_path / "cut.onnx"))
+        import_onnx(str(tmp_path / "cut.onnx"))
     with pytest.raises(ValueError, match=r"is not an ONNX model; expected a \.onnx file"):
-        ModelBuilder.from_onnx(str(tmp_path / "notes.onnx"))
+        import_onnx(str(tmp_path / "notes.onnx"))
 
 
 def test_a_layer_outside_the_table_is_named():

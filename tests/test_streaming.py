@@ -274,7 +274,7 @@ def test_a_broken_file_mid_epoch_is_named_and_the_steps_before_it_are_kept(
     monkeypatch.setattr(dataloader, "READ_BYTES", 1)  # a read per batch, as with big images
     root = write_folder(tmp_path, per_class=4, classes=3)
     ds = ImageFolderDataset(root)
-    x, y = map(np.concatenate, zip(*DataLoader(ds, 4, shuffle=False, image_size=8)))
+    x, y = map(np.concatenate, zip(*DataLoader(ds, 4, shuffle=False, image_size=8), strict=True))
     path = ds.get_item(position)[0]
     broken_file(pathlib.Path(path), kind)
     t, oracle = (Trainer(cnn(), float32_config(batch_size=4)) for _ in range(2))

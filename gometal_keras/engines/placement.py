@@ -9,15 +9,18 @@ brought into it with `Placement.adopt`, whatever device count wrote it.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import keras
 import numpy as np
 
 from gometal_keras.plan import RunPlan
 
-if TYPE_CHECKING:
-    from gometal_keras.engines.base import Engine
+
+class ToDevice(Protocol):
+    """What a placement needs of its engine (`gometal_keras.engines.base.Engine` has it)."""
+
+    def to_device(self, array: np.ndarray) -> Any: ...
 
 
 class Placement:
@@ -33,7 +36,7 @@ class Placement:
     replicas = 1
     description = "one device"
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: ToDevice):
         self._engine = engine
 
     def scope(self) -> contextlib.AbstractContextManager:
