@@ -120,8 +120,10 @@ def choose(device: DeviceInfo, timed: Sequence[Candidate]) -> Decision:
     Returns:
         A `Decision`. A mixed precision wins only when its best plan is `MIN_GAIN`
         faster than float32's best plan in the median round and quicker in at least 80 %
-        of the rounds (`noise.clearly_faster`); otherwise float32's best plan is kept, and
-        the reason says so ("no measurable difference" when the medians are within it).
+        of the rounds (`noise.clearly_faster`); of those that do, the fastest is kept (a
+        faster but noisy one does not hide a clear winner); otherwise float32's best plan
+        is kept, and the reason says so ("no measurable difference" when the medians are
+        within it).
 
     Raises:
         RuntimeError: Every candidate failed, or none gave a finite loss.
@@ -141,11 +143,15 @@ def choose(device: DeviceInfo, timed: Sequence[Candidate]) -> Decision:
     for c in sound:
         if c.plan.precision not in best or c.seconds < best[c.plan.precision].seconds:
             best[c.plan.precision] = c
-    winner = min(best.values(), key=lambda c: c.seconds)
     base = best.get(Precision.FLOAT32)
-    clear = base and clearly_faster(winner.spread.samples, base.spread.samples, MIN_GAIN)
-    if winner.plan.precision.mixed and base and not clear:
-        winner = base
+    winner = min(best.values(), key=lambda c: c.seconds)
+    if base is not None:  # the fastest mixed precision that clearly beats float32, else it
+        clear = [
+            c
+            for p, c in best.items()
+            if p.mixed and clearly_faster(c.spread.samples, base.spread.samples, MIN_GAIN)
+        ]
+        winner = min(clear, key=lambda c: c.seconds) if clear else base
     skipped = rejected(device)
     where = f"the CPU of this {device.kind}" if winner.plan.on_host else device.kind
     reason = _reason(winner.plan.precision, best, where, skipped)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 
 import pytest
 from hypothesis import assume, given, settings
@@ -126,6 +127,29 @@ def test_choose_agrees_with_the_oracle(device, timed):
     # Every timed candidate is recorded, in order; the rejected precisions with reasons.
     assert decision.candidates == tuple(timed)
     assert decision.skipped == rejected(device)
+
+
+@SETTINGS
+@given(
+    DEVICES,
+    st.lists(st.floats(1e-4, 1.0), min_size=5, max_size=9),
+    st.floats(0.5, 0.9),
+    st.floats(0.1, 0.45),
+    st.booleans(),
+)
+def test_a_noisy_faster_median_does_not_hide_a_clear_winner(device, f32, gain, fast, flip):
+    # One mixed precision wins every round by a clear margin; the other has the lower
+    # median but loses about half of the rounds (inside the noise): the clear one is kept.
+    sure = [t * gain for t in f32]
+    noisy = [t * (fast * gain if i % 2 == 0 else 2.0) for i, t in enumerate(f32)]
+    clear_p, noisy_p = (BF16, FP16) if flip else (FP16, BF16)
+    timed = [
+        Candidate(RunPlan(FP32, True), statistics.median(f32), samples=tuple(f32)),
+        Candidate(RunPlan(noisy_p, True), statistics.median(noisy), samples=tuple(noisy)),
+        Candidate(RunPlan(clear_p, True), statistics.median(sure), samples=tuple(sure)),
+    ]
+    assume(statistics.median(noisy) < statistics.median(sure))
+    assert choose(device, timed).precision is clear_p
 
 
 @SETTINGS
