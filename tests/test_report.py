@@ -200,3 +200,35 @@ class ReportTest(tf.test.TestCase):
 
 if __name__ == "__main__":
     tf.test.main()
+
+
+class DecisionAndFirstStepTest(tf.test.TestCase):
+    def test_spread_line_and_time_to_first_step_say_what_was_measured(self) -> None:
+        f32, f16 = (
+            RunPlan(Precision.FLOAT32, xla=False),
+            RunPlan(Precision.MIXED_FLOAT16, xla=False),
+        )
+        timed = (
+            Candidate(f32, 0.002, samples=(0.0021, 0.002, 0.0019)),
+            Candidate(f16, 0.001, samples=(0.0011, 0.001, 0.0009)),
+        )
+        base, cand = _runs()
+        trials = Decision(f16, "fp16 wins", timed, trial_seconds=4.25)
+        cached = Decision(f16, "fp16 wins", timed, origin="cache")
+        cand_trials = TrainingRun("mixed_float16", cand.losses, cand.epoch_seconds, decision=trials)
+        cand_cached = TrainingRun("mixed_float16", cand.losses, cand.epoch_seconds, decision=cached)
+        for run, first in ((cand_trials, "trials 4.25 s"), (cand_cached, "trials none (cached")):
+            out = _render(_plain_console(), base, run)
+            self.assertIn(
+                "  mixed_float16 (no XLA, fused) |     1.00 ms/step (median; 0.900-1.100, 3 rounds)"
+                "  <- chosen",
+                out,
+            )
+            step = [line for line in out.splitlines() if line.startswith("  FP16: trials")]
+            self.assertEqual(len(step), 1, out)
+            compile_ = run.compile_seconds
+            self.assertEqual(
+                step[0],
+                f"  FP16: {first}{' decision)' if 'cached' in first else ''}, "
+                f"compile {compile_:.2f} s, training {run.training_seconds:.2f} s",
+            )
