@@ -9,6 +9,8 @@ plays every row and reports what it saw; each row is then a subtest of that back
 - 2 -> 1 and 1 -> 2: the loaded trainer holds exactly the saved weights, optimizer state and
   loss scale, and its next losses agree with the unbroken run of the writing device count
   within `RTOL` (docs/guarantees.md, section 6, "Across device counts");
+- 2 -> this test's own one-device process (TensorFlow): loaded as saved (data_parallel over
+  the devices here), it holds exactly the saved state and continues the unbroken run;
 - export: the SavedModel (and, on TensorFlow, the ONNX file) of a two-device model predicts
   what the trainer predicts when loaded on one device;
 - failures: one sentence naming the path and the mismatch.
@@ -107,6 +109,8 @@ SCRIPT = (
             head = saver.fit(x, y, epochs=1).losses
             saver.save(os.path.join(folder, precision + name))
             saved[name] = state(saver) + [scale(saver)]
+            if name == "2":  # for a load in another process, with one device (the test's)
+                np.savez(os.path.join(folder, precision + "2.npz"), *saved[name][:-1], x=x, y=y)
             out["unbroken" + name] = head + saver.fit(x, y, epochs=2).losses
         for row, (src, how) in {"2->2": ("2", {}), "2->1": ("2", {"distribution": None}),
                                 "1->2": ("1", {"distribution": "data_parallel"})}.items():
@@ -161,6 +165,7 @@ SCRIPT = (
     result = {p: rows(p) for p in sys.argv[1:]}
     result["export"] = exports()
     result["failures"] = failures()
+    result["folder"] = folder
     print("RESULT " + json.dumps(result))
     """
     )
@@ -182,6 +187,7 @@ class DeviceCountRows:
         if self.backend != "tensorflow":
             require_backend(self.backend)
         result = run_script(SCRIPT, *self.precisions, backend=self.backend, env=self.env)
+        self.addCleanup(shutil.rmtree, result["folder"], True)
         for precision in self.precisions:
             rows, rtol = result[precision], RTOL[precision]
             with self.subTest("2 -> 2 resumes bit for bit", precision=precision):
@@ -191,6 +197,10 @@ class DeviceCountRows:
                 with self.subTest(f"{row} continues the unbroken run", precision=precision):
                     self.assert_restored(rows[row], replicas, precision)
                     np.testing.assert_allclose(rows[row]["tail"], rows[unbroken][1:], rtol=rtol)
+        if self.backend == "tensorflow":  # this process has one device
+            with self.subTest("2 -> a one-device process, as saved"):
+                for precision in self.precisions:
+                    self.assert_loads_here(result, precision)
         with self.subTest("export of a two-device model predicts as one device"):
             out = result["export"]
             self.assertEqual(out["replicas"], [2, 1])
@@ -203,6 +213,21 @@ class DeviceCountRows:
             assert_one_sentence(self, out["mixed"], "mixed", r"values that do not match the")
             name = self.precisions[0] + "2"
             assert_one_sentence(self, out["three"], name, r"3 devices asked for, but only 2")
+
+    def assert_loads_here(self, result: dict, precision: str) -> None:
+        """Load a two-device checkpoint as saved (data_parallel) in this one-device process."""
+        path = os.path.join(result["folder"], precision + "2")
+        with np.load(path + ".npz") as saved:
+            x, y = saved["x"], saved["y"]
+            want = [saved[f"arr_{i}"] for i in range(len(saved.files) - 2)]
+        loaded = Trainer.load(path)
+        self.assertEqual((loaded.plan.replicas, loaded.epoch), (1, 1))
+        got = loaded.get_state()
+        for a, b in zip([*got.model_variables, *got.optimizer_variables], want, strict=True):
+            np.testing.assert_array_equal(a, b)
+        tail = loaded.fit(x, y, epochs=2).losses
+        unbroken = result[precision]["unbroken2"][1:]
+        np.testing.assert_allclose(tail, unbroken, rtol=RTOL[precision])
 
     def assert_restored(self, row: dict, replicas: int, precision: str) -> None:
         self.assertEqual(row["replicas"], replicas)
