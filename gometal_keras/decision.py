@@ -118,12 +118,10 @@ def choose(device: DeviceInfo, timed: Sequence[Candidate]) -> Decision:
         timed: The measured candidates (several plans of one precision may be among them).
 
     Returns:
-        A `Decision`. A mixed precision wins only when its best plan is `MIN_GAIN`
-        faster than float32's best plan in the median round and quicker in at least 80 %
-        of the rounds (`noise.clearly_faster`); of those that do, the fastest is kept (a
-        faster but noisy one does not hide a clear winner); otherwise float32's best plan
-        is kept, and the reason says so ("no measurable difference" when the medians are
-        within it).
+        A `Decision`: the fastest mixed precision whose best plan beats float32's by
+        `MIN_GAIN` in the median round and in 80 % of the rounds (`noise.clearly_faster`),
+        else float32's best plan, the reason saying so ("no measurable difference" when
+        the medians are within it).
 
     Raises:
         RuntimeError: Every candidate failed, or none gave a finite loss.
@@ -143,15 +141,11 @@ def choose(device: DeviceInfo, timed: Sequence[Candidate]) -> Decision:
     for c in sound:
         if c.plan.precision not in best or c.seconds < best[c.plan.precision].seconds:
             best[c.plan.precision] = c
-    base = best.get(Precision.FLOAT32)
-    winner = min(best.values(), key=lambda c: c.seconds)
-    if base is not None:  # the fastest mixed precision that clearly beats float32, else it
-        clear = [
-            c
-            for p, c in best.items()
-            if p.mixed and clearly_faster(c.spread.samples, base.spread.samples, MIN_GAIN)
-        ]
-        winner = min(clear, key=lambda c: c.seconds) if clear else base
+    base, by_time = best.get(Precision.FLOAT32), (lambda c: c.seconds)
+    winner = min(best.values(), key=by_time)  # without a sound float32: the fastest
+    if f32 := base and base.spread.samples:  # else the fastest mixed one that clearly wins
+        clear = [c for c in best.values() if clearly_faster(c.spread.samples, f32, MIN_GAIN)]
+        winner = min([c for c in clear if c.plan.precision.mixed] or [base], key=by_time)
     skipped = rejected(device)
     where = f"the CPU of this {device.kind}" if winner.plan.on_host else device.kind
     reason = _reason(winner.plan.precision, best, where, skipped)
