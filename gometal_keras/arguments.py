@@ -75,13 +75,7 @@ def fit_arguments(
     """
     if not _integer(epochs) or epochs < 1:
         raise ValueError(f"epochs is {epochs!r}; expected an int of at least 1.")
-    limit = early_stop_loss
-    if limit is not None:
-        if isinstance(limit, (bool, np.bool_)) or not isinstance(limit, numbers.Real):
-            raise TypeError(f"early_stop_loss is {limit!r}; expected a number or None.")
-        if math.isnan(float(limit)):
-            raise ValueError("early_stop_loss is NaN; expected a number or None.")
-        limit = float(limit)
+    limit = None if early_stop_loss is None else loss_limit(early_stop_loss)
     if (
         validation_data is not None
         and not is_stream(validation_data)
@@ -111,6 +105,33 @@ def fit_arguments(
         int(verbose),
         None if steps_per_epoch is None else int(steps_per_epoch),
     )
+
+
+def loss_limit(value: Any, name: str = "early_stop_loss") -> float:
+    """`value` as a loss limit: a finite float of at least 0 (every loss is at least 0).
+
+    Raises:
+        TypeError: Not a real number (a string, a bool, an array).
+        ValueError: NaN, infinite, beyond float range (``10**400``) or negative.
+
+    Example:
+        >>> loss_limit(1), loss_limit(np.float32(0.5))
+        (1.0, 0.5)
+        >>> loss_limit(10**400)
+        Traceback (most recent call last):
+        ValueError: early_stop_loss is a number beyond float range; expected a finite number of \
+at least 0 or None.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} is {value!r}; expected a number or None.")
+    try:
+        number, shown = float(value), None
+    except OverflowError:  # an int (or a fraction) beyond float's range
+        number, shown = (math.inf if value > 0 else -math.inf), "a number beyond float range"
+    if not math.isfinite(number) or number < 0:
+        shown = shown or repr(value)
+        raise ValueError(f"{name} is {shown}; expected a finite number of at least 0 or None.")
+    return number
 
 
 def callback_list(callbacks: Any) -> list[keras.callbacks.Callback]:

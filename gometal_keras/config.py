@@ -29,6 +29,14 @@ DISTRIBUTIONS = ("data_parallel", "multi_worker")
 DECISION_CACHES = ("cache", "always", "never")
 
 
+def _shown(value: Any) -> str:
+    """``repr(value)``, or a short description of an int too long for Python to print."""
+    try:
+        return repr(value)
+    except ValueError:  # more digits than sys.get_int_max_str_digits()
+        return f"an int of {value.bit_length()} bits"
+
+
 def _choice(field: str, value: Any, valid: tuple[str, ...]) -> None:
     if not isinstance(value, str) or value not in valid:
         raise ValueError(f"TrainerConfig.{field} is {value!r}; expected one of {', '.join(valid)}.")
@@ -68,24 +76,29 @@ def _number(field: str, value: Any, kind: type) -> None:
 
 def _positive(field: str, value: Any, kind: type = float, high: float = math.inf) -> None:
     _number(field, value, kind)
-    number = _as_float(value) if kind is int else _as_float32(value)
-    if not (math.isfinite(number) and 0 < number <= high):
+    # A real is checked as given and as the device's float32 (1e-40 is 0 there, 1e39 inf).
+    numbers = (_as_float(value),) if kind is int else (_as_float(value), _as_float32(value))
+    if not all(math.isfinite(n) and 0 < n <= high for n in numbers):
         what = "int" if kind is int else "number"
         limit = f" up to {high:g}" if kind is int and high < math.inf else ""
         limit = limit or (" that float32 holds" if kind is float else "")
-        raise ValueError(f"TrainerConfig.{field} is {value!r}; expected a positive {what}{limit}.")
+        raise ValueError(
+            f"TrainerConfig.{field} is {_shown(value)}; expected a positive {what}{limit}."
+        )
 
 
 def _in_range(field: str, value: Any, low: float, high: float, high_open: bool = False) -> None:
     _number(field, value, float)
-    number = _as_float32(value)  # as the device holds it: 1 - 1e-9 is 1.0 in float32
-    upper_ok = number < high if high_open else number <= high
-    if not (math.isfinite(number) and number >= low and upper_ok):
-        bracket = ")" if high_open else "]"
-        raise ValueError(
-            f"TrainerConfig.{field} is {value!r}; expected a number in [{low}, {high}{bracket} "
-            "as a float32."
-        )
+    # Checked as given (-1e-40 is below 0 even though float32 flushes it to -0.0) and as
+    # the device holds it (1 - 1e-9 is 1.0 in float32, 1e39 is inf).
+    for number in (_as_float(value), _as_float32(value)):
+        upper_ok = number < high if high_open else number <= high
+        if not (math.isfinite(number) and number >= low and upper_ok):
+            bracket = ")" if high_open else "]"
+            raise ValueError(
+                f"TrainerConfig.{field} is {_shown(value)}; expected a number in [{low}, {high}"
+                f"{bracket} as given and as a float32."
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,11 +269,18 @@ class TrainerConfig:
         return dataclasses.asdict(self)
 
 
+#: The real-valued settings: stored as Python floats (``momentum=0`` is ``0.0``), which is
+#: what Keras' optimizers require (SGD refuses an int momentum).
+FLOAT_FIELDS = tuple(f.name for f in dataclasses.fields(TrainerConfig) if f.type == "float")
+
+
 def _normalise(config: TrainerConfig) -> None:
-    """Store numpy scalars a config was given (``np.int64(16)``) as Python ints and floats."""
+    """Store numpy ints (``np.int64(16)``) as Python ints, every real setting as a float."""
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
-        if isinstance(value, np.integer):
+        if field.name in FLOAT_FIELDS:
+            object.__setattr__(config, field.name, float(value))
+        elif isinstance(value, np.integer):
             object.__setattr__(config, field.name, int(value))
         elif isinstance(value, np.floating):
             object.__setattr__(config, field.name, float(value))

@@ -13,9 +13,18 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
+import numpy as np
 
 Shape = tuple[int, ...]
 Check = Callable[[str, str, Any], Any]
+
+
+def shown(value: Any) -> str:
+    """``repr(value)``, or a short description of an int too long for Python to print."""
+    try:
+        return repr(value)
+    except ValueError:  # more digits than sys.get_int_max_str_digits()
+        return f"an int of {value.bit_length()} bits"
 
 
 def fail(label: str, message: str) -> ValueError:
@@ -31,7 +40,7 @@ def integer(label: str, key: str, value: Any) -> int:
 def int_at_least(low: int) -> Check:
     def check(label: str, key: str, value: Any) -> int:
         if (value := integer(label, key, value)) < low:
-            raise fail(label, f"{key} must be an int >= {low}, got {value}")
+            raise fail(label, f"{key} must be an int >= {low}, got {shown(value)}")
         return value
 
     return check
@@ -50,19 +59,54 @@ def flag(label: str, key: str, value: Any) -> bool:
     return value
 
 
+#: float32's largest and smallest normal magnitudes: a layer's settings reach the device as
+#: float32 (compute dtypes are float32 or narrower), so they are checked as that float32.
+FLOAT32_MAX, FLOAT32_TINY = float(np.finfo(np.float32).max), float(np.finfo(np.float32).tiny)
+
+
+def as_float32(value: float) -> float:
+    """`value` as the device's float32: ±inf past float32's range, 0 below its normal
+    range (subnormals are flushed to zero on many devices), else the nearest float32.
+
+    Example:
+        >>> as_float32(1e39), as_float32(1e-50), as_float32(0.1) == 0.1
+        (inf, 0.0, False)
+    """
+    if math.isnan(value):
+        return value
+    if abs(value) > FLOAT32_MAX:
+        return math.copysign(math.inf, value)
+    if abs(value) < FLOAT32_TINY:
+        return 0.0
+    return float(np.float32(value))
+
+
 def real(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> Check:
-    """Return a checker for a finite real number in the interval [lo, hi] (ends optionally open)."""
+    """Return a checker for a real number in the interval [lo, hi] (ends optionally open),
+    finite and inside it both as given and as the float32 the device holds (so ``1e39``,
+    infinite in float32, and ``1e-50`` for an open bound at 0, which is 0 in float32, are
+    refused)."""
     text = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
 
+    def inside(number: float) -> bool:
+        low_bad = number <= lo if lo_open else number < lo
+        high_bad = number >= hi if hi_open else number > hi
+        return math.isfinite(number) and not low_bad and not high_bad
+
     def check(label: str, key: str, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
             raise TypeError(f"{label.capitalize()}: {key} must be a number, got {value!r}.")
-        value = float(value)
-        low_bad = value <= lo if lo_open else value < lo
-        high_bad = value >= hi if hi_open else value > hi
-        if not math.isfinite(value) or low_bad or high_bad:
-            raise fail(label, f"{key} must be a finite number in {text}, got {value}")
-        return value
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond float's range
+            number = math.inf if value > 0 else -math.inf
+        if not (inside(number) and inside(as_float32(number))):
+            raise fail(
+                label,
+                f"{key} must be a finite number in {text} as given and as a float32, "
+                f"got {shown(value)}",
+            )
+        return number
 
     return check
 

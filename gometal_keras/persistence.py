@@ -8,7 +8,8 @@ reads on its own; only `Trainer` derives from it.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import keras
 
@@ -21,6 +22,21 @@ from gometal_keras.state import TrainerState
 #: `Trainer.load`'s default placement: the checkpoint's own ``config.distribution``, over
 #: the devices of the process that loads it.
 AS_SAVED = "as_saved"
+T = TypeVar("T")
+
+
+def _named(path: str, what: str, build: Callable[[], T]) -> T:
+    """``build()``; a ValueError or TypeError it raises becomes one ValueError sentence
+    naming the checkpoint `path` (e.g. a plan whose precision was edited to one the saved
+    model was not built under)."""
+    try:
+        return build()
+    except (ValueError, TypeError) as err:
+        lines = str(err).strip().splitlines()
+        detail = lines[0].rstrip(".") if lines else ""
+        raise ValueError(
+            f"Checkpoint {path!r} does not load: {what} ({type(err).__name__}: {detail})."
+        ) from None
 
 
 class Persistent:
@@ -154,7 +170,7 @@ class Persistent:
             1
         """
         model, state = checkpoint.read(path)
-        config = state.resume_config()
+        config = _named(path, "its plan does not fit its config", state.resume_config)
         if isinstance(distribution, str) and distribution == AS_SAVED:
             distribution = config.distribution
         try:
@@ -166,7 +182,11 @@ class Persistent:
             raise ValueError(
                 f"Checkpoint {path!r} cannot resume on this process's devices: {err}"
             ) from None
-        trainer = cls(placement.adopt(model), config, distribution=placement)
+        trainer = _named(
+            path,
+            "the trainer it describes cannot be built here",
+            lambda: cls(placement.adopt(model), config, distribution=placement),
+        )
         try:
             trainer.set_state(state)
         except ValueError as err:

@@ -54,7 +54,9 @@ def as_targets(
         output_shape: The model's per-sample output shape.
 
     Returns:
-        int32 class indices for sparse losses, float32 targets otherwise.
+        int32 class indices for sparse losses, float32 targets otherwise: in ``[0, 1]`` for
+        the binary losses, and rows of probabilities in ``[0, 1]`` summing to 1 (within
+        `ROW_SUM_TOLERANCE`: one-hot or soft labels) for categorical cross-entropy.
     """
     arr = _numeric(y, "y")
     _not_scalar(arr, "y")
@@ -92,12 +94,33 @@ def as_targets(
             "per sample, so expected the same."
         )
     _finite(arr, "y")
-    if loss in BINARY_LOSSES and (arr.min() < 0 or arr.max() > 1):
+    if loss in (*BINARY_LOSSES, *ONE_HOT_LOSSES) and (arr.min() < 0 or arr.max() > 1):
         raise ValueError(
             f"y holds targets from {arr.min():g} to {arr.max():g}; {loss} expects "
             "probabilities in [0, 1]."
         )
+    if loss in ONE_HOT_LOSSES:
+        _distributions(arr, loss)
     return arr
+
+
+#: How far a categorical target's row may sum from 1 (float16 soft labels round by ~1e-3).
+ROW_SUM_TOLERANCE = 1e-2
+
+
+def _distributions(arr: np.ndarray, loss: str) -> None:
+    """Refuse rows (the last axis) that are not a distribution over the classes: one-hot
+    or soft labels sum to 1; a row of zeros (no class) or several ones (multi-hot) would
+    be trained on without a word by Keras' loss."""
+    sums = arr.sum(axis=-1, dtype=np.float64)
+    off = np.abs(sums - 1.0) > ROW_SUM_TOLERANCE
+    if off.any():
+        first = tuple(int(i) for i in np.argwhere(off)[0])
+        where = first[0] if len(first) == 1 else first
+        raise ValueError(
+            f"y's row {where} sums to {sums[first]:g} ({int(off.sum())} rows off); {loss} "
+            f"expects one-hot or probability rows that sum to 1 (within {ROW_SUM_TOLERANCE:g})."
+        )
 
 
 def _not_scalar(arr: np.ndarray, what: str) -> None:

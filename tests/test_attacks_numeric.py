@@ -8,6 +8,8 @@ does not leak in), 6 (a seed fixes the XLA choice) and 7 (Ctrl-C inside a fused 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 import os
 import re
 import tempfile
@@ -16,7 +18,7 @@ from unittest import mock
 import keras
 import numpy as np
 import tensorflow as tf
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from gometal_keras import autotune, engines
@@ -123,55 +125,151 @@ class SkippedStepTest(tf.test.TestCase):
             self.assertAllEqual(got, want)
 
 
-FLOAT_FIELDS = [
-    "learning_rate",
-    "epsilon",
-    "initial_loss_scale",
-    "beta1",
-    "momentum",
-    "weight_decay",
-    "lr_factor",
-]
-POSITIVE = ("learning_rate", "epsilon", "initial_loss_scale")
+#: Every real setting of TrainerConfig: (low, high, low_open, high_open), as documented.
+BOUNDS = {
+    "learning_rate": (0.0, math.inf, True, True),
+    "epsilon": (0.0, math.inf, True, True),
+    "initial_loss_scale": (0.0, math.inf, True, True),
+    "beta1": (0.0, 1.0, False, True),
+    "beta2": (0.0, 1.0, False, True),
+    "momentum": (0.0, 1.0, False, True),
+    "alpha": (0.0, 1.0, False, True),
+    "lr_factor": (0.0, 1.0, False, True),
+    "lr_gamma": (0.0, 1.0, False, False),
+    "weight_decay": (0.0, math.inf, False, True),
+    "lr_eta_min": (0.0, math.inf, False, True),
+    "lr_min": (0.0, math.inf, False, True),
+}
+#: The config that makes each field reach Keras (an optimizer reading it, a schedule).
+USES = {
+    "learning_rate": {"optimizer": "sgd"},
+    "epsilon": {"optimizer": "adam"},
+    "initial_loss_scale": {"precision": "mixed_float16"},
+    "beta1": {"optimizer": "nadam"},
+    "beta2": {"optimizer": "adam"},
+    "momentum": {"optimizer": "sgd"},
+    "alpha": {"optimizer": "rmsprop", "momentum": 0.5},
+    "lr_factor": {"lr_schedule": "plateau", "lr_patience": 1},
+    "lr_gamma": {"lr_schedule": "exponential"},
+    "weight_decay": {"optimizer": "adamw"},
+    "lr_eta_min": {"lr_schedule": "cosine", "lr_t_max": 2},
+    "lr_min": {"lr_schedule": "plateau", "lr_patience": 1},
+}
 EXTREME = st.sampled_from(
     [
         1e-46,
         1e-40,
+        -1e-40,
+        -1e-46,
         1e-39,
         float(F32.tiny),
+        -float(F32.tiny),
         3.4e38,
         float(F32.max),
         3.5e38,
         1e39,
+        -1e39,
         2**64,
         2**128,
+        -(2**128),
+        10**400,
+        -(10**400),
         1 - 1e-9,
         0.9999999,
         0.99999994,
+        1 + 1e-9,
+        0,
+        1,
+        -0.0,
+        np.float32(1e-40),
+        np.float64(-1e-40),
     ]
+)
+#: The class of real values: edges, any float (NaN, ±inf, subnormals), ints of any size,
+#: numpy scalars.
+REALS = st.one_of(
+    EXTREME,
+    st.floats(),
+    st.floats(-2.0, 2.0),
+    st.integers(-(2**140), 2**140),
+    st.integers(-2, 2),
+    st.builds(np.float32, st.floats(width=32)),
+    st.builds(np.int64, st.integers(-2, 2)),
 )
 
 
-class Float32ConfigTest(tf.test.TestCase):
-    """Class 3: a config value is accepted only if its float32 is what was asked for."""
+def near_bounds(field: str) -> st.SearchStrategy:
+    """Values just inside and just outside `field`'s bounds, as given and as float32:
+    negative subnormals (float32 flushes them to -0.0), values that round onto 1.0 or
+    past float32's max."""
+    low, high = BOUNDS[field][:2]
+    below = [low - d for d in (1e-40, 1e-45, 5e-324, 1e-38)] + [low, low + 1e-40]
+    above = [high, 1 - 1e-9, 0.99999994, 1 + 1e-9] if high == 1 else [3.4e38, 3.41e38, 1e39]
+    return st.sampled_from(below + above)
 
-    @settings(max_examples=60, deadline=None)
+
+def device_float32(value) -> float:
+    """`value` as the device's float32 (the documented rule): inf above float32's max,
+    0 below its normal range (subnormals flush), else numpy's nearest float32."""
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf if value > 0 else -math.inf
+    if math.isnan(number) or abs(number) > float(F32.max):
+        return number if math.isnan(number) else math.copysign(math.inf, number)
+    return 0.0 if abs(number) < float(F32.tiny) else float(np.float32(number))
+
+
+def valid(field: str, value) -> bool:
+    """The oracle: in range as given and as the device's float32, both finite."""
+    low, high, low_open, high_open = BOUNDS[field]
+    try:
+        given = float(value)
+    except OverflowError:
+        given = math.inf if value > 0 else -math.inf
+    for n in (given, device_float32(value)):
+        if not math.isfinite(n) or (n <= low if low_open else n < low):
+            return False
+        if n >= high if high_open else n > high:
+            return False
+    return True
+
+
+class Float32ConfigTest(tf.test.TestCase):
+    """Class 3: a config value is accepted only if it is in range as given and as its float32,
+    and every config accepted builds a Trainer whose optimizer and schedule take it."""
+
+    def test_every_real_field_is_covered(self):
+        reals = {f.name for f in dataclasses.fields(TrainerConfig) if f.type == "float"}
+        self.assertEqual(set(BOUNDS), reals)
+
+    @settings(max_examples=80, deadline=None)
     @given(
-        field=st.sampled_from(FLOAT_FIELDS),
-        value=EXTREME | st.floats(allow_nan=False, allow_infinity=False),
+        case=st.sampled_from(sorted(BOUNDS)).flatmap(
+            lambda field: st.tuples(st.just(field), near_bounds(field) | REALS)
+        )
     )
-    def test_accepted_values_survive_float32(self, field, value):
+    def test_accepted_exactly_when_in_range_as_given_and_as_float32(self, case):
+        field, value = case
+        kw = {"batch_size": 8, "precision": "float32", "jit_compile": False, "seed": 1}
+        kw |= {"loop": "fused", **USES[field], field: value}
         try:
-            TrainerConfig(**{field: value})
-        except (TypeError, ValueError):
+            cfg = TrainerConfig(**kw)
+        except (TypeError, ValueError) as err:
+            self.assertFalse(valid(field, value), f"{field}={value!r} was refused: {err}")
+            self.assertIn(f"TrainerConfig.{field}", str(err))
+            self.assertNotIn("\n", str(err))
             return
-        with np.errstate(over="ignore"):
-            f32 = float(np.float32(value))
-        self.assertTrue(np.isfinite(f32), f"{field}={value!r} is infinite in float32")
-        if field in POSITIVE:  # 0 would divide by zero (epsilon) or never train
-            self.assertGreaterEqual(abs(f32), F32.tiny, f"{field}={value!r} flushes to 0")
-        if field in ("beta1", "momentum", "lr_factor"):
-            self.assertLess(f32, 1.0, f"{field}={value!r} is 1.0 in float32")
+        self.assertTrue(valid(field, value), f"{field}={value!r} was accepted")
+        event("accepted")
+        self.assertIs(type(getattr(cfg, field)), float)  # what Keras' optimizers require
+        t = Trainer(ModelBuilder([8, 4]).add_dense(3), cfg)  # Keras checks its optimizer here
+        if t.schedule is not None:  # the schedule's rates reach the optimizer each epoch
+            for epoch in range(3):
+                t.schedule.on_epoch_begin(epoch)
+                t.schedule.on_epoch_end(epoch, {"loss": 1.0})
+            rate = float(keras.ops.convert_to_numpy(t.optimizer.learning_rate))
+            self.assertTrue(math.isfinite(rate) and rate >= 0, f"{field}={value!r}: rate {rate}")
 
     def test_issue_examples(self):
         for field, value in (
@@ -180,9 +278,15 @@ class Float32ConfigTest(tf.test.TestCase):
             ("seed", 2**64),
             ("beta1", 1 - 1e-9),
             ("learning_rate", 1e39),
+            ("momentum", -1e-40),  # float32 flushes it to -0.0, but it is below 0 as given
+            ("lr_min", -1e-45),
+            ("beta2", 10**400),
         ):
             with self.subTest(field=field), self.assertRaisesRegex(ValueError, field):
                 TrainerConfig(**{field: value})
+        sgd = TrainerConfig(optimizer="sgd", momentum=0, precision="float32", jit_compile=False)
+        self.assertEqual(repr(sgd.momentum), "0.0")  # an int reaches Keras as a float
+        Trainer(ModelBuilder([32, 4]).add_dense(3), sgd)
 
     @FEW
     @given(
