@@ -4,6 +4,9 @@
 #                                        #   read by number; then where bf16's time goes
 #   bash bench/h200_session7.sh memory   # issue 12: the largest batches narrowed from
 #                                        #   session 6's brackets to the search's resolution
+#   bash bench/h200_session7.sh scaling  # issue 10: the Trainer against the hand-written JAX
+#                                        #   loop (the loss scaler as selects, or Keras' conds);
+#                                        #   then the torch backend on the GPU (demo, streaming)
 source bench/h200_env.sh
 case "${1:-stream}" in
   stream)
@@ -23,5 +26,17 @@ case "${1:-stream}" in
     narrow 150 wide mixed_bfloat16 --good 1048576 --start 1784288 --limit 1784288 --bad 1784288
     narrow 120 cnn mixed_bfloat16 --good 93268 --start 121000 --limit 121000 --bad 121000
     narrow 300 cnn float32 --good 40960 --start 65536 --limit 65536
+    ;;
+  scaling)
+    export KERAS_BACKEND=jax
+    timeout 150 python3 bench/diag_loss_scale.py seed wide --rounds 40 2>&1 | quiet \
+      | tee "$out/diag_loss_scale.txt"
+    timeout 200 python3 bench/interleave_jax.py seed wide --rounds 40 2>&1 | quiet \
+      | tee "$out/interleave_jax.txt"
+    KERAS_BACKEND=torch timeout 100 python3 -m gometal_keras demo --epochs 4 2>&1 | quiet \
+      | tee "$out/demo_torch.txt"
+    KERAS_BACKEND=torch timeout 100 python3 -m gometal_keras.bench streaming --images 5000 \
+      --batch-size 128 --rounds 1 --folder /tmp/gometal-stream-png-5k \
+      --json "$out/streaming_torch.json" 2>&1 | quiet | tee "$out/streaming_torch.txt"
     ;;
 esac

@@ -9,6 +9,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from gometal_keras import guard
 from gometal_keras.config import TrainerConfig
 from gometal_keras.engines import Objective
 from gometal_keras.plan import LossScaling, RunPlan
@@ -151,21 +152,36 @@ def _make_optimizer(config: TrainerConfig, loss_scaling: LossScaling | None) -> 
     )
 
 
-def non_finite_message(plan: RunPlan, where: str) -> str:
+def non_finite_message(plan: RunPlan, where: str, diverged: bool = False) -> str:
     """One sentence on a non-finite loss at `where`, true to what `plan` did with the step.
+
+    Args:
+        plan: The plan that ran.
+        where: E.g. ``"epoch 1, step 3"``.
+        diverged: The step's loss and gradients were finite but its update was not, and
+            the loss scaler's plan held it back (`guard.DIVERGED`).
 
     Example:
         >>> from gometal_keras.plan import Precision
         >>> non_finite_message(RunPlan(Precision.FLOAT32, xla=True), "the batch")[:41]
         'Training became non-finite in the batch; '
     """
-    if plan.guard:
+    if diverged:
+        what = (
+            "its loss and gradients were finite but its update was not (backing off the loss "
+            "scale cannot fix that), so the step was not applied and every variable holds its "
+            "value from the step before"
+        )
+    elif plan.guard:
         what = (
             "its loss, gradients or new weights were not finite, so the step was skipped and "
             "every variable holds its value from the step before"
         )
     elif plan.loss_scaling is not None:
-        what = "the loss scaler skipped the update, so the weights are unchanged"
+        what = (
+            "its loss or gradients were not finite, so the step was skipped, as was every "
+            "step of the epoch, and the weights are unchanged"
+        )
     else:
         what = (
             f"this plan runs without the non-finite guard ({plan.placement}), so the update "
@@ -191,9 +207,10 @@ def epoch_logs(
         ``{"loss": ..., "accuracy": ...}`` or ``{"loss": ..., "mae": ..., "rmse": ...}``.
 
     Raises:
-        FloatingPointError: A loss was non-finite and no loss scaler skipped the step (the
-            message names the epoch and step and says what happened to the weights); steps
-            a loss scaler skipped are left out of the means instead.
+        FloatingPointError: A loss was non-finite and no loss scaler skipped the step, or
+            a loss-scaled update diverged (`guard.DIVERGED`); the message names the epoch
+            and step and says what happened to the weights. Steps a loss scaler skipped
+            are left out of the means instead.
 
     Example:
         >>> from gometal_keras.plan import Precision
@@ -204,6 +221,10 @@ def epoch_logs(
     finite = np.isfinite(values[:, 0])
     if not finite.all():
         step = int(np.argmin(finite))
+        diverged = guard.diverged(values[:, 0]) if plan.loss_scaling is not None else None
+        if diverged is not None and diverged.any():  # the loss scaler cannot skip these
+            where = f"epoch {epoch + 1}, step {int(np.argmax(diverged)) + 1}"
+            raise FloatingPointError(non_finite_message(plan, where, diverged=True))
         if plan.loss_scaling is None or not finite.any():
             where = f"epoch {epoch + 1}, step {step + 1}"
             raise FloatingPointError(non_finite_message(plan, where))

@@ -16,13 +16,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from gometal_keras import autotune, engines
+from gometal_keras import autotune, engines, guard
 from gometal_keras.arguments import check_builder_batch, fit_arguments
 from gometal_keras.builder import ModelBuilder
 from gometal_keras.config import TrainerConfig, as_config
 from gometal_keras.decision import Decision
 from gometal_keras.fitting import FitSession
-from gometal_keras.guard import rolled_back_on_interrupt
 from gometal_keras.inference import Inference
 from gometal_keras.inputs import as_source, is_stream
 from gometal_keras.loop import ArrangedData, TrainingLoop
@@ -115,8 +114,7 @@ class Trainer(Persistent):
             A `BatchResult` with the batch's loss.
 
         Raises:
-            FloatingPointError: The loss was not finite and no loss scaler skipped the step;
-                the message says whether the guard kept the weights unchanged.
+            FloatingPointError: A non-finite loss no loss scaler skipped, or a divergence.
 
         Example:
             >>> b = ModelBuilder([4, 2]).add_dense(1)
@@ -129,8 +127,9 @@ class Trainer(Persistent):
         put = self._placement.put
         values = self._loop.program.step(put(xa, batch_axis=0), put(ya, batch_axis=0))
         loss = float(keras.ops.convert_to_numpy(values)[0])
-        if not math.isfinite(loss) and self.plan.loss_scaling is None:
-            raise FloatingPointError(non_finite_message(self.plan, "the batch"))
+        diverged = bool(guard.diverged([loss])[0]) and self.plan.loss_scaling is not None
+        if diverged or (not math.isfinite(loss) and self.plan.loss_scaling is None):
+            raise FloatingPointError(non_finite_message(self.plan, "the batch", diverged))
         return BatchResult(loss)
 
     def arrange(
@@ -181,7 +180,8 @@ class Trainer(Persistent):
         """
         if not isinstance(data, (ArrangedData, StreamedData)) or data.plan != self.plan:
             raise ValueError("data was not arranged by this trainer; expected trainer.arrange().")
-        return self._loop.run_epoch(data, self.epoch)
+        with guard.epoch_open(self.optimizer):  # a divergence stops the rest of the epoch
+            return self._loop.run_epoch(data, self.epoch)
 
     def fit(
         self,
@@ -253,7 +253,7 @@ class Trainer(Persistent):
         with self._loop.reading_ahead(last_epoch=end - 1):
             for epoch in range(self.epoch, end):
                 session.epoch_begin(epoch)
-                with rolled_back_on_interrupt(self.model, self.optimizer):
+                with guard.rolled_back_on_interrupt(self.model, self.optimizer):
                     values = self._loop.run_epoch(data, epoch)
                 logs = epoch_logs(self._objective, self.plan, values, epoch)
                 self.epoch = epoch + 1  # counted as soon as its updates are in

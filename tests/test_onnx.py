@@ -105,9 +105,9 @@ def chains(draw):
         kinds = acts + (["conv2d", "maxpool2d", "softmax"] if len(b.output_shape) == 3 else [])
         kind = draw(st.sampled_from([*kinds, "dense", "softmax"]))
         if kind == "conv2d":
-            b.add_conv2d(
-                draw(st.integers(1, 4)), 3, draw(st.integers(1, 2)), draw(st.integers(0, 1))
-            )
+            pad = draw(st.integers(0, 1))
+            if min(b.output_shape[1:]) + 2 * pad >= 3:  # a 3x3 window fits the input
+                b.add_conv2d(draw(st.integers(1, 4)), 3, draw(st.integers(1, 2)), pad)
         elif kind == "maxpool2d" and min(b.output_shape[1:]) >= 2:
             b.add_maxpool2d(2, draw(st.sampled_from([None, 1])))
         elif kind == "dense":

@@ -11,6 +11,7 @@ import numpy as np
 
 from gometal_keras import guard, pixels
 from gometal_keras.engines.base import Engine, Objective, Placement, Program, host_free_memory_bytes
+from gometal_keras.engines.loss_scale import scaled_apply
 from gometal_keras.engines.placement import rebuilt_in
 from gometal_keras.precision import DeviceInfo, cpu_device
 
@@ -28,6 +29,8 @@ class JaxProgram(Program):
     ) -> None:
         plan = self.plan
         self._model, self._optimizer = model, optimizer
+        # Loss scaling without the guard: a divergent update stops the epoch (see below).
+        scaled = self._scaled = plan.loss_scaling is not None and not plan.guard
         # Commit every value where it lives now (replicated under data parallelism): the
         # program's outputs are committed, and a first call on uncommitted inputs would
         # otherwise compile the program twice.
@@ -58,16 +61,35 @@ class JaxProgram(Program):
             # here costs a device-to-host read of its predicate every step on a GPU.)
             return jax.tree.map(lambda n, o: jnp.where(keep_new, n, o), new, old)
 
+        apply = optimizer.stateless_apply
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):  # its conds as selects
+            flags = [v.overwrite_with_gradient for v in model.trainable_variables]
+            apply = lambda *args: scaled_apply(optimizer, *args, unscaled=flags)  # noqa: E731
+
         def train_step(carry, batch):
             (trainable, non_trainable, opt_vars), ok = carry
             (_, (values, new_non_trainable)), grads = grad_fn(
                 trainable, non_trainable, opt_vars, *batch
             )
-            new_trainable, new_opt = optimizer.stateless_apply(opt_vars, grads, trainable)
+            new_trainable, new_opt = apply(opt_vars, grads, trainable)
+            if scaled:
+                # The loss scaler skips a step whose gradients are not finite (and backs
+                # off the scale); an update that is not finite with finite gradients is
+                # a divergence: not committed, and no later step is (`guard.scaled_verdict`).
+                loss_ok, grads_ok = jnp.isfinite(values[0]), guard.all_finite(grads)
+                keep_update, keep_forward, ok = guard.scaled_verdict(
+                    ok, loss_ok, grads_ok, [*new_trainable, *new_opt]
+                )
+                new_trainable, new_opt = select(
+                    keep_update, (new_trainable, new_opt), (trainable, opt_vars)
+                )
+                new_non_trainable = select(keep_forward, new_non_trainable, non_trainable)
+                new = (new_trainable, new_non_trainable, new_opt)
+                return (new, ok), guard.scaled_reported(values, ok)
             update_ok = guard.all_finite([values[0], *grads])
             if not plan.guard:
-                # The loss scaler skips a non-finite update itself; the forward pass's
-                # BatchNorm statistics and random-generator state are put back with it.
+                # Without the guard and a loss scaler, the update is applied; the forward
+                # pass's BatchNorm statistics and random-generator state are put back.
                 new_non_trainable = select(update_ok, new_non_trainable, non_trainable)
                 return ((new_trainable, new_non_trainable, new_opt), ok), values
             # A guarded step is committed only when everything it writes is finite.
@@ -77,15 +99,16 @@ class JaxProgram(Program):
             return (state, ok), guard.reported(values, ok)
 
         def train_epoch(state, xs, ys, going):
-            (state, _), values = jax.lax.scan(train_step, (state, going), (xs, ys))
-            return state, values
+            (state, going), values = jax.lax.scan(train_step, (state, going), (xs, ys))
+            return state, values, going
 
-        def one_step(state, x, y):
-            (state, _), values = train_step((state, jnp.array(True)), (x, y))
-            return state, values
+        def one_step(state, x, y, going):
+            (state, going), values = train_step((state, going), (x, y))
+            return state, values, going
 
         wrap = jax.jit if plan.xla else (lambda f: f)
         self._step, self._epoch = wrap(one_step), wrap(train_epoch)
+        self._latch = guard.EpochLatch(optimizer) if scaled else None
 
     def _state(self) -> tuple[list, list, list]:
         m, o = self._model, self._optimizer
@@ -102,16 +125,27 @@ class JaxProgram(Program):
             for variable, value in zip(variables, values, strict=True):
                 variable.assign(value)
 
+    def _start(self, going: Any) -> Any:
+        """The flag a call starts from: under loss scaling, no divergence yet this epoch."""
+        held = self._latch.held() if self._latch else None
+        if held is None:
+            return self._going if going is True else going
+        return held if going is True else jnp.logical_and(held, going)
+
+    def _hold(self, going: Any) -> None:
+        if self._latch:
+            self._latch.hold(going)
+
     def step(self, x: Any, y: Any) -> Any:
-        state, values = self._step(self._state(), x, y)
+        state, values, going = self._step(self._state(), x, y, self._start(True))
         self._write_back(state)
+        self._hold(going)
         return values
 
     def epoch(self, xs: Any, ys: Any, going: Any = True) -> Any:
-        if going is True:
-            going = self._going
-        state, values = self._epoch(self._state(), xs, ys, going)
+        state, values, going = self._epoch(self._state(), xs, ys, self._start(going))
         self._write_back(state)
+        self._hold(going)
         return values
 
 

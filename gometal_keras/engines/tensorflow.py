@@ -48,6 +48,10 @@ class TensorFlowProgram(Program):
         strategy = placement.strategy if isinstance(placement, MirroredPlacement) else None
         variables = model.trainable_variables
         replicas = strategy.num_replicas_in_sync if strategy else 1
+        # Loss scaling without the guard: a divergent update stops the epoch (see below).
+        scaled = self._scaled = (
+            plan.loss_scaling is not None and not plan.guard and strategy is None
+        )
 
         def forward_backward(x, y):
             x = pixels.to_model_input(x)
@@ -77,20 +81,36 @@ class TensorFlowProgram(Program):
                 return strategy.reduce(tf.distribute.ReduceOp.MEAN, values, axis=None), ok
             # A step is a transaction (`gometal_keras.guard`): keep a copy of what it may
             # change, to put back if it is not committed.
-            kept = model.non_trainable_variables
-            if plan.guard:
-                kept = [*kept, *variables, *optimizer.variables]
-            saved = [tf.identity(v.value) for v in kept]
+            forward = model.non_trainable_variables
+            update = [*variables, *optimizer.variables] if plan.guard or scaled else []
+            forward_saved = [(v, tf.identity(v.value)) for v in forward]
+            update_saved = [(v, tf.identity(v.value)) for v in update]
 
-            def restore():
-                for v, old in zip(kept, saved, strict=True):
+            def put_back(saved):
+                for v, old in saved:
                     v.assign(old)
 
+            def restore():
+                put_back([*forward_saved, *update_saved])
+
             grads, values = forward_backward(x, y)
+            if scaled:
+                # The loss scaler skips a step whose gradients are not finite (and backs
+                # off the scale); an update that is not finite with finite gradients is
+                # a divergence: not committed, and no later step is (`guard.scaled_verdict`).
+                loss_ok, grads_ok = tf.math.is_finite(values[0]), guard.all_finite(grads)
+                run = tf.logical_and(ok, tf.logical_or(loss_ok, tf.logical_not(grads_ok)))
+                tf.cond(run, lambda: optimizer.apply(grads, variables), lambda: None)
+                keep_update, keep_forward, ok = guard.scaled_verdict(
+                    ok, loss_ok, grads_ok, [*variables, *optimizer.variables]
+                )
+                tf.cond(keep_update, lambda: None, lambda: put_back(update_saved))
+                tf.cond(keep_forward, lambda: None, lambda: put_back(forward_saved))
+                return guard.scaled_reported(values, ok), ok
             update_ok = guard.all_finite([values[0], *grads])
             if not plan.guard:
-                # The loss scaler skips a non-finite update; the forward pass's BatchNorm
-                # statistics and random-generator state are put back with it.
+                # Without the guard and a loss scaler, the update is applied; the forward
+                # pass's BatchNorm statistics and random-generator state are put back.
                 tf.cond(update_ok, lambda: None, restore)
                 optimizer.apply(grads, variables)
                 return values, ok
@@ -100,8 +120,8 @@ class TensorFlowProgram(Program):
             tf.cond(ok, lambda: None, restore)
             return guard.reported(values, ok), ok
 
-        def one_step(x, y):
-            return train_step(x, y, tf.constant(True))[0]
+        def one_step(x, y, ok):
+            return train_step(x, y, ok)
 
         def train_epoch(xs, ys, ok):
             steps = tf.shape(xs)[0]
@@ -109,20 +129,36 @@ class TensorFlowProgram(Program):
             for i in tf.range(steps):
                 values, ok = train_step(xs[i], ys[i], ok)
                 out = out.write(i, values)
-            return out.stack()
+            return out.stack(), ok
 
         self._step = tf.function(one_step, jit_compile=plan.xla, reduce_retracing=True)
         self._epoch = tf.function(train_epoch, jit_compile=plan.xla, reduce_retracing=True)
         # A CPU placement pins every call (and so its trace) to the CPU, in any thread.
         self._where = placement.scope if isinstance(placement, CPUPlacement) else None
+        self._latch = guard.EpochLatch(optimizer) if scaled else None
+
+    def _going(self, going: Any) -> Any:
+        """The flag a call starts from: under loss scaling, no divergence yet this epoch."""
+        held = self._latch.held() if self._latch else None
+        if held is None:
+            return tf.convert_to_tensor(going, tf.bool)
+        return held if going is True else tf.logical_and(held, going)
+
+    def _hold(self, going: Any) -> None:
+        if self._latch:
+            self._latch.hold(going)
 
     def step(self, x: Any, y: Any) -> Any:
         with self._where() if self._where else contextlib.nullcontext():
-            return self._step(x, y)
+            values, going = self._step(x, y, self._going(True))
+            self._hold(going)
+            return values
 
     def epoch(self, xs: Any, ys: Any, going: Any = True) -> Any:
         with self._where() if self._where else contextlib.nullcontext():
-            return self._epoch(xs, ys, tf.convert_to_tensor(going, tf.bool))
+            values, going = self._epoch(xs, ys, self._going(going))
+            self._hold(going)
+            return values
 
 
 class MirroredPlacement(Placement):

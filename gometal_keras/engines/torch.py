@@ -24,7 +24,7 @@ class TorchProgram(Program):
 
     The non-finite guard reads on the host whether each step's loss and gradients, then its
     new weights, are finite (PyTorch decides in Python whether to keep an update), so a
-    guarded epoch waits for the device twice a step.
+    guarded epoch waits for the device twice a step; a loss-scaled one, once.
     """
 
     def _compile(
@@ -33,6 +33,9 @@ class TorchProgram(Program):
         variables = model.trainable_variables
         self._model, self._objective, self._optimizer = model, objective, optimizer
         self._vars = variables
+        # Loss scaling without the guard: a divergent update stops the epoch (see below).
+        self._scaled = self.plan.loss_scaling is not None and not self.plan.guard
+        self._latch = guard.EpochLatch(optimizer) if self._scaled else None
 
     def _train_step(self, x: Any, y: Any, ok: bool) -> tuple[Any, bool]:
         model, optimizer, variables = self._model, self._optimizer, self._vars
@@ -50,10 +53,12 @@ class TorchProgram(Program):
         with torch.no_grad():
             values = torch.stack([loss.detach().float(), *self._objective.metrics(y, y_pred)])
             grads = [v.value.grad for v in variables]
+            if self._scaled:
+                return self._scaled_update(values, grads, saved, ok)
             update_ok = bool(guard.all_finite([values[0], *grads]))  # one wait a step
             if not guard_on:
-                # The loss scaler skips a non-finite update; the forward pass's BatchNorm
-                # statistics and random-generator state are put back with it.
+                # Without the guard and a loss scaler, the update is applied; the forward
+                # pass's BatchNorm statistics and random-generator state are put back.
                 if not update_ok:
                     _assign(model.non_trainable_variables, saved)
                 optimizer.apply(grads, variables)
@@ -71,14 +76,51 @@ class TorchProgram(Program):
                 values[0] = float("nan")
         return values, ok
 
+    def _scaled_update(self, values: Any, grads: list, saved: list, ok: bool) -> tuple:
+        """A loss-scaled step's update (`guard.scaled_verdict`), deciding on one wait.
+
+        The loss scaler skips a step whose gradients are not finite (and backs off the
+        scale); an update that is not finite with finite gradients is a divergence: not
+        committed, and no later step of the epoch is.
+        """
+        model, optimizer, variables = self._model, self._optimizer, self._vars
+        kept = [*variables, *optimizer.variables]
+        if ok:
+            loss_ok, grads_ok = torch.isfinite(values[0]), guard.all_finite(grads)
+            before = [v.value.detach().clone() for v in kept]
+            optimizer.apply(grads, variables)  # undone below where it is not kept
+            verdict = guard.scaled_verdict(True, loss_ok, grads_ok, [v.value for v in kept])
+            keep_update, keep_forward, ok = torch.stack(verdict).tolist()  # one wait a step
+            if not keep_update:
+                _assign(kept, before)
+        else:
+            keep_forward = False
+        if not keep_forward:
+            _assign(model.non_trainable_variables, saved)
+        if not ok:
+            values[0] = guard.DIVERGED
+        return values, ok
+
+    def _start(self, going: Any) -> bool:
+        """The flag a call starts from: under loss scaling, no divergence yet this epoch."""
+        held = self._latch.held() if self._latch else None
+        return bool(going) and (held is None or held)
+
+    def _hold(self, going: bool) -> None:
+        if self._latch:
+            self._latch.hold(going)
+
     def step(self, x: Any, y: Any) -> Any:
-        return self._train_step(x, y, True)[0]
+        values, ok = self._train_step(x, y, self._start(True))
+        self._hold(ok)
+        return values
 
     def epoch(self, xs: Any, ys: Any, going: Any = True) -> Any:
-        ok, rows = bool(going), []
+        ok, rows = self._start(going), []
         for i in range(xs.shape[0]):
             values, ok = self._train_step(xs[i], ys[i], ok)
             rows.append(values)
+        self._hold(ok)
         return torch.stack(rows)
 
 
