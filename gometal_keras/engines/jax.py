@@ -11,9 +11,12 @@ import numpy as np
 
 from gometal_keras import guard, pixels
 from gometal_keras.engines.base import Engine, Objective, Placement, Program, host_free_memory_bytes
-from gometal_keras.engines.loss_scale import scaled_apply
 from gometal_keras.engines.placement import rebuilt_in
 from gometal_keras.precision import DeviceInfo, cpu_device
+
+
+#: How a step's new state is committed or not: "where" (an element-wise select) or "cond".
+COMMIT = "where"
 
 
 class JaxProgram(Program):
@@ -57,21 +60,17 @@ class JaxProgram(Program):
         grad_fn = jax.value_and_grad(scaled_loss, has_aux=True)
 
         def select(keep_new, new, old):
-            # An element-wise select, fused by XLA into the update kernels. (A lax.cond
-            # here costs a device-to-host read of its predicate every step on a GPU.)
+            if COMMIT == "cond":  # one of the two states, chosen on the device
+                return jax.lax.cond(keep_new, lambda: new, lambda: old)
+            # An element-wise select, fused by XLA into the update kernels.
             return jax.tree.map(lambda n, o: jnp.where(keep_new, n, o), new, old)
-
-        apply = optimizer.stateless_apply
-        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):  # its conds as selects
-            flags = [v.overwrite_with_gradient for v in model.trainable_variables]
-            apply = lambda *args: scaled_apply(optimizer, *args, unscaled=flags)  # noqa: E731
 
         def train_step(carry, batch):
             (trainable, non_trainable, opt_vars), ok = carry
             (_, (values, new_non_trainable)), grads = grad_fn(
                 trainable, non_trainable, opt_vars, *batch
             )
-            new_trainable, new_opt = apply(opt_vars, grads, trainable)
+            new_trainable, new_opt = optimizer.stateless_apply(opt_vars, grads, trainable)
             if scaled:
                 # The loss scaler skips a step whose gradients are not finite (and backs
                 # off the scale); an update that is not finite with finite gradients is
