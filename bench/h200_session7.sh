@@ -5,7 +5,7 @@
 #   bash bench/h200_session7.sh memory   # issue 12: the largest batches narrowed from
 #                                        #   session 6's brackets to the search's resolution
 #   bash bench/h200_session7.sh scaling  # issue 10: the Trainer against the hand-written JAX
-#                                        #   loop (a step committed by selects, or a cond);
+#                                        #   loop, seed and wide MLPs, every precision;
 #                                        #   then the torch backend on the GPU (demo, streaming)
 source bench/h200_env.sh
 case "${1:-stream}" in
@@ -29,8 +29,8 @@ case "${1:-stream}" in
     ;;
   scaling)
     export KERAS_BACKEND=jax
-    timeout 200 python3 bench/diag_commit.py seed wide --rounds 40 2>&1 | quiet \
-      | tee "$out/diag_commit.txt"
+    # (Two experiments ran here too: bench/diag_loss_scale.py at 4f20ad0 and
+    # bench/diag_commit.py at 28e13c6; neither change was kept: RESULTS.md, session 7.)
     timeout 200 python3 bench/interleave_jax.py seed wide --rounds 40 2>&1 | quiet \
       | tee "$out/interleave_jax.txt"
     KERAS_BACKEND=torch timeout 100 python3 -m gometal_keras demo --epochs 4 2>&1 | quiet \

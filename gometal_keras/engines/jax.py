@@ -15,10 +15,6 @@ from gometal_keras.engines.placement import rebuilt_in
 from gometal_keras.precision import DeviceInfo, cpu_device
 
 
-#: How a step's new state is committed or not: "where" (an element-wise select) or "cond".
-COMMIT = "where"
-
-
 class JaxProgram(Program):
     """Step and epoch compiled by `jax.jit`; the model's state lives on the device.
 
@@ -60,9 +56,8 @@ class JaxProgram(Program):
         grad_fn = jax.value_and_grad(scaled_loss, has_aux=True)
 
         def select(keep_new, new, old):
-            if COMMIT == "cond":  # one of the two states, chosen on the device
-                return jax.lax.cond(keep_new, lambda: new, lambda: old)
-            # An element-wise select, fused by XLA into the update kernels.
+            # An element-wise select (a lax.cond choosing the state measured the same on an
+            # H200: bench/RESULTS.md, session 7).
             return jax.tree.map(lambda n, o: jnp.where(keep_new, n, o), new, old)
 
         def train_step(carry, batch):
