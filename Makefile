@@ -18,7 +18,8 @@ PYTHON ?= python3
 # PyTorch, pinned to the CPU-only build verified with Keras 3.15. The local version "+cpu" is never
 # on PyPI (whose Linux x86_64 torch pulls several GB of CUDA libraries), so this pin can take only
 # a CPU build (a wheel in pip's find-links, or PyTorch's CPU index), never a CUDA one. Where none
-# is found the PyTorch tests skip, unless BACKENDS_REQUIRED=1 (CI), which makes that an error.
+# is found the PyTorch tests skip, unless BACKENDS_REQUIRED=1 (CI), which makes that an error
+# (as it does a missing ONNX Runtime or grain, whose tests would skip too).
 TORCH := torch==2.13.0+cpu
 BACKENDS_REQUIRED ?= 0
 
@@ -40,7 +41,7 @@ $(VENV)/.backends: $(VENV)/.installed
 	$(PY) -m pip install -q "$(TORCH)" \
 	  || { echo "No CPU-only $(TORCH) here: the PyTorch tests will skip."; \
 	       test "$(BACKENDS_REQUIRED)" != 1; }
-	if [ "$(BACKENDS_REQUIRED)" = 1 ]; then $(PY) -c "import jax, torch"; fi
+	if [ "$(BACKENDS_REQUIRED)" = 1 ]; then $(PY) -c "import jax, torch, onnxruntime, grain"; fi
 	touch $@
 
 demo: $(VENV)/.installed
