@@ -245,7 +245,7 @@ class ReportTest(MetalTestCase):
 
 
 class AnySubsetFailsTest(MetalTestCase):
-    @settings(max_examples=8, deadline=None, database=None)
+    @settings(max_examples=6, deadline=None, database=None)
     @given(failing=st.sets(st.sampled_from(LABELS)))
     def test_never_a_failing_plan_and_raises_iff_all_fail(self, failing):
         engine = FaultyEngine(fails=failing)

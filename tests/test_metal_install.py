@@ -91,24 +91,32 @@ def index_reachable() -> bool:
         return False
 
 
-@pytest.mark.parametrize("python", ["3.10", "3.11", "3.12", "3.13"])
-def test_the_metal_pins_have_wheels_for_a_mac_exactly_where_the_extra_applies(python, tmp_path):
+def test_the_metal_pins_have_wheels_for_a_mac_exactly_where_the_extra_applies(tmp_path):
     # pip itself, asked for macOS arm64 wheels of the extra's pins (no dependencies: only
     # whether the two wheels exist), agrees with the markers: wheels on 3.10-3.12, none on
-    # 3.13 (where the extra must not apply, or `make demo` would fail to install).
+    # 3.13 (where the extra must not apply, or `make demo` would fail to install). The four
+    # resolutions run at once.
     if not index_reachable():
         pytest.skip("the package index is not reachable")
     pins = [f"{req.name}{req.specifier}" for req in metal_extra()]
-    out = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--quiet",
-         "--only-binary=:all:", "--platform", "macosx_14_0_arm64", "--python-version", python,
-         "--target", str(tmp_path / "t"), *pins],
-        capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    applies = all(r.marker.evaluate(marker_env("darwin", "arm64", python)) for r in metal_extra())
-    assert (out.returncode == 0) is applies, out.stderr[-500:]
-    if not applies:
-        assert "No matching distribution" in out.stderr, out.stderr[-500:]
+    pip = [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--quiet"]
+    pip += ["--only-binary=:all:", "--platform", "macosx_14_0_arm64"]
+    runs = {
+        python: subprocess.Popen(
+            [*pip, "--python-version", python, "--target", str(tmp_path / python), *pins],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for python in ("3.10", "3.11", "3.12", "3.13")
+    }
+    for python, proc in runs.items():
+        _, err = proc.communicate(timeout=180)
+        env = marker_env("darwin", "arm64", python)
+        applies = all(r.marker.evaluate(env) for r in metal_extra())
+        assert (proc.returncode == 0) is applies, (python, err[-500:])
+        if not applies:
+            assert "No matching distribution" in err, (python, err[-500:])
 
 
 def make(tmp_path: Path, *args: str, dry: bool = True, **env: str) -> subprocess.CompletedProcess:

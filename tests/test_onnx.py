@@ -145,7 +145,7 @@ def _canonical(spec):
     return args
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(chains(), st.integers(0, 2**16))
 def test_export_import_round_trip_is_exact_for_any_chain(builder, seed):
     model = builder.compile("float32", seed=seed)
