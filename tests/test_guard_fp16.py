@@ -161,7 +161,7 @@ def check(exponent: int, bad: int, clean_first: bool, batchnorm: bool, layout: s
 #: Hypothesis phases: a failing case is reported as drawn (shrinking it retrains for minutes).
 NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate)
 #: Cases per backend: PyTorch's eager steps are cheap, compiling backends' less so.
-EXAMPLES = {"tensorflow": 3, "jax": 2, "torch": 6}
+EXAMPLES = {"tensorflow": 2, "jax": 2, "torch": 4}
 
 
 @pytest.fixture(scope="module", autouse=True)
