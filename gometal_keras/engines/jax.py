@@ -174,6 +174,8 @@ class JaxEngine(Engine):
 
     name = "jax"
     program_class = JaxProgram
+    #: ``memory_stats()["peak_bytes_in_use"]`` is the process' peak: JAX cannot reset it.
+    resets_peak_memory = False
 
     def __init__(self) -> None:
         self._device = jax.devices()[0]
