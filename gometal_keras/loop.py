@@ -153,7 +153,13 @@ class TrainingLoop:
             )
         steps = min(s for s in (known, limit) if s is not None) if known or limit else None
         return StreamedData(
-            source, check, check_labels, self.batch_size, steps, limit, self.plan,
+            source,
+            check,
+            check_labels,
+            self.batch_size,
+            steps,
+            limit,
+            self.plan,
             labels_checked=labels is not None,
         )
 
@@ -221,7 +227,7 @@ class TrainingLoop:
             for staged in prefetch:
                 values = None
                 if staged.full and self.plan.loop is not Loop.STEP:
-                    values = self.program.epoch(staged.xs, staged.ys, going)
+                    values = self.program.epoch(staged.xs, staged.ys, going, read_late=True)
                     going = still_going(values) if self.plan.guard else going
                 stopped = pending is not None and self._read(parts, pending, prefetch)
                 pending = values
@@ -236,6 +242,7 @@ class TrainingLoop:
             if pending is not None:
                 self._read(parts, pending, prefetch)
         finally:
+            self.program.settle()  # calls not read (the epoch stopped, or raised)
             prefetch.close()
         if self._ahead is not None and self._ahead[2] is not prefetch:
             self._ahead[2].release(SLOTS - 1)  # this epoch's stages are off the device
@@ -262,7 +269,7 @@ class TrainingLoop:
 
     def _read(self, parts: list[np.ndarray], values: Any, prefetch: Prefetcher) -> bool:
         """Add a stage's values to `parts` and free its slot; True when the guard stopped."""
-        parts.append(_host(values))
+        parts.append(_host(self.program.confirm(values)))
         prefetch.release()
         return self.plan.guard and not np.isfinite(parts[-1][:, 0]).all()
 

@@ -65,8 +65,15 @@ class FaultyProgram(Program):
     def step(self, x: Any, y: Any) -> Any:
         return self.engine.call(self.plan, "step", lambda: self.inner.step(x, y))
 
-    def epoch(self, xs: Any, ys: Any, going: Any = True) -> Any:
-        return self.engine.call(self.plan, "epoch", lambda: self.inner.epoch(xs, ys, going))
+    def epoch(self, xs: Any, ys: Any, going: Any = True, read_late: bool = False) -> Any:
+        run = lambda: self.inner.epoch(xs, ys, going, read_late)  # noqa: E731
+        return self.engine.call(self.plan, "epoch", run)
+
+    def confirm(self, values: Any) -> Any:
+        return self.inner.confirm(values)
+
+    def settle(self) -> None:
+        self.inner.settle()
 
 
 class FaultyEngine(Engine):

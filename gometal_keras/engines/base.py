@@ -89,7 +89,7 @@ class Program(abc.ABC):
         """
 
     @abc.abstractmethod
-    def epoch(self, xs: Any, ys: Any, going: Any = True) -> Any:
+    def epoch(self, xs: Any, ys: Any, going: Any = True, read_late: bool = False) -> Any:
         """Run one step per leading index of `xs`/`ys` as one device program.
 
         Args:
@@ -98,10 +98,25 @@ class Program(abc.ABC):
             going: Under a guarded plan, whether the epoch this call continues is still
                 going (`guard.still_going` of the call before, a device boolean): when
                 False no step of this call is committed. Ignored without the guard.
+            read_late: The caller reads the values only after dispatching its next call,
+                so the call must not wait for the device: it passes them through
+                `confirm` before reading them, and calls `settle` when the epoch ends.
 
         Returns:
             The per-step values, shape ``(steps, Objective.width)``, as a device tensor.
         """
+
+    def confirm(self, values: Any) -> Any:
+        """The values to read for a call made with ``read_late`` (the calls in order).
+
+        A program that checks such a call only when it is read (JAX's optimistic epoch)
+        may run it again here and return the new values; by default they are `values`.
+        """
+        return values
+
+    def settle(self) -> None:
+        """Settle every ``read_late`` call not confirmed (the epoch ended or stopped)."""
+        return None
 
 
 class Engine(abc.ABC):

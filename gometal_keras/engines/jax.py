@@ -11,7 +11,8 @@ import numpy as np
 
 from gometal_keras import guard, pixels
 from gometal_keras.engines.base import Engine, Objective, Placement, Program, host_free_memory_bytes
-from gometal_keras.engines.placement import rebuilt_in
+from gometal_keras.engines.jax_parallel import JaxDataParallel
+from gometal_keras.engines.late_checks import LateCall, LateChecks
 from gometal_keras.precision import DeviceInfo, cpu_device
 
 
@@ -19,8 +20,9 @@ class JaxProgram(Program):
     """Step and epoch compiled by `jax.jit`; the model's state lives on the device.
 
     Both take the model's variable values and return new ones (nothing is donated: an
-    interrupted call must leave the model its last weights), and write them back, so the
-    Keras model always holds the current weights.
+    interrupted call must leave the model its last weights, and a guarded epoch that a
+    check stops runs again from them), and write them back, so the Keras model always
+    holds the current weights.
     """
 
     def _compile(
@@ -60,7 +62,9 @@ class JaxProgram(Program):
             # H200: bench/RESULTS.md, session 7).
             return jax.tree.map(lambda n, o: jnp.where(keep_new, n, o), new, old)
 
-        def train_step(carry, batch):
+        def train_step(carry, batch, optimistic=False):
+            # `optimistic`: commit every update, and carry instead whether each step so far
+            # passed the checks that need no pass over the new weights (see `train_epoch`).
             (trainable, non_trainable, opt_vars), ok = carry
             (_, (values, new_non_trainable)), grads = grad_fn(
                 trainable, non_trainable, opt_vars, *batch
@@ -71,15 +75,25 @@ class JaxProgram(Program):
                 # off the scale); an update that is not finite with finite gradients is
                 # a divergence: not committed, and no later step is (`guard.scaled_verdict`).
                 loss_ok, grads_ok = jnp.isfinite(values[0]), guard.all_finite(grads)
-                keep_update, keep_forward, ok = guard.scaled_verdict(
-                    ok, loss_ok, grads_ok, [*new_trainable, *new_opt]
+                written = [] if optimistic else [*new_trainable, *new_opt]
+                keep_update, keep_forward, going = guard.scaled_verdict(
+                    ok, loss_ok, grads_ok, written
                 )
+                new_non_trainable = select(keep_forward, new_non_trainable, non_trainable)
+                if optimistic:
+                    new = (new_trainable, new_non_trainable, new_opt)
+                    return (new, keep_update & going), values
                 new_trainable, new_opt = select(
                     keep_update, (new_trainable, new_opt), (trainable, opt_vars)
                 )
-                new_non_trainable = select(keep_forward, new_non_trainable, non_trainable)
                 new = (new_trainable, new_non_trainable, new_opt)
-                return (new, ok), guard.scaled_reported(values, ok)
+                return (new, going), guard.scaled_reported(values, going)
+            new = (new_trainable, new_non_trainable, new_opt)
+            if optimistic:
+                # Not the gradients either: a non-finite gradient makes the update, so the
+                # weights or optimizer values, non-finite too.
+                step_ok = jnp.isfinite(values[0]) & guard.all_finite(new_non_trainable)
+                return (new, ok & step_ok), values
             update_ok = guard.all_finite([values[0], *grads])
             if not plan.guard:
                 # Without the guard and a loss scaler, the update is applied; the forward
@@ -87,22 +101,44 @@ class JaxProgram(Program):
                 new_non_trainable = select(update_ok, new_non_trainable, non_trainable)
                 return ((new_trainable, new_non_trainable, new_opt), ok), values
             # A guarded step is committed only when everything it writes is finite.
-            ok = ok & update_ok & guard.all_finite([*new_trainable, *new_opt])
-            new = (new_trainable, new_non_trainable, new_opt)
+            ok = ok & update_ok & guard.all_finite([*new_trainable, *new_non_trainable, *new_opt])
             state = select(ok, new, (trainable, non_trainable, opt_vars))
             return (state, ok), guard.reported(values, ok)
 
-        def train_epoch(state, xs, ys, going):
+        def plain_epoch(state, xs, ys, going):
             (state, going), values = jax.lax.scan(train_step, (state, going), (xs, ys))
             return state, values, going
+
+        def optimistic_epoch(state, xs, ys, going):
+            # Checking every new weight and optimizer value each step is a pass over all
+            # of them: about 0.12 ms a step on the wide MLP on an H200 (bench/RESULTS.md).
+            # So the call first runs with every update committed, checking each step's
+            # loss and forward-pass state (BatchNorm statistics: small), and the weights
+            # and optimizer values once, at the end. A value the optimizer wrote that was
+            # not finite stays not finite in later steps (an update is arithmetic on the
+            # value before it, and NaN and infinity absorb), so the end check sees it.
+            # When a check fails (rare), the call keeps its first state and reports no
+            # step committed; `epoch` runs it again, each step guarded (a `lax.cond` doing
+            # that here cost about 0.7 ms a call on an H200), or `LateChecks` does.
+            def optimistic(carry, batch):
+                return train_step(carry, batch, optimistic=True)
+
+            (new, all_ok), values = jax.lax.scan(optimistic, (state, jnp.bool_(True)), (xs, ys))
+            committed = going & all_ok & guard.all_finite([*new[0], *new[2]])
+            report = guard.scaled_reported if scaled else guard.reported
+            values = jax.vmap(report, in_axes=(0, None))(values, committed)
+            return select(committed, new, state), values, committed
 
         def one_step(state, x, y, going):
             (state, going), values = train_step((state, going), (x, y))
             return state, values, going
 
+        self._checked = plan.guard or scaled  # calls that can run optimistically
         wrap = jax.jit if plan.xla else (lambda f: f)
-        self._step, self._epoch = wrap(one_step), wrap(train_epoch)
+        self._step, self._epoch = wrap(one_step), wrap(plain_epoch)
+        self._optimistic_epoch = wrap(optimistic_epoch)
         self._latch = guard.EpochLatch(optimizer) if scaled else None
+        self._late = LateChecks(self._again, self._hold)
 
     def _state(self) -> tuple[list, list, list]:
         m, o = self._model, self._optimizer
@@ -136,37 +172,38 @@ class JaxProgram(Program):
         self._hold(going)
         return values
 
-    def epoch(self, xs: Any, ys: Any, going: Any = True) -> Any:
-        state, values, going = self._epoch(self._state(), xs, ys, self._start(going))
-        self._write_back(state)
-        self._hold(going)
+    def epoch(self, xs: Any, ys: Any, going: Any = True, read_late: bool = False) -> Any:
+        first, going = self._state(), self._start(going)
+        if not self._checked:
+            values, after = self._again(xs, ys, going)
+            self._hold(after)
+            return values
+        # Optimistic (see `optimistic_epoch`): its flag is read here, with the values, or
+        # when they are read (`confirm`), so that the device runs the calls back to back.
+        state, values, committed = self._optimistic_epoch(first, xs, ys, going)
+        self._write_back(state)  # while the device runs
+        self._hold(committed)
+        if read_late:
+            self._late.add(LateCall(values, xs, ys, going, committed))
+            return values
+        values.copy_to_host_async()  # one wait for both
+        if bool(committed):
+            return values
+        values, after = self._again(xs, ys, going)  # the first state: nothing committed
+        self._hold(after)
         return values
 
+    def _again(self, xs: Any, ys: Any, going: Any) -> tuple[Any, Any]:
+        """The batches from the current state, each step checked; the state written back."""
+        state, values, after = self._epoch(self._state(), xs, ys, going)
+        self._write_back(state)
+        return values, after
 
-class JaxDataParallel(Placement):
-    """Variables replicated over a `keras.distribution.DataParallel` mesh, batches split.
+    def confirm(self, values: Any) -> Any:
+        return self._late.confirm(values)
 
-    XLA partitions the compiled epoch over the mesh and all-reduces the gradients.
-    """
-
-    def __init__(self, engine: Engine, distribution: Any):
-        super().__init__(engine)
-        self.distribution = distribution
-        mesh = distribution.device_mesh
-        self.replicas = int(np.prod(mesh.shape))
-        self.description = f"data parallel over {self.replicas} devices (keras.distribution)"
-
-    def scope(self) -> Any:
-        return self.distribution.scope()
-
-    def adopt(self, model: keras.Model) -> keras.Model:
-        return rebuilt_in(self, model)  # variables laid out over the mesh in the scope
-
-    def put(self, array: np.ndarray, batch_axis: int = 0) -> Any:
-        axes: list[str | None] = [None] * array.ndim
-        axes[batch_axis] = self.distribution.batch_dim_name
-        layout = keras.distribution.TensorLayout(axes, self.distribution.device_mesh)
-        return keras.distribution.distribute_tensor(array, layout)
+    def settle(self) -> None:
+        self._late.settle()
 
 
 class JaxEngine(Engine):

@@ -154,7 +154,7 @@ class TensorFlowProgram(Program):
             self._hold(going)
             return values
 
-    def epoch(self, xs: Any, ys: Any, going: Any = True) -> Any:
+    def epoch(self, xs: Any, ys: Any, going: Any = True, read_late: bool = False) -> Any:
         with self._where() if self._where else contextlib.nullcontext():
             values, going = self._epoch(xs, ys, self._going(going))
             self._hold(going)

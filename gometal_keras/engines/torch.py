@@ -115,7 +115,7 @@ class TorchProgram(Program):
         self._hold(ok)
         return values
 
-    def epoch(self, xs: Any, ys: Any, going: Any = True) -> Any:
+    def epoch(self, xs: Any, ys: Any, going: Any = True, read_late: bool = False) -> Any:
         ok, rows = self._start(going), []
         for i in range(xs.shape[0]):
             values, ok = self._train_step(xs[i], ys[i], ok)

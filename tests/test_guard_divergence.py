@@ -1,17 +1,22 @@
-"""mixed_float16: an update that overflows with finite gradients stops `fit` like the guard.
+"""An update that overflows with finite gradients stops `fit` with the last good state.
 
-Keras' `LossScaleOptimizer` skips a step whose (scaled) gradients are not finite and backs
-off the scale. A step whose loss and gradients are finite but whose update is not (a
-learning rate that overflows float32) is a divergence that backing off the scale cannot
-fix: it must never reach the weights, no later step of its epoch may commit, and `fit`
-raises `FloatingPointError` naming the epoch and the step, the model holding exactly the
-state of the last committed step (before the fix the update was applied: infinite weights,
+Under float32 the non-finite guard rejects a step whose new weights are not finite; on
+JAX a whole-epoch call first runs with every update committed, checks the weights at its
+end, and only when a check fails runs again from its first state, each step guarded: both
+routes are drawn here. Under mixed_float16, Keras' `LossScaleOptimizer` skips a step
+whose (scaled) gradients are not finite and backs off the scale; a step whose loss and
+gradients are finite but whose update is not (a learning rate that overflows float32) is
+a divergence that backing off the scale cannot fix. Either way the update must never
+reach the weights, no later step of its epoch may commit, and `fit` raises
+`FloatingPointError` naming the epoch and the step, the model holding exactly the state
+of the last committed step (before the fix, fp16 applied the update: infinite weights,
 every later step skipped, and `fit` returned normally).
 
 The input class, drawn by hypothesis: the learning rate (1e23 to 1e36: each step's update
 overflows float32 once its gradient is large), the step whose batch makes the gradient
 large, a clean epoch before or not, a model with or without BatchNorm, the loop layout
-(whole epoch per call, one call per step, epoch in chunks, streamed) and XLA. The oracle
+(whole epoch per call, one call per step, epoch in chunks, streamed), XLA, and the
+precision (mixed_float16, or float32 under the guard). The oracle
 is a trainer with the same seed that only saw the batches before the bad one: the model
 and optimizer variables must equal its own bit for bit, all finite; and the next epoch
 trains again. TensorFlow runs in this process; JAX and PyTorch each run a few cases in one
@@ -34,7 +39,7 @@ import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from gometal_keras import decision_cache
+from gometal_keras import decision_cache, streaming
 from gometal_keras import loop as loop_module
 from gometal_keras.builder import ModelBuilder
 from gometal_keras.config import TrainerConfig
@@ -43,7 +48,7 @@ from gometal_keras.trainer import Trainer
 FEATURES, BATCH, STEPS = 4, 8, 5
 LAYOUTS = ("fused", "step", "chunked", "stream")
 #: One draw of the input class: learning-rate exponent, bad step, clean epoch first,
-#: BatchNorm, loop layout, XLA.
+#: BatchNorm, loop layout, XLA, precision.
 CASES = st.tuples(
     st.integers(23, 36),
     st.integers(0, STEPS - 1),
@@ -51,17 +56,18 @@ CASES = st.tuples(
     st.booleans(),
     st.sampled_from(LAYOUTS),
     st.booleans(),
+    st.sampled_from(["mixed_float16", "float32"]),
 )
 
 
-def make(exponent: int, batchnorm: bool, layout: str, xla: bool) -> Trainer:
+def make(exponent: int, batchnorm: bool, layout: str, xla: bool, precision: str) -> Trainer:
     b = ModelBuilder([BATCH, FEATURES])
     if batchnorm:
         b.add_batchnorm(affine=False)  # its statistics move; no float16 weights to update
     b.add_dense(1, use_bias=False)  # the last layer: float32 weights and gradients
     cfg = TrainerConfig(
         batch_size=BATCH,
-        precision="mixed_float16",
+        precision=precision,
         jit_compile=xla and keras.backend.backend() != "torch",
         loop="step" if layout == "step" else "fused",
         seed=5,
@@ -102,8 +108,9 @@ def batches(exponent: int, bad: int | None, batchnorm: bool, seed: int) -> list[
 def fit(t: Trainer, data: list[tuple], layout: str) -> None:
     if not data:
         return
-    if layout == "stream":  # a list of (x, y) batches is streamed, in two calls or more
-        t.fit(data, epochs=1)
+    if layout == "stream":  # a list of (x, y) batches is streamed, two batches a call
+        with mock.patch.object(streaming, "STAGE_BATCHES", 2):
+            t.fit(data, epochs=1)
         return
     x, y = np.concatenate([b[0] for b in data]), np.concatenate([b[1] for b in data])
     share = 1e-12 if layout == "chunked" else loop_module.DEVICE_SHARE  # a batch a call
@@ -116,11 +123,21 @@ def state(t: Trainer) -> list[np.ndarray]:
     return [np.array(keras.ops.convert_to_numpy(v)) for v in variables]
 
 
-def check(exponent: int, bad: int, clean_first: bool, batchnorm: bool, layout: str, xla: bool):
+def check(
+    exponent: int,
+    bad: int,
+    clean_first: bool,
+    batchnorm: bool,
+    layout: str,
+    xla: bool,
+    precision: str,
+):
     """One case; returns None, or what went wrong (a string: subprocesses report it)."""
     clean = batches(exponent, None, batchnorm, seed=1)
     data = batches(exponent, bad, batchnorm, seed=2)
-    t, ref = make(exponent, batchnorm, layout, xla), make(exponent, batchnorm, layout, xla)
+    t, ref = (make(exponent, batchnorm, layout, xla, precision) for _ in range(2))
+    # The loss scaler's divergence is "not applied"; the float32 guard's stop "skipped".
+    said_how = "not applied" if precision == "mixed_float16" else "skipped"
     if clean_first:
         fit(t, clean, layout)
         fit(ref, clean, layout)
@@ -130,7 +147,7 @@ def check(exponent: int, bad: int, clean_first: bool, batchnorm: bool, layout: s
         return "fit returned normally"
     except FloatingPointError as err:
         said = str(err)
-    if not re.search(rf"epoch {epoch}, step {bad + 1}\b", said) or "not applied" not in said:
+    if not re.search(rf"epoch {epoch}, step {bad + 1}\b", said) or said_how not in said:
         return f"message: {said}"
     fit(ref, data[:bad], layout)  # the oracle saw only the batches before the bad one
     got = state(t)
@@ -144,7 +161,7 @@ def check(exponent: int, bad: int, clean_first: bool, batchnorm: bool, layout: s
             t.train_batch(*data[bad])
             return "train_batch returned normally after a diverging update"
         except FloatingPointError as err:
-            if "not applied" not in str(err):
+            if said_how not in str(err):
                 return f"train_batch message: {err}"
         if not all(np.array_equal(a, b) for a, b in zip(got, state(t), strict=True)):
             return "train_batch applied a diverging update"
@@ -188,7 +205,7 @@ SCRIPT = """
 import json, sys, traceback
 sys.path.insert(0, {tests!r})
 from hypothesis import given, settings
-import test_guard_fp16 as m
+import test_guard_divergence as m
 
 failures = []
 
