@@ -38,6 +38,12 @@ def reference_epoch(cfg, precision: str, x, y, seed: int):
     return run
 
 
+def spread(ratios: list[float]) -> str:
+    """The median ratio and its 10th-90th percentile over rounds, as printed."""
+    q = statistics.quantiles(ratios, n=10)
+    return f"{statistics.median(ratios):.3f} ({q[0]:.3f}-{q[-1]:.3f})"
+
+
 def timed(run) -> float:
     start = time.perf_counter()
     run()
@@ -68,11 +74,10 @@ def main() -> None:
                 t1, t2 = timed(first), timed(second)
                 ta, tb = (t1, t2) if i % 2 == 0 else (t2, t1)
                 a.append(ta), b.append(tb), ratios.append(ta / tb)
-            q = statistics.quantiles(ratios, n=10)
             print(
                 f"{name:6s} {precision:15s} {statistics.median(a) / data.steps * 1e3:15.4f}"
                 f" {statistics.median(b) / data.steps * 1e3:18.4f}"
-                f"  {statistics.median(ratios):.3f} ({q[0]:.3f}-{q[-1]:.3f})  {trainer.plan.label()}",
+                f"  {spread(ratios)}  {trainer.plan.label()}",
                 flush=True,
             )
 
