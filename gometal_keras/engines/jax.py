@@ -64,7 +64,7 @@ class JaxProgram(Program):
 
         def train_step(carry, batch, optimistic=False):
             # `optimistic`: commit every update, and carry instead whether each step so far
-            # passed the checks that need no pass over the new weights (see `train_epoch`).
+            # passed the checks that need no pass over the new weights (`optimistic_epoch`).
             (trainable, non_trainable, opt_vars), ok = carry
             (_, (values, new_non_trainable)), grads = grad_fn(
                 trainable, non_trainable, opt_vars, *batch
@@ -173,11 +173,12 @@ class JaxProgram(Program):
         return values
 
     def epoch(self, xs: Any, ys: Any, going: Any = True, read_late: bool = False) -> Any:
-        first, going = self._state(), self._start(going)
+        going = self._start(going)
         if not self._checked:
             values, after = self._again(xs, ys, going)
             self._hold(after)
             return values
+        first = self._state()
         # Optimistic (see `optimistic_epoch`): its flag is read here, with the values, or
         # when they are read (`confirm`), so that the device runs the calls back to back.
         state, values, committed = self._optimistic_epoch(first, xs, ys, going)
