@@ -133,7 +133,9 @@ class JaxProgram(Program):
             (state, going), values = train_step((state, going), (x, y))
             return state, values, going
 
-        self._checked = plan.guard or scaled  # calls that can run optimistically
+        # Calls that run optimistically: compiled ones (run eagerly, a call traces its
+        # scan anew, and the optimistic one would only add to that).
+        self._optimistic = (plan.guard or scaled) and plan.xla
         wrap = jax.jit if plan.xla else (lambda f: f)
         self._step, self._epoch = wrap(one_step), wrap(plain_epoch)
         self._optimistic_epoch = wrap(optimistic_epoch)
@@ -174,7 +176,7 @@ class JaxProgram(Program):
 
     def epoch(self, xs: Any, ys: Any, going: Any = True, read_late: bool = False) -> Any:
         going = self._start(going)
-        if not self._checked:
+        if not self._optimistic:
             values, after = self._again(xs, ys, going)
             self._hold(after)
             return values
