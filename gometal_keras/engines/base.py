@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import keras
 import numpy as np
 
+from gometal_keras import guard
 from gometal_keras.engines.placement import Placement
 from gometal_keras.plan import Precision, RunPlan
 from gometal_keras.precision import DeviceInfo
@@ -117,6 +118,18 @@ class Program(abc.ABC):
     def settle(self) -> None:
         """Settle every ``read_late`` call not confirmed (the epoch ended or stopped)."""
         return None
+
+    #: A loss-scaled program's latch, set by `_compile`: its epochs stop at a divergence.
+    _latch: guard.EpochLatch | None = None
+
+    def _held(self) -> Any:
+        """The flag the open epoch's last call ended with (under the latch), or None."""
+        return self._latch.held() if self._latch is not None else None
+
+    def _hold(self, going: Any) -> None:
+        """Keep the flag a call ended with for the epoch's next call (under the latch)."""
+        if self._latch is not None:
+            self._latch.hold(going)
 
 
 class Engine(abc.ABC):

@@ -159,14 +159,10 @@ class JaxProgram(Program):
 
     def _start(self, going: Any) -> Any:
         """The flag a call starts from: under loss scaling, no divergence yet this epoch."""
-        held = self._latch.held() if self._latch else None
+        held = self._held()
         if held is None:
             return self._going if going is True else going
         return held if going is True else jnp.logical_and(held, going)
-
-    def _hold(self, going: Any) -> None:
-        if self._latch:
-            self._latch.hold(going)
 
     def step(self, x: Any, y: Any) -> Any:
         state, values, going = self._step(self._state(), x, y, self._start(True))

@@ -139,14 +139,10 @@ class TensorFlowProgram(Program):
 
     def _going(self, going: Any) -> Any:
         """The flag a call starts from: under loss scaling, no divergence yet this epoch."""
-        held = self._latch.held() if self._latch else None
+        held = self._held()
         if held is None:
             return tf.convert_to_tensor(going, tf.bool)
         return held if going is True else tf.logical_and(held, going)
-
-    def _hold(self, going: Any) -> None:
-        if self._latch:
-            self._latch.hold(going)
 
     def step(self, x: Any, y: Any) -> Any:
         with self._where() if self._where else contextlib.nullcontext():

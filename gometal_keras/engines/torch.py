@@ -103,12 +103,8 @@ class TorchProgram(Program):
 
     def _start(self, going: Any) -> bool:
         """The flag a call starts from: under loss scaling, no divergence yet this epoch."""
-        held = self._latch.held() if self._latch else None
+        held = self._held()
         return bool(going) and (held is None or held)
-
-    def _hold(self, going: bool) -> None:
-        if self._latch:
-            self._latch.hold(going)
 
     def step(self, x: Any, y: Any) -> Any:
         values, ok = self._train_step(x, y, self._start(True))
