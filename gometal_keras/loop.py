@@ -293,4 +293,6 @@ class TrainingLoop:
 
 def _host(values: Any) -> np.ndarray:
     """A device tensor of per-step values as a float64 host array."""
-    return np.asarray(keras.ops.convert_to_numpy(values), dtype=np.float64)
+    if not isinstance(values, np.ndarray):  # read already (`Program.epoch` may)
+        values = keras.ops.convert_to_numpy(values)
+    return np.asarray(values, dtype=np.float64)

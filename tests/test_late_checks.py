@@ -1,9 +1,10 @@
 """`LateChecks`: optimistic calls read one call late end exactly as guarded calls would.
 
 The program here is a model of JAX's optimistic epoch (`engines/jax.py`) over a state
-that is the list of steps applied: a call commits all its steps when it starts going and
-every step passes the cheap check, else none (its values say "not committed", and the
-flag the next call starts from is False); run again, each step is guarded: a good step
+that is the list of steps applied: a call applies all its steps unchecked; it is
+committed when it starts going and every step passes the cheap check, else its values
+say "not committed", the flag the next call starts from is False, and the state it left
+is junk; run again from the state it started from, each step is guarded: a good step
 is applied, a "flaky" one (it fails the cheap check only: under loss scaling, a finite
 gradient with a loss that is not) is skipped and the epoch goes on, a bad one stops it.
 The driver reads each call's values after dispatching the next, as a streamed epoch
@@ -25,24 +26,25 @@ class Program:
     def __init__(self):
         self.state: list[int] = []
         self.latch = True
-        self.late = LateChecks(self.again, self.hold)
+        self.late = LateChecks(self.again, self.hold, lambda values: "stopped" not in values)
         self.counter = 0
 
     def hold(self, after: bool) -> None:
         self.latch = after
 
     def epoch(self, steps: list[tuple[int, str]]) -> list:
-        going = self.latch
+        going, first = self.latch, list(self.state)
         committed = going and all(kind == "ok" for _, kind in steps)
-        if committed:
-            self.state += [i for i, _ in steps]
+        self.state += [i if kind == "ok" else f"junk {i}" for i, kind in steps]
         values = [i for i, _ in steps] if committed else ["stopped"] * len(steps)
         self.hold(committed)
-        self.late.add(LateCall(values, steps, None, going, committed))
+        self.late.add(LateCall(values, steps, None, going, first))
         return values
 
-    def again(self, steps, ys, going):
-        return guarded(self.state, steps, going)
+    def again(self, steps, ys, going, start):
+        self.state[:] = start
+        values, after = guarded(self.state, steps, going)
+        return values, after, list(self.state)
 
 
 def guarded(state: list[int], steps, going: bool) -> tuple[list, bool]:
@@ -91,5 +93,5 @@ def test_calls_read_late_end_as_guarded_calls(kinds):
 
 
 def test_a_call_that_is_not_one_of_them_is_read_as_it_is():
-    late = LateChecks(lambda xs, ys, going: ("again", True), hold=lambda after: None)
+    late = LateChecks(lambda *call: ("again", True, []), lambda after: None, lambda values: True)
     assert late.confirm("other values") == "other values"

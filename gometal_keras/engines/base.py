@@ -104,7 +104,8 @@ class Program(abc.ABC):
                 `confirm` before reading them, and calls `settle` when the epoch ends.
 
         Returns:
-            The per-step values, shape ``(steps, Objective.width)``, as a device tensor.
+            The per-step values, shape ``(steps, Objective.width)``: a device tensor, or a
+            host array where the program has read them already (to check the call).
         """
 
     def confirm(self, values: Any) -> Any:

@@ -1,16 +1,20 @@
-"""Optimistic calls whose values are read one call late, and their reruns when a check fails.
+"""Optimistic calls: their verdict read from their values, and their reruns when it fails.
 
-An optimistic epoch call (JAX's, see `engines.jax`) commits every update and checks the
-weights once, at its end; when a check fails it keeps its first state, reports its steps
-as not committed (so the next call, dispatched before anyone looked, commits nothing
-either), and must be run again with each step checked. A caller that reads each call's
-values only after dispatching the next (a streamed epoch) must not wait for that flag at
-the call, or the device would idle between calls. `LateChecks` keeps the calls not yet
-read, and settles them in order when their values are read (`confirm`) or when the
-epoch ends (`settle`): a call that was committed gives its values; one that was not is
-run again from the program's state, which is then exactly the state before it, and
-gives the rerun's values. After a rerun the calls already dispatched behind it (all
-stopped, since it was not committed) are run again too, from the rerun's state and flag.
+An optimistic epoch call (JAX's, see `engines.jax_program`) commits every update and
+checks the weights once, at its end. Its verdict is all or nothing, and its values carry
+it: a call that was not committed reports every step as not committed (`call_committed`),
+and so does the next call, dispatched before anyone looked (its flag says the epoch stopped).
+Such a call leaves its unchecked state in the model; the program puts back the state
+the call started from and runs it again with each step checked.
+
+A caller that reads each call's values only after dispatching the next (a streamed
+epoch) must not wait for the verdict at the call, or the device would idle between
+calls. `LateChecks` keeps the calls not yet read, and settles them in order when their
+values are read (`confirm`) or when the epoch ends (`settle`): a committed call gives its
+values; the first that was not is run again from the state it started from, and every
+call dispatched behind it (all stopped) again from the state and flag the rerun before it
+ended with (not the model's state: a call dispatched after a rerun, behind a stopped call,
+ran on unchecked).
 """
 
 from __future__ import annotations
@@ -21,47 +25,89 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
+import numpy as np
+
+from gometal_keras import guard
+
+
+def call_committed(values: Any, scaled: bool) -> bool:
+    """On the host: whether an all-or-nothing call committed its steps, from its values.
+
+    A call that commits none of its steps reports every loss as not committed: NaN under
+    the guard (`guard.reported`), `guard.DIVERGED` under loss scaling
+    (`guard.scaled_reported`). A committed guarded call reports finite losses only; a
+    committed loss-scaled one may report any loss (a step the loss scaler skipped), so
+    one whose every loss is `DIVERGED` reads as not committed: running it again, each
+    step checked, then costs time only.
+
+    Args:
+        values: The call's values, ``(steps, width)``, loss in column 0 (any array).
+        scaled: Whether the call ran under loss scaling (else under the guard).
+
+    Returns:
+        True when the call committed its steps.
+
+    Example:
+        >>> call_committed(np.array([[0.5], [0.4]]), scaled=False)
+        True
+        >>> call_committed(np.array([[np.nan], [np.nan]]), scaled=False)
+        False
+        >>> call_committed(np.array([[np.inf], [guard.DIVERGED]]), scaled=True)
+        True
+    """
+    if not isinstance(values, np.ndarray):
+        values = keras.ops.convert_to_numpy(values)
+    losses = values[:, 0]
+    stopped = losses == guard.DIVERGED if scaled else np.isnan(losses)
+    return not stopped.all()
 
 
 @dataclasses.dataclass(frozen=True)
 class LateCall:
-    """One optimistic call: its reported values, its batches, its starting flag, its verdict."""
+    """One optimistic call: its reported values, its batches, its starting flag and state."""
 
     values: Any
     xs: Any
     ys: Any
     going: Any
-    committed: Any
+    first: Any
 
 
 class LateChecks:
     """The optimistic calls of one program not read yet, oldest first.
 
     Args:
-        rerun: ``rerun(xs, ys, going) -> (values, after)``: run the batches again from the
-            program's current state, each step checked, and write the new state back.
+        rerun: ``rerun(xs, ys, going, start) -> (values, after, end)``: run the batches
+            again, each step checked, from the state `start`, write the state it ends
+            with (`end`) back, and return it with the values and the flag.
         hold: ``hold(after)``: keep the flag an epoch goes on with (the program's latch),
             called after a rerun once no later call is waiting.
+        committed: ``committed(values) -> bool``, the host verdict (`call_committed`).
 
     Example:
         >>> runs = []
-        >>> def rerun(xs, ys, going):
-        ...     runs.append(xs)
-        ...     return "rerun values", True
-        >>> late = LateChecks(rerun, hold=lambda after: None)
-        >>> ok, bad = ["ok values"], ["bad values"]  # a call's values, known by identity
-        >>> late.add(LateCall(ok, "a", None, True, True))
-        >>> late.add(LateCall(bad, "b", None, True, False))
+        >>> def rerun(xs, ys, going, start):
+        ...     runs.append((xs, start))
+        ...     return "rerun values", True, "state after b"
+        >>> late = LateChecks(rerun, lambda after: None, lambda values: values[0] != "stop")
+        >>> ok, bad = ["ok values"], ["stop"]  # a call's values, known by identity
+        >>> late.add(LateCall(ok, "a", None, True, "state before a"))
+        >>> late.add(LateCall(bad, "b", None, True, "state before b"))
         >>> late.confirm(ok), late.confirm(bad), runs
-        (['ok values'], 'rerun values', ['b'])
+        (['ok values'], 'rerun values', [('b', 'state before b')])
     """
 
     def __init__(
-        self, rerun: Callable[[Any, Any, Any], tuple[Any, Any]], hold: Callable[[Any], None]
+        self,
+        rerun: Callable[[Any, Any, Any, Any], tuple[Any, Any]],
+        hold: Callable[[Any], None],
+        committed: Callable[[Any], bool],
     ):
-        self._rerun, self._hold = rerun, hold
+        self._rerun, self._hold, self._committed = rerun, hold, committed
         self._calls: collections.deque[LateCall] = collections.deque()
-        self._going: Any = None  # the flag after the last rerun, while calls wait behind it
+        # The flag and state the last rerun ended with, while stopped calls wait behind it.
+        self._going: Any = None
+        self._end: Any = None
 
     def add(self, call: LateCall) -> None:
         """Keep `call`, just dispatched, until its values are read."""
@@ -85,20 +131,19 @@ class LateChecks:
         """Settle every call not read yet (the epoch ended or stopped); start afresh."""
         while self._calls:
             self._settle(self._calls.popleft())
-        self._going = None
+        self._going = self._end = None
 
     def _settle(self, call: LateCall) -> Any:
-        if self._going is None and _true(call.committed):
-            return call.values
-        # Not committed: nothing after it was either, so the program holds the state the
-        # call started from. Its flag: the one it had, or the last rerun's.
-        going = call.going if self._going is None else self._going
-        values, self._going = self._rerun(call.xs, call.ys, going)
+        if self._going is None:
+            if self._committed(call.values):
+                return call.values
+            # The first call not committed: every call behind it ran on from its
+            # unchecked state; it runs again from the state it started from.
+            rerun = self._rerun(call.xs, call.ys, call.going, call.first)
+        else:  # stopped behind a rerun: on from the rerun's state and flag
+            rerun = self._rerun(call.xs, call.ys, self._going, self._end)
+        values, self._going, self._end = rerun
         if not self._calls:
             self._hold(self._going)  # no stopped call waits behind it any more
-            self._going = None
+            self._going = self._end = None
         return values
-
-
-def _true(flag: Any) -> bool:
-    return bool(keras.ops.convert_to_numpy(flag))
