@@ -10,7 +10,7 @@ each a Trainer built with it, timed epoch by epoch in rounds with the reference 
 - ``tree``: the program in this tree (optimistic: cheap checks each step, the weights and
   optimizer values checked once at the end of the call, which keeps its first state
   when a check fails and is run again guarded);
-- ``noguard``: this tree's program with the guard off (float32, bfloat16): the floor.
+- ``noguard``: this tree's program with the guard off (float32, bfloat16): the floor;
 
 Session 8 also timed, on intermediate trees patched by earlier versions of this script,
 the rerun chosen on the device by a `lax.cond`, on the host before the write-back, and
@@ -32,23 +32,30 @@ from interleave_jax import reference_epoch, spread, timed
 
 from gometal_keras import Trainer, TrainerConfig, engines
 from gometal_keras.bench import configs, runners
-from gometal_keras.engines import jax as tree_module
+from gometal_keras.engines import jax_program as tree_module
 
 
 def module_from(source: str, name: str) -> types.ModuleType:
-    module = types.ModuleType(name)
+    module = sys.modules[name] = types.ModuleType(name)  # dataclasses look it up
     exec(compile(source, name, "exec"), module.__dict__)
     return module
 
 
-def programs(head: str) -> dict[str, type]:
+def source(head: str, path: str) -> str:
     if head.endswith(".py"):  # a copy of the file (where there is no git history)
         with open(head) as f:
-            old = f.read()
-    else:
-        old = subprocess.run(
-            ["git", "show", f"{head}:gometal_keras/engines/jax.py"], capture_output=True, text=True
-        ).stdout
+            return f.read()
+    return subprocess.run(
+        ["git", "show", f"{head}:gometal_keras/{path}"], capture_output=True, text=True
+    ).stdout
+
+
+def programs(head: str, head_late: str) -> dict[str, type]:
+    old = source(head, "engines/jax.py")
+    if head_late:  # the head's own late_checks module (its interface changed since)
+        module_from(source(head_late, "engines/late_checks.py"), "head_late_checks")
+        old = old.replace("gometal_keras.engines.late_checks", "head_late_checks")
+
     class NoGuard(tree_module.JaxProgram):
         def __init__(self, model, objective, optimizer, plan, placement):
             plan = dataclasses.replace(plan, guard=False)
@@ -67,9 +74,11 @@ def main() -> None:
     parser.add_argument("--precisions", default="float32,mixed_float16,mixed_bfloat16")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--head", default="HEAD")
+    parser.add_argument("--head-late", default="", help="the head's engines/late_checks.py")
     parser.add_argument("--variants", default="head,tree,noguard")
     args = parser.parse_args()
-    variants = {k: v for k, v in programs(args.head).items() if k in args.variants.split(",")}
+    made = programs(args.head, args.head_late)
+    variants = {k: v for k, v in made.items() if k in args.variants.split(",")}
     engine_class = type(engines.current())
     print("config precision       variant  ms/step  / reference (median of rounds, p10-p90)")
     for name in args.configs:

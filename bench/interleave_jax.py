@@ -10,6 +10,7 @@ median ratio and its spread over rounds are printed. Run from the project root:
 """
 
 import argparse
+import dataclasses
 import statistics
 import time
 
@@ -17,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gometal_keras import Trainer, TrainerConfig
+from gometal_keras import Trainer, TrainerConfig, engines
 from gometal_keras.bench import configs, reference, runners
 
 
@@ -38,6 +39,25 @@ def reference_epoch(cfg, precision: str, x, y, seed: int):
     return run
 
 
+def fused_trainer(cfg, precision: str, program: type | None = None):
+    """A Trainer on the config's bench data, whole-epoch loop, and its arranged data.
+
+    `program`: a `JaxProgram` subclass to build it with (a diagnostic's), else the engine's.
+    """
+    x, y = runners.bench_data(cfg, 42)
+    engine_class = type(engines.current())
+    default, engine_class.program_class = (
+        engine_class.program_class,
+        program or engine_class.program_class,
+    )
+    try:
+        config = TrainerConfig(batch_size=cfg.batch, precision=precision, seed=42, loop="fused")
+        trainer = Trainer(cfg.builder(), config)
+    finally:
+        engine_class.program_class = default
+    return trainer, trainer.arrange(x, y)
+
+
 def spread(ratios: list[float]) -> str:
     """The median ratio and its 10th-90th percentile over rounds, as printed."""
     q = statistics.quantiles(ratios, n=10)
@@ -55,10 +75,13 @@ def main() -> None:
     parser.add_argument("configs", nargs="+")
     parser.add_argument("--precisions", default="float32,mixed_float16,mixed_bfloat16")
     parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=0, help="steps an epoch (0: the config's)")
     args = parser.parse_args()
     print("config precision        trainer ms/step  reference ms/step  ratio (median, p10-p90)")
     for name in args.configs:
         cfg = configs.configs()[name]
+        if args.steps:
+            cfg = dataclasses.replace(cfg, steps=args.steps)
         x, y = runners.bench_data(cfg, 42)
         for precision in args.precisions.split(","):
             config = TrainerConfig(batch_size=cfg.batch, precision=precision, seed=42)
