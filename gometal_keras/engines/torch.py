@@ -24,7 +24,8 @@ class TorchProgram(Program):
 
     The non-finite guard reads on the host whether each step's loss and gradients, then its
     new weights, are finite (PyTorch decides in Python whether to keep an update), so a
-    guarded epoch waits for the device twice a step; a loss-scaled one, once.
+    guarded step waits for the device twice; a loss-scaled one, once. A guarded epoch call
+    first runs optimistically, waiting once (`_optimistic_epoch`).
     """
 
     def _compile(
@@ -37,22 +38,28 @@ class TorchProgram(Program):
         self._scaled = self.plan.loss_scaling is not None and not self.plan.guard
         self._latch = guard.EpochLatch(optimizer) if self._scaled else None
 
-    def _train_step(self, x: Any, y: Any, ok: bool) -> tuple[Any, bool]:
-        model, optimizer, variables = self._model, self._optimizer, self._vars
-        guard_on = self.plan.guard
-        # The forward pass updates BatchNorm statistics and random-generator state: keep a
-        # copy, to put back if this step's loss is not finite.
-        saved = [v.value.detach().clone() for v in model.non_trainable_variables]
+    def _gradients(self, x: Any, y: Any) -> tuple[Any, list]:
+        """One batch's forward and backward pass: the step's values and the gradients."""
+        model, variables = self._model, self._vars
         y_pred = model(pixels.to_model_input(x), training=True)
         loss = self._objective.loss(y, y_pred)
         if model.losses:
             loss = loss + sum(model.losses)
         for v in variables:
             v.value.grad = None
-        optimizer.scale_loss(loss).backward()
+        self._optimizer.scale_loss(loss).backward()
         with torch.no_grad():
             values = torch.stack([loss.detach().float(), *self._objective.metrics(y, y_pred)])
-            grads = [v.value.grad for v in variables]
+        return values, [v.value.grad for v in variables]
+
+    def _train_step(self, x: Any, y: Any, ok: bool) -> tuple[Any, bool]:
+        model, optimizer, variables = self._model, self._optimizer, self._vars
+        guard_on = self.plan.guard
+        # The forward pass updates BatchNorm statistics and random-generator state: keep a
+        # copy, to put back if this step's loss is not finite.
+        saved = [v.value.detach().clone() for v in model.non_trainable_variables]
+        values, grads = self._gradients(x, y)
+        with torch.no_grad():
             if self._scaled:
                 return self._scaled_update(values, grads, saved, ok)
             update_ok = bool(guard.all_finite([values[0], *grads]))  # one wait a step
@@ -113,11 +120,48 @@ class TorchProgram(Program):
 
     def epoch(self, xs: Any, ys: Any, going: Any = True, read_late: bool = False) -> Any:
         ok, rows = self._start(going), []
+        if ok and self.plan.guard:
+            values = self._optimistic_epoch(xs, ys)
+            if values is not None:
+                return values
         for i in range(xs.shape[0]):
             values, ok = self._train_step(xs[i], ys[i], ok)
             rows.append(values)
         self._hold(ok)
         return torch.stack(rows)
+
+
+    def _optimistic_epoch(self, xs: Any, ys: Any) -> Any:
+        """The batches with every update applied and one wait, or None with nothing applied.
+
+        As JAX's optimistic call (`engines.jax_program`): each step's loss and forward-pass
+        state are checked on the device, the weights and optimizer values once, at the
+        end (a non-finite value an update wrote stays non-finite); the call waits for the
+        device once instead of twice a step, and copies the state once instead of each
+        step. When a check fails (or the call is interrupted) every variable is put back,
+        and None tells `epoch` to run the batches again, each step guarded.
+        """
+        model, optimizer = self._model, self._optimizer
+        state = [*model.variables, *optimizer.variables]
+        first = [v.value.detach().clone() for v in state]
+        try:
+            ok, rows = torch.ones((), dtype=torch.bool, device=xs.device), []
+            for i in range(xs.shape[0]):
+                values, grads = self._gradients(xs[i], ys[i])
+                with torch.no_grad():
+                    optimizer.apply(grads, self._vars)
+                    ok = ok & torch.isfinite(values[0])
+                    ok = ok & guard.all_finite(model.non_trainable_variables)
+                rows.append(values)
+            with torch.no_grad():
+                ok = ok & guard.all_finite([*self._vars, *optimizer.variables])
+            if bool(ok):  # the one wait
+                return torch.stack(rows)
+        except BaseException:  # e.g. Ctrl-C: the model keeps the state it had
+            _assign(state, first)
+            raise
+        _assign(state, first)
+        return None
 
 
 def _assign(variables: list, values: list) -> None:
