@@ -22,15 +22,17 @@ from gometal_keras import Trainer, TrainerConfig, engines
 from gometal_keras.bench import configs, reference, runners
 
 
-def reference_epoch(cfg, precision: str, x, y, seed: int):
+def reference_epoch(cfg, precision: str, x, y, seed: int, dynamic: bool = False):
     builder = cfg.builder()
     params = jax.device_put(reference.init_params(builder, seed))
     zeros = jax.tree.map(jnp.zeros_like, params)
     state = [(params, zeros, zeros, jnp.float32(0), jax.random.key(seed))]
+    if dynamic and precision == "mixed_float16":  # the loss scale and its good-step count
+        state[0] += (jnp.float32(reference.DYNAMIC_START), jnp.int32(0))
     steps = len(x) // cfg.batch
     xs = jax.device_put(x[: steps * cfg.batch].reshape(steps, cfg.batch, *x.shape[1:]))
     ys = jax.device_put(y[: steps * cfg.batch].reshape(steps, cfg.batch))
-    epoch = reference.make_epoch(builder, precision)
+    epoch = reference.make_epoch(builder, precision, dynamic=dynamic)
 
     def run() -> np.ndarray:
         state[0], losses = epoch(state[0], xs, ys)
@@ -76,6 +78,9 @@ def main() -> None:
     parser.add_argument("--precisions", default="float32,mixed_float16,mixed_bfloat16")
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--steps", type=int, default=0, help="steps an epoch (0: the config's)")
+    parser.add_argument(
+        "--dynamic", action="store_true", help="float16: the reference scales the loss dynamically"
+    )
     args = parser.parse_args()
     print("config precision        trainer ms/step  reference ms/step  ratio (median, p10-p90)")
     for name in args.configs:
@@ -88,7 +93,7 @@ def main() -> None:
             trainer = Trainer(cfg.builder(), config)
             data = trainer.arrange(x, y)
             ours = lambda: trainer.train_epoch(data)  # noqa: E731
-            theirs = reference_epoch(cfg, precision, x, y, 42)
+            theirs = reference_epoch(cfg, precision, x, y, 42, args.dynamic)
             for _ in range(3):  # compile and warm up both
                 ours(), theirs()
             a, b, ratios = [], [], []

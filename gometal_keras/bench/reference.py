@@ -18,6 +18,9 @@ from gometal_keras.bench.precisions import compute_dtype, precision_context
 from gometal_keras.builder import ModelBuilder
 
 STATIC_LOSS_SCALE = 1024.0
+#: The dynamic loss scale's start and growth interval (`make_epoch(dynamic=True)`): the
+#: Trainer's defaults (`TrainerConfig.initial_loss_scale`, `loss_scale_growth_interval`).
+DYNAMIC_START, DYNAMIC_GROWTH = 65536.0, 2000
 
 
 def init_params(builder: ModelBuilder, seed: int) -> list[dict[str, Any]]:
@@ -84,15 +87,24 @@ def forward(builder: ModelBuilder, params: list[dict[str, Any]], x: Any, key: An
     return h.astype(jnp.float32)
 
 
-def make_epoch(builder: ModelBuilder, precision: str, lr: float = 1e-3) -> Any:
-    """Return ``epoch(state, xs, ys) -> (state, losses)``, jitted; state = (p, m, v, t, key)."""
+def make_epoch(
+    builder: ModelBuilder, precision: str, lr: float = 1e-3, dynamic: bool = False
+) -> Any:
+    """Return ``epoch(state, xs, ys) -> (state, losses)``, jitted; state = (p, m, v, t, key).
+
+    With `dynamic` (float16 only), the loss scale is dynamic instead of static, as Keras'
+    `LossScaleOptimizer` with the Trainer's defaults does it: a step whose gradients are
+    not all finite is skipped and halves the scale, 2000 finite steps in a row double it;
+    the state then ends with the scale and that count.
+    """
     import jax
     import jax.numpy as jnp
 
     cdt = jnp.dtype(compute_dtype(precision))
-    scale = STATIC_LOSS_SCALE if cdt == jnp.float16 else 1.0
+    dynamic = dynamic and cdt == jnp.float16
+    static = STATIC_LOSS_SCALE if cdt == jnp.float16 and not dynamic else 1.0
 
-    def loss_fn(params, x, y, key):
+    def loss_fn(params, x, y, key, scale):
         logits = forward(builder, params, x, key, cdt)
         logp = jax.nn.log_softmax(logits)
         loss = -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
@@ -100,19 +112,33 @@ def make_epoch(builder: ModelBuilder, precision: str, lr: float = 1e-3) -> Any:
 
     grad_fn = jax.grad(loss_fn, has_aux=True)
 
-    def step(carry, batch):
-        params, m, v, t, key = carry
-        key, sub = jax.random.split(key)
-        grads, loss = grad_fn(params, *batch, sub)
-        t = t + 1
-        grads = jax.tree.map(lambda g: g / scale, grads)
+    def adam(params, m, v, t, grads):
         m = jax.tree.map(lambda m, g: 0.9 * m + 0.1 * g, m, grads)
         v = jax.tree.map(lambda v, g: 0.999 * v + 0.001 * g * g, v, grads)
         c1, c2 = 1 - 0.9**t, 1 - 0.999**t
         params = jax.tree.map(
             lambda p, m, v: p - lr * (m / c1) / (jnp.sqrt(v / c2) + 1e-7), params, m, v
         )
-        return (params, m, v, t, key), loss
+        return params, m, v
+
+    def step(carry, batch):
+        if not dynamic:
+            params, m, v, t, key = carry
+            key, sub = jax.random.split(key)
+            grads, loss = grad_fn(params, *batch, sub, static)
+            grads = jax.tree.map(lambda g: g / static, grads)
+            return (*adam(params, m, v, t + 1, grads), t + 1, key), loss
+        params, m, v, t, key, scale, good = carry
+        key, sub = jax.random.split(key)
+        grads, loss = grad_fn(params, *batch, sub, scale)
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+        grads = jax.tree.map(lambda g: g / scale, grads)
+        new = adam(params, m, v, t + 1, grads)
+        params, m, v = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, (params, m, v))
+        grow = finite & (good == DYNAMIC_GROWTH - 1)
+        scale = jnp.where(finite, jnp.where(grow, scale * 2, scale), scale / 2)
+        good = jnp.where(finite & ~grow, good + 1, 0)
+        return (params, m, v, t + jnp.where(finite, 1, 0), key, scale, good), loss
 
     @jax.jit
     def epoch(state, xs, ys):
