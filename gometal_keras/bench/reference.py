@@ -4,7 +4,9 @@ The same model as a bench config's builder chain, written directly in `jax.numpy
 `jax.jit` program runs a whole epoch as a `lax.scan` over device-resident batches, with a
 hand-written Adam (float32 master weights) and, under mixed precision, float16/bfloat16
 compute with a static loss scale (no overflow check: the cheapest honest loop). It is what
-"a hand-written whole-epoch JAX loop" means in bench/RESULTS.md. JAX backend only.
+"a hand-written whole-epoch JAX loop" means in bench/RESULTS.md. ``make_epoch(dynamic=True)``
+scales the loss dynamically instead, as the Trainer does under mixed_float16: a second
+yardstick, for the work the static loop leaves out. JAX backend only.
 """
 
 from __future__ import annotations
