@@ -130,7 +130,6 @@ class TorchProgram(Program):
         self._hold(ok)
         return torch.stack(rows)
 
-
     def _optimistic_epoch(self, xs: Any, ys: Any) -> Any:
         """The batches with every update applied and one wait, or None with nothing applied.
 
