@@ -34,6 +34,9 @@ class TorchProgram(Program):
         variables = model.trainable_variables
         self._model, self._objective, self._optimizer = model, objective, optimizer
         self._vars = variables
+        # What a forward pass writes that can become non-finite (BatchNorm statistics),
+        # checked each step of an optimistic epoch; fixed once the model is built.
+        self._forward_state = [v for v in model.non_trainable_variables if guard.is_float(v)]
         # Loss scaling without the guard: a divergent update stops the epoch (see below).
         self._scaled = self.plan.loss_scaling is not None and not self.plan.guard
         self._latch = guard.EpochLatch(optimizer) if self._scaled else None
@@ -150,7 +153,8 @@ class TorchProgram(Program):
                 with torch.no_grad():
                     optimizer.apply(grads, self._vars)
                     ok = ok & torch.isfinite(values[0])
-                    ok = ok & guard.all_finite(model.non_trainable_variables)
+                    if self._forward_state:
+                        ok = ok & guard.all_finite(self._forward_state)
                 rows.append(values)
             with torch.no_grad():
                 ok = ok & guard.all_finite([*self._vars, *optimizer.variables])
