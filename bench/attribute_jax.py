@@ -18,7 +18,7 @@ import keras
 
 from gometal_keras import Trainer, TrainerConfig, engines
 from gometal_keras.bench import configs, runners
-from gometal_keras.objectives import make_objective, make_optimizer
+from gometal_keras.engines.objectives import make_objective, make_optimizer
 
 
 def seconds_per_step(program, xs, ys, steps: int, repeats: int = 10) -> float:

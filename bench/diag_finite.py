@@ -7,12 +7,18 @@ the reference, one epoch of each per round in rotating order; ms a step and rati
 reference (medians). A diagnostic for bench/RESULTS.md (session 7); nothing here is used
 by the library.
 """
-import argparse, statistics, sys, time
+import argparse
+import statistics
+import sys
+import time
+
 sys.path.insert(0, "bench")
-from interleave_jax import reference_epoch
 import keras
-from gometal_keras import Trainer, TrainerConfig, guard
+from interleave_jax import reference_epoch
+
+from gometal_keras import Trainer, TrainerConfig
 from gometal_keras.bench import configs, runners
+from gometal_keras.engines import guard
 
 per_value = guard.all_finite
 

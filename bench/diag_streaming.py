@@ -16,8 +16,10 @@ from typing import ClassVar
 import jax
 import numpy as np
 
-from gometal_keras import Trainer, TrainerConfig, loop, prefetch, streaming
+from gometal_keras import Trainer, TrainerConfig
 from gometal_keras.bench.configs import cnn
+from gometal_keras.data import prefetch, streaming
+from gometal_keras.training import loop
 from gometal_keras.vision import DataLoader, ImageFolderDataset
 
 BATCH = 128

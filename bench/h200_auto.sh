@@ -58,7 +58,7 @@ import time
 t0 = time.perf_counter()
 from gometal_keras import Trainer
 from gometal_keras.bench.configs import configs
-from gometal_keras.config import TrainerConfig
+from gometal_keras.core.config import TrainerConfig
 cfg = configs()["seed"]
 t1 = time.perf_counter()
 t = Trainer(cfg.builder(), TrainerConfig(batch_size=cfg.batch, precision="auto", seed=42))

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from interleave_jax import fused_trainer
 
 from gometal_keras.bench import configs, reference
-from gometal_keras.engines.jax_program import JaxProgram
+from gometal_keras.engines.jax.program import JaxProgram
 
 SKIPPED = ("parameter", "get-tuple-element", "tuple", "constant", "bitcast")
 

@@ -18,7 +18,7 @@ import keras
 from interleave_jax import fused_trainer, reference_epoch
 
 from gometal_keras.bench import configs, runners
-from gometal_keras.engines.jax_program import JaxProgram
+from gometal_keras.engines.jax.program import JaxProgram
 
 STAMPS: list[tuple[str, float]] = []
 

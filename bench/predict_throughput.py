@@ -27,8 +27,8 @@ import numpy as np
 
 from gometal_keras import DemoSettings, ModelBuilder, Trainer, TrainerConfig
 from gometal_keras.examples import digits_cnn
-from gometal_keras.examples.mixed_precision_demo import build_model
-from gometal_keras.predictor import Predictor
+from gometal_keras.reporting.demo import build_model
+from gometal_keras.shipping.predictor import Predictor
 
 
 def models() -> dict[str, ModelBuilder]:

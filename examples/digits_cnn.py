@@ -30,9 +30,9 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from gometal_keras import ModelBuilder, Trainer, TrainerConfig, engines
-from gometal_keras.evalplots import plot_report
-from gometal_keras.evaluation import evaluation_report
-from gometal_keras.precision import candidates
+from gometal_keras.planning.candidates import candidates
+from gometal_keras.reporting.evalplots import plot_report
+from gometal_keras.training.evaluation import evaluation_report
 
 BATCH = 32
 

@@ -24,8 +24,8 @@ from sklearn.datasets import load_diabetes
 from sklearn.model_selection import train_test_split
 
 from gometal_keras import ModelBuilder, Trainer, TrainerConfig
-from gometal_keras.evalplots import plot_report
-from gometal_keras.evaluation import regression_report
+from gometal_keras.reporting.evalplots import plot_report
+from gometal_keras.training.evaluation import regression_report
 
 BATCH = 32
 

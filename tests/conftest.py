@@ -52,6 +52,6 @@ def _decision_cache(tmp_path_factory, monkeypatch):
     the home folder, and a test that expects trials would find a decision an earlier test
     stored (an order-dependent suite). Subprocesses inherit the variable.
     """
-    from gometal_keras.decision_cache import ENV
+    from gometal_keras.planning.decision_cache import ENV
 
     monkeypatch.setenv(ENV, str(tmp_path_factory.mktemp("decision-cache")))

@@ -22,10 +22,10 @@ import numpy as np
 import tensorflow as tf
 
 from gometal_keras import engines
+from gometal_keras.core.device import DeviceInfo
+from gometal_keras.core.plan import RunPlan
 from gometal_keras.engines.base import Engine, Placement, Program
 from gometal_keras.engines.tensorflow import CPUPlacement
-from gometal_keras.plan import RunPlan
-from gometal_keras.precision import DeviceInfo
 
 #: An Apple GPU as tensorflow-metal presents it: no XLA, fast float16, no fast bfloat16.
 METAL = DeviceInfo("tensorflow", "metal", "Apple M2 GPU (fake)", False, True, False)

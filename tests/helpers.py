@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gometal_keras.builder import ModelBuilder
-from gometal_keras.config import TrainerConfig
+from gometal_keras.core.config import TrainerConfig
+from gometal_keras.model.builder import ModelBuilder
 
 #: The default sizes of `tiny_builder`, `classification_data` and `float32_config`.
 FEATURES, CLASSES, BATCH = 8, 4, 16
@@ -123,7 +123,7 @@ def hand_run(
     precision: str, losses: Sequence[float], seconds: Sequence[float], **fields: Any
 ) -> Any:
     """A `TrainingRun` made by hand (``device="test"`` unless given), for reports and plots."""
-    from gometal_keras.record import TrainingRun
+    from gometal_keras.training.record import TrainingRun
 
     fields.setdefault("device", "test")
     return TrainingRun(precision, list(losses), list(seconds), **fields)
@@ -182,3 +182,13 @@ def oracle_clearly_faster(fast, slow, margin) -> bool:
     s = np.asarray(slow, dtype=float) if paired else np.full(len(f), np.median(slow))
     need = len(f) if len(f) < 5 else math.ceil(0.8 * len(f))
     return bool(np.median(f - s * (1 - margin)) <= 0 and int((f < s).sum()) >= need)
+
+
+def load_example(name: str) -> Any:
+    """The example program ``examples/<name>.py`` as a module (the package never imports them)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
+                        f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"examples_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

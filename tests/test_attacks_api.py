@@ -22,10 +22,10 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gometal_keras.builder import ModelBuilder
-from gometal_keras.config import TrainerConfig
-from gometal_keras.seeds import SEED_MAX
-from gometal_keras.trainer import Trainer
+from gometal_keras.core.config import TrainerConfig
+from gometal_keras.core.seeds import SEED_MAX
+from gometal_keras.model.builder import ModelBuilder
+from gometal_keras.training.trainer import Trainer
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(32, 8)).astype(np.float32)

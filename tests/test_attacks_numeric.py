@@ -21,13 +21,14 @@ import tensorflow as tf
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from gometal_keras import autotune, engines
-from gometal_keras.builder import ModelBuilder
-from gometal_keras.config import TrainerConfig
-from gometal_keras.loop import TrainingLoop
-from gometal_keras.plan import Precision
-from gometal_keras.seeds import SEED_MAX
-from gometal_keras.trainer import Trainer
+from gometal_keras import engines
+from gometal_keras.core.config import TrainerConfig
+from gometal_keras.core.plan import Precision
+from gometal_keras.core.seeds import SEED_MAX
+from gometal_keras.model.builder import ModelBuilder
+from gometal_keras.planning import autotune
+from gometal_keras.training.loop import TrainingLoop
+from gometal_keras.training.trainer import Trainer
 
 FEW = settings(max_examples=8, deadline=None)
 F32 = np.finfo(np.float32)

@@ -17,20 +17,21 @@ from unittest import mock
 
 import numpy as np
 
-from gometal_keras import autotune, engines
-from gometal_keras.builder import ModelBuilder
-from gometal_keras.config import TrainerConfig
-from gometal_keras.precision import preferred
-from gometal_keras.trainer import Trainer
-from gometal_keras.trial_runner import TrialRunner
+from gometal_keras import engines
+from gometal_keras.core.config import TrainerConfig
+from gometal_keras.model.builder import ModelBuilder
+from gometal_keras.planning import autotune
+from gometal_keras.planning.candidates import preferred
+from gometal_keras.planning.trial_runner import TrialRunner
+from gometal_keras.training.trainer import Trainer
 
 SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np
-    from gometal_keras import trial_runner
-    from gometal_keras.builder import ModelBuilder
-    from gometal_keras.config import TrainerConfig
-    from gometal_keras.trainer import Trainer
+    from gometal_keras.planning import trial_runner
+    from gometal_keras.model.builder import ModelBuilder
+    from gometal_keras.core.config import TrainerConfig
+    from gometal_keras.training.trainer import Trainer
     def refuse(*args, **kwargs):
         raise AssertionError("a trial ran")
     trial_runner.TrialRunner.__call__ = refuse

@@ -29,8 +29,9 @@ SCRIPT = textwrap.dedent(
 
     from gometal_keras import ModelBuilder, Trainer, TrainerConfig, demo_dataset
     from gometal_keras import engines
-    from gometal_keras import precision as prec
-    from gometal_keras import trials
+    from gometal_keras.core import device as prec
+    from gometal_keras.planning import candidates as cands
+    from gometal_keras.planning import trials
 
     trials.MAX_ROUNDS = trials.MIN_ROUNDS  # the fewest timed rounds: trials run, briefly
     precisions = sys.argv[1].split(",")
@@ -96,7 +97,8 @@ FAKE_CUDA = {
     "jax": textwrap.dedent(
         """
         from gometal_keras.engines.jax import JaxEngine
-        from gometal_keras import precision as prec
+        from gometal_keras.core import device as prec
+        from gometal_keras.planning import candidates as cands
 
         class Dev:
             platform = "gpu"
@@ -109,7 +111,7 @@ FAKE_CUDA = {
             for cc in ("7.0", "8.0", "9.0"):
                 engine = JaxEngine.__new__(JaxEngine)
                 engine._device = Dev(cc)
-                out[cc] = sorted(prec.candidates(engine.describe_device()))
+                out[cc] = sorted(cands.candidates(engine.describe_device()))
             return out
         """
     ),
@@ -119,7 +121,8 @@ FAKE_CUDA = {
         from unittest import mock
         import torch
         from gometal_keras.engines.torch import TorchEngine
-        from gometal_keras import precision as prec
+        from gometal_keras.core import device as prec
+        from gometal_keras.planning import candidates as cands
 
         # As on a GPU (CUDA or Apple's MPS): a device tensor reaches numpy only through
         # keras.ops.convert_to_numpy, which copies it to the host first.
@@ -142,7 +145,7 @@ FAKE_CUDA = {
                      mock.patch.object(torch.cuda, "get_device_capability", return_value=cc), \\
                      mock.patch.object(torch.cuda, "get_device_name", return_value="Fake GPU"):
                     info = TorchEngine().describe_device()
-                out["%d.%d" % cc] = sorted(prec.candidates(info))
+                out["%d.%d" % cc] = sorted(cands.candidates(info))
             return out
         """
     ),

@@ -18,10 +18,10 @@ import tensorflow as tf
 from gometal_keras.bench import configs as cfgs
 from gometal_keras.bench import derive, measure, planning, precisions, roofline, runners
 from gometal_keras.bench.measurement import RunRequest, Timing
-from gometal_keras.builder import ModelBuilder
-from gometal_keras.config import TrainerConfig
-from gometal_keras.objectives import make_loss
-from gometal_keras.precision import DeviceInfo
+from gometal_keras.core.config import TrainerConfig
+from gometal_keras.core.device import DeviceInfo
+from gometal_keras.engines.objectives import make_loss
+from gometal_keras.model.builder import ModelBuilder
 
 CPU = DeviceInfo("tensorflow", "cpu", "CPU", True, False, False)
 TF32_GPU = DeviceInfo("tensorflow", "cuda", "GPU", True, True, True, tf32=True)

@@ -1,4 +1,4 @@
-"""Tests for gometal_keras.builder.ModelBuilder and the layer table behind it."""
+"""Tests for gometal_keras.model.builder.ModelBuilder and the layer table behind it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from helpers import seed_mlp
 
-from gometal_keras.builder import ModelBuilder
+from gometal_keras.model.builder import ModelBuilder
 
 
 def small_cnn() -> ModelBuilder:

@@ -19,9 +19,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from gometal_keras.builder import ModelBuilder
-from gometal_keras.config import TrainerConfig
-from gometal_keras.trainer import Trainer
+from gometal_keras.core.config import TrainerConfig
+from gometal_keras.model.builder import ModelBuilder
+from gometal_keras.training.trainer import Trainer
 
 FEATURES, CLASSES, BATCH = 8, 4, 16
 BAD_FILE = r"truncated|corrupted|not a"

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from gometal_keras import cli
-from gometal_keras.examples import mixed_precision_demo as demo_program
+from gometal_keras.cli import commands as cli
+from gometal_keras.reporting import demo as demo_program
 
 SMALL = ["--epochs", "2", "--samples", "128", "--hidden", "16", "--precision", "float32"]
 
@@ -105,7 +105,7 @@ def test_python_dash_m_runs(capsys, monkeypatch):
 
 
 def test_tune_stores_a_decision_that_info_lists(capsys):
-    from gometal_keras.cli import main
+    from gometal_keras.cli.commands import main
 
     flags = ["--layers", "16", "--batch-size", "16", "--samples", "64"]
     assert main(["tune", *flags]) == 0

@@ -1,4 +1,4 @@
-"""Tests for gometal_keras.compare: arithmetic, timing bases and verdict thresholds."""
+"""Tests for gometal_keras.reporting.compare: arithmetic, timing bases and verdict thresholds."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import tensorflow as tf
 from helpers import hand_run as _run
 
-from gometal_keras.compare import (
+from gometal_keras.reporting.compare import (
     BASIS_PER_EPOCH,
     BASIS_TOTAL,
     LOSS_MINOR_DIFFERENCE,

@@ -1,6 +1,6 @@
-"""Tests for gometal_keras.config.TrainerConfig: Go-Metal's defaults and its validation.
+"""Tests for gometal_keras.core.config.TrainerConfig: Go-Metal's defaults and its validation.
 
-The name tables (`OPTIMIZERS`, `LOSSES`, ..., and `gometal_keras.plan.PRECISION_NAMES`) are
+The name tables (`OPTIMIZERS`, `LOSSES`, ..., and `gometal_keras.core.plan.PRECISION_NAMES`) are
 the source of truth and are not re-asserted here: the tests draw values inside and outside
 them (with hypothesis) and check what the config does with each.
 """
@@ -15,7 +15,7 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gometal_keras.config import (
+from gometal_keras.core.config import (
     CLASSIFICATION_LOSSES,
     DECISION_CACHES,
     DISTRIBUTIONS,
@@ -27,8 +27,8 @@ from gometal_keras.config import (
     REGRESSION_LOSSES,
     TrainerConfig,
 )
-from gometal_keras.plan import PRECISION_NAMES
-from gometal_keras.seeds import SEED_MAX
+from gometal_keras.core.plan import PRECISION_NAMES
+from gometal_keras.core.seeds import SEED_MAX
 
 PROPERTY = settings(max_examples=300, deadline=None)
 FIELDS = {f.name for f in dataclasses.fields(TrainerConfig)}

@@ -1,4 +1,4 @@
-"""Tests for gometal_keras.datasets.load_mnist with tiny IDX and NPZ files written here."""
+"""Tests for gometal_keras.data.datasets.load_mnist with tiny IDX and NPZ files written here."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from gometal_keras.datasets import MNIST_FILES, load_mnist, read_idx
+from gometal_keras.data.datasets import MNIST_FILES, load_mnist, read_idx
 
 
 def _idx(array: np.ndarray) -> bytes:

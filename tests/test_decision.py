@@ -1,4 +1,4 @@
-"""Tests for gometal_keras.decision: `Candidate`, `Decision`, `choose` and friends.
+"""Tests for gometal_keras.planning.decision: `Candidate`, `Decision`, `choose` and friends.
 
 Hypothesis generates lists of timed candidates (several plans per precision: XLA on and
 off, fused and per-step loops; random positive step times, some of them non-finite, zero,
@@ -16,7 +16,11 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from gometal_keras.decision import (
+from gometal_keras.core.device import DeviceInfo
+from gometal_keras.core.jsondata import json_safe
+from gometal_keras.core.plan import Loop, LossScaling, Precision, RunPlan
+from gometal_keras.planning.candidates import candidates, rejected
+from gometal_keras.planning.decision import (
     MIN_GAIN,
     Candidate,
     Decision,
@@ -25,9 +29,6 @@ from gometal_keras.decision import (
     kept,
     sole_candidate,
 )
-from gometal_keras.jsonreport import json_safe
-from gometal_keras.plan import Loop, LossScaling, Precision, RunPlan
-from gometal_keras.precision import DeviceInfo, candidates, rejected
 
 SETTINGS = settings(max_examples=60, deadline=None, database=None)
 

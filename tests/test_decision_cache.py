@@ -1,4 +1,4 @@
-"""Tests for gometal_keras.decision_cache: keys, round trips, corrupt files, two writers.
+"""Tests for gometal_keras.planning.decision_cache: keys, round trips, corrupt files, two writers.
 
 Every test runs with its own empty cache folder (tests/conftest.py sets the variable).
 """
@@ -14,13 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gometal_keras import decision_cache as dc
-from gometal_keras.builder import ModelBuilder
-from gometal_keras.config import TrainerConfig
-from gometal_keras.decision import Decision
-from gometal_keras.plan import Precision, RunPlan
-from gometal_keras.precision import DeviceInfo
-from gometal_keras.trials import Candidate
+from gometal_keras.core.config import TrainerConfig
+from gometal_keras.core.device import DeviceInfo
+from gometal_keras.core.plan import Precision, RunPlan
+from gometal_keras.model.builder import ModelBuilder
+from gometal_keras.planning import decision_cache as dc
+from gometal_keras.planning.decision import Decision
+from gometal_keras.planning.trials import Candidate
 
 SETTINGS = settings(max_examples=20, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip

@@ -83,10 +83,10 @@ class DistributedTest(tf.test.TestCase):
         import argparse
         import importlib
 
-        from gometal_keras.cli import add_demo_arguments, demo_settings
+        from gometal_keras.cli.commands import add_demo_arguments, demo_settings
 
         # The demo program, installed from examples/ (pyproject's package-dir).
-        program = importlib.import_module("gometal_keras.examples.mixed_precision_demo")
+        program = importlib.import_module("gometal_keras.reporting.demo")
         make_config = program.make_config
         parser = argparse.ArgumentParser()
         add_demo_arguments(parser)

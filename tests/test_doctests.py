@@ -105,7 +105,7 @@ def without_native_logs(text: str) -> str:
 
 
 def test_every_module_is_found():
-    assert "gometal_keras" in MODULES and "gometal_keras.builder" in MODULES
+    assert "gometal_keras" in MODULES and "gometal_keras.model.builder" in MODULES
     assert any(name.startswith("gometal_keras.engines.") for name in MODULES)
     assert any(name.startswith("gometal_keras.bench.") for name in MODULES)
     assert all(path.is_file() for path in MODULES.values())

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from gometal_keras import Trainer, TrainerConfig, TrainingRun
-from gometal_keras.evalplots import plot_report, report_figures
-from gometal_keras.evaluation import classification_report, regression_report
+from gometal_keras.reporting.evalplots import plot_report, report_figures
+from gometal_keras.training.evaluation import classification_report, regression_report
 
 pytest.importorskip("matplotlib")
 PNG = b"\x89PNG\r\n\x1a\n"

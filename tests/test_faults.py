@@ -16,10 +16,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from gometal_keras import loop as loop_module
-from gometal_keras.builder import ModelBuilder
-from gometal_keras.config import TrainerConfig
-from gometal_keras.trainer import Trainer
+from gometal_keras.core.config import TrainerConfig
+from gometal_keras.model.builder import ModelBuilder
+from gometal_keras.training import loop as loop_module
+from gometal_keras.training.trainer import Trainer
 
 FEATURES, CLASSES, BATCH = 8, 4, 16
 #: Finite in float32, but a Dense layer's sums of such inputs overflow to inf: loss NaN.

@@ -19,9 +19,9 @@ import tensorflow as tf
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from gometal_keras.builder import ModelBuilder
-from gometal_keras.config import TrainerConfig
-from gometal_keras.trainer import Trainer
+from gometal_keras.core.config import TrainerConfig
+from gometal_keras.model.builder import ModelBuilder
+from gometal_keras.training.trainer import Trainer
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 REJECT = (ValueError, TypeError)

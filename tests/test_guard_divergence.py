@@ -39,11 +39,12 @@ import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from gometal_keras import decision_cache, streaming
-from gometal_keras import loop as loop_module
-from gometal_keras.builder import ModelBuilder
-from gometal_keras.config import TrainerConfig
-from gometal_keras.trainer import Trainer
+from gometal_keras.core.config import TrainerConfig
+from gometal_keras.data import streaming
+from gometal_keras.model.builder import ModelBuilder
+from gometal_keras.planning import decision_cache
+from gometal_keras.training import loop as loop_module
+from gometal_keras.training.trainer import Trainer
 
 FEATURES, BATCH, STEPS = 4, 8, 5
 LAYOUTS = ("fused", "step", "chunked", "stream")

@@ -1,4 +1,5 @@
-"""Tests for gometal_keras.jsonreport: schema gometal_keras.demo/2, strict JSON, doc sync."""
+"""Tests for gometal_keras.reporting.jsonreport: schema gometal_keras.demo/2, strict
+JSON, doc sync."""
 
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ import re
 
 import pytest
 
-from gometal_keras.compare import compare_runs
-from gometal_keras.config import TrainerConfig
-from gometal_keras.decision import Candidate, Decision
-from gometal_keras.demo import DemoResult, DemoSettings
-from gometal_keras.jsonreport import SCHEMA, check_writable, demo_report, json_safe, write_json
-from gometal_keras.plan import Precision, RunPlan
-from gometal_keras.precision import DeviceInfo
-from gometal_keras.record import TrainingRun
+from gometal_keras.core.config import TrainerConfig
+from gometal_keras.core.device import DeviceInfo
+from gometal_keras.core.jsondata import json_safe
+from gometal_keras.core.plan import Precision, RunPlan
+from gometal_keras.planning.decision import Candidate, Decision
+from gometal_keras.reporting.compare import compare_runs
+from gometal_keras.reporting.demo import DemoResult, DemoSettings
+from gometal_keras.reporting.jsonreport import SCHEMA, check_writable, demo_report, write_json
+from gometal_keras.training.record import TrainingRun
 
 DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "json-schema.md"
 

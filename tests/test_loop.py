@@ -1,4 +1,4 @@
-"""Tests for gometal_keras.loop: the fused whole-epoch path against the per-step path."""
+"""Tests for gometal_keras.training.loop: the fused whole-epoch path against the per-step path."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import numpy as np
 import tensorflow as tf
 
 from gometal_keras import engines
-from gometal_keras import loop as loop_module
-from gometal_keras.builder import ModelBuilder
-from gometal_keras.config import TrainerConfig
-from gometal_keras.data import demo_dataset
-from gometal_keras.loop import TrainingLoop
-from gometal_keras.plan import Loop, Precision, RunPlan
-from gometal_keras.trainer import Trainer
+from gometal_keras.core.config import TrainerConfig
+from gometal_keras.core.plan import Loop, Precision, RunPlan
+from gometal_keras.data.synthetic import demo_dataset
+from gometal_keras.model.builder import ModelBuilder
+from gometal_keras.training import loop as loop_module
+from gometal_keras.training.loop import TrainingLoop
+from gometal_keras.training.trainer import Trainer
 
 FEATURES, BATCH, SAMPLES, EPOCHS = 24, 16, 16 * 8 + 5, 3
 

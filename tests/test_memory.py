@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gometal_keras import memory
+from gometal_keras.training import memory
 
 
 class Allocator:

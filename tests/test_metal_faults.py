@@ -24,12 +24,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from gometal_keras import autotune, engines, trial_runner, trials
-from gometal_keras.config import TrainerConfig
-from gometal_keras.decision import Decision
-from gometal_keras.plan import HOST, Loop, Precision
-from gometal_keras.report import Reporter
-from gometal_keras.trainer import Trainer
+from gometal_keras import engines
+from gometal_keras.core.config import TrainerConfig
+from gometal_keras.core.plan import HOST, Loop, Precision
+from gometal_keras.planning import autotune, trial_runner, trials
+from gometal_keras.planning.decision import Decision
+from gometal_keras.reporting.report import Reporter
+from gometal_keras.training.trainer import Trainer
 
 FUSED, STEP = "float32 (no XLA, fused)", "float32 (no XLA, step)"
 CPU_FUSED, CPU_STEP = f"{FUSED} on the CPU", f"{STEP} on the CPU"

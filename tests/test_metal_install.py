@@ -2,7 +2,7 @@
 
 pip cannot evaluate macOS markers here (it evaluates them for this machine), so the `metal`
 extra's markers are evaluated with `packaging` for fake macOS environments. Versions and
-platforms are injected into `gometal_keras.metal`; `os.sysconf` is made to fail as on macOS.
+platforms are injected into `gometal_keras.core.metal`; `os.sysconf` is made to fail as on macOS.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ import numpy as np
 import pytest
 from packaging.requirements import Requirement
 
-from gometal_keras import engines, metal
-from gometal_keras import loop as loop_module
+from gometal_keras import engines
+from gometal_keras.core import metal
+from gometal_keras.core.plan import Loop, Precision, RunPlan
 from gometal_keras.engines.base import host_free_memory_bytes
-from gometal_keras.environment import environment, info_lines, memory_budget
-from gometal_keras.loop import TrainingLoop
-from gometal_keras.plan import Loop, Precision, RunPlan
+from gometal_keras.reporting.environment import environment, info_lines, memory_budget
+from gometal_keras.training import loop as loop_module
+from gometal_keras.training.loop import TrainingLoop
 
 ROOT = Path(__file__).resolve().parents[1]
 MAC = ("darwin", "arm64")
@@ -211,7 +212,7 @@ def test_check_plugin_does_nothing_off_apple_silicon_or_without_the_plugin():
 def test_versions_come_from_metadata_and_tensorflow_is_never_imported():
     code = (
         "import sys; sys.modules['tensorflow'] = None\n"  # `import tensorflow` fails
-        "from gometal_keras import metal\n"
+        "from gometal_keras.core import metal\n"
         "from unittest import mock\n"
         "v = {'tensorflow': '2.21.0', 'tensorflow-metal': '1.2.0'}\n"
         "with mock.patch('importlib.metadata.version', lambda d: v[d]):\n"
@@ -228,7 +229,7 @@ def test_versions_come_from_metadata_and_tensorflow_is_never_imported():
 def test_engines_refuse_before_importing_tensorflow():
     code = (
         "import sys\n"
-        "from gometal_keras import metal\n"
+        "from gometal_keras.core import metal\n"
         "metal.is_apple_silicon = lambda where=None: True\n"
         f"metal.installed_versions = lambda: {CLASH!r}\n"
         "try:\n"
@@ -372,7 +373,7 @@ def test_the_package_and_cli_check_the_plugin_before_keras_starts():
     # native_logs.import_backend: a clashing pair must stop there, in one sentence.
     from unittest import mock
 
-    from gometal_keras import metal, native_logs
+    from gometal_keras.core import metal, native_logs
 
     clash = ImportError("tensorflow-metal 1.2.0 works with TensorFlow 2.18-2.19, but 2.21.0")
     with (
@@ -387,8 +388,8 @@ def test_the_package_and_cli_check_the_plugin_before_keras_starts():
 
 
 def test_info_names_the_candidate_devices():
-    from gometal_keras.environment import candidate_devices
-    from gometal_keras.precision import DeviceInfo
+    from gometal_keras.core.device import DeviceInfo
+    from gometal_keras.reporting.environment import candidate_devices
 
     metal = DeviceInfo("tensorflow", "metal", "Apple GPU", False, True, False)
     cuda = DeviceInfo("tensorflow", "cuda", "GPU", True, True, True, compute_capability=(9, 0))

@@ -1,4 +1,4 @@
-"""Tests for gometal_keras.noise: spreads, the confidence rule, paired rounds.
+"""Tests for gometal_keras.core.noise: spreads, the confidence rule, paired rounds.
 
 numpy is the oracle for medians and ranges; the paired rule is checked for symmetry (the
 baseline and candidate swapped, every ratio inverts) and against the comparison verdicts.
@@ -13,9 +13,9 @@ from helpers import oracle_clearly_faster
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gometal_keras.compare import SpeedupVerdict, compare_runs, speedup_verdict
-from gometal_keras.noise import Ratios, Spread, clearly_faster
-from gometal_keras.record import TrainingRun
+from gometal_keras.core.noise import Ratios, Spread, clearly_faster
+from gometal_keras.reporting.compare import SpeedupVerdict, compare_runs, speedup_verdict
+from gometal_keras.training.record import TrainingRun
 
 SETTINGS = settings(max_examples=25, deadline=None, database=None)
 TIMES = st.lists(st.floats(1e-6, 1e3), min_size=1, max_size=12)
@@ -89,7 +89,7 @@ def test_the_report_says_no_measurable_difference_inside_the_noise():
 
     from rich.console import Console
 
-    from gometal_keras.report import Reporter
+    from gometal_keras.reporting.report import Reporter
 
     a = TrainingRun("float32", [1.0, 0.5, 0.4], [1.0, 0.30, 0.30])
     b = TrainingRun("mixed_float16", [1.0, 0.5, 0.41], [1.0, 0.20, 0.20])  # 50% sequentially

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import seed_mlp
+from helpers import load_example, seed_mlp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gometal_keras import ImportFromONNX, ModelBuilder, Trainer, TrainerConfig, import_onnx
-from gometal_keras.examples import digits_cnn
-from gometal_keras.onnx_export import export_onnx, to_onnx
+from gometal_keras import ModelBuilder, Trainer, TrainerConfig, import_onnx
+from gometal_keras.gometal import ImportFromONNX
+from gometal_keras.model.onnx_export import export_onnx, to_onnx
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -45,7 +45,7 @@ def every_activation() -> ModelBuilder:
 
 MODELS = {
     "seed_mlp": seed_mlp,
-    "digits_cnn_bn": lambda: digits_cnn.builder(batchnorm=True),
+    "digits_cnn_bn": lambda: load_example("digits_cnn").builder(batchnorm=True),
     "every_activation": every_activation,
 }
 

@@ -16,7 +16,8 @@ SCRIPT = """
 import json, sys
 from unittest import mock
 import keras, numpy as np
-from gometal_keras import ModelBuilder, Trainer, TrainerConfig, guard
+from gometal_keras import ModelBuilder, Trainer, TrainerConfig
+from gometal_keras.engines import guard
 b = ModelBuilder([8, 4]).add_dense(8).add_relu().add_dense(3)
 t = Trainer(b, TrainerConfig(batch_size=8, precision="float32", loop="fused", seed=1))
 rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""Tests for gometal_keras.plan: `RunPlan`, `Precision`, `Loop`, `LossScaling`.
+"""Tests for gometal_keras.core.plan: `RunPlan`, `Precision`, `Loop`, `LossScaling`.
 
 The precisions are checked against Keras itself (each value must be a policy name
 `keras.DTypePolicy` accepts, with the same compute and variable dtypes) and against the
@@ -20,7 +20,7 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gometal_keras.plan import PRECISION_NAMES, Loop, LossScaling, Precision, RunPlan
+from gometal_keras.core.plan import PRECISION_NAMES, Loop, LossScaling, Precision, RunPlan
 
 SETTINGS = settings(max_examples=80, deadline=None, database=None)
 

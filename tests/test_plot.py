@@ -1,4 +1,5 @@
-"""Tests for gometal_keras.plot: a PNG of loss and time per epoch; a clear missing-extra error."""
+"""Tests for gometal_keras.reporting.plot: a PNG of loss and time per epoch; a clear
+missing-extra error."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import sys
 import pytest
 from helpers import hand_run
 
-from gometal_keras.compare import compare_runs
-from gometal_keras.plot import check_plot_path, plot_comparison, plot_runs
+from gometal_keras.reporting.compare import compare_runs
+from gometal_keras.reporting.plot import check_plot_path, plot_comparison, plot_runs
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,4 @@
-"""Tests for gometal_keras.precision: which precisions a device is worth timing, and why.
+"""Tests for gometal_keras.core.device: which precisions a device is worth timing, and why.
 
 No test here restates the module's rules one device at a time. Hypothesis generates any
 `DeviceInfo` (CPU, CUDA or Metal, any capability flags, any compute capability) and checks
@@ -19,10 +19,11 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gometal_keras import precision as prec
+from gometal_keras.core import device as prec
+from gometal_keras.core.device import DeviceInfo, cpu_device
+from gometal_keras.core.plan import Precision
 from gometal_keras.engines.tensorflow import TensorFlowEngine
-from gometal_keras.plan import Precision
-from gometal_keras.precision import DeviceInfo, candidates, cpu_device, policy_of, rejected
+from gometal_keras.planning.candidates import candidates, policy_of, rejected
 
 SETTINGS = settings(max_examples=50, deadline=None, database=None)
 

@@ -13,8 +13,9 @@ from scipy.special import expit
 from scipy.special import softmax as scipy_softmax
 
 from gometal_keras import Trainer, TrainerConfig
-from gometal_keras.cli import main
-from gometal_keras.predictor import Predictor, to_probabilities
+from gometal_keras.cli.commands import main
+from gometal_keras.engines.objectives import to_probabilities
+from gometal_keras.shipping.predictor import Predictor
 
 pytest.importorskip("onnxruntime")
 NAMES = ["ant", "bee", "cat", "dog"]

@@ -1,4 +1,5 @@
-"""Tests for gometal_keras.progress.PhaseProgress: bar on a terminal, silence otherwise."""
+"""Tests for gometal_keras.reporting.progress.PhaseProgress: bar on a terminal, silence
+otherwise."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import pytest
 from helpers import classification_data, float32_config, tiny_builder
 from rich.console import Console
 
-from gometal_keras.progress import PhaseProgress
-from gometal_keras.trainer import Trainer
+from gometal_keras.reporting.progress import PhaseProgress
+from gometal_keras.training.trainer import Trainer
 
 
 class FakeClock:

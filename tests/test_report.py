@@ -1,4 +1,5 @@
-"""Tests for gometal_keras.report: the demo's blocks, plain/terminal modes, ASCII fallback."""
+"""Tests for gometal_keras.reporting.report: the demo's blocks, plain/terminal modes, ASCII
+fallback."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import re
 import tensorflow as tf
 from rich.console import Console
 
-from gometal_keras.compare import compare_runs
-from gometal_keras.decision import Candidate, Decision
-from gometal_keras.plan import Precision, RunPlan
-from gometal_keras.record import TrainingRun
-from gometal_keras.report import EMOJI_ASCII, Reporter, epoch_rows, label_for
+from gometal_keras.core.plan import Precision, RunPlan
+from gometal_keras.planning.decision import Candidate, Decision
+from gometal_keras.reporting.compare import compare_runs
+from gometal_keras.reporting.report import EMOJI_ASCII, Reporter, epoch_rows, label_for
+from gometal_keras.training.record import TrainingRun
 
 ANSI = re.compile(r"\x1b\[")
 EMOJI = tuple(EMOJI_ASCII)

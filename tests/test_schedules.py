@@ -7,7 +7,7 @@ import tensorflow as tf
 from helpers import float32_config, tiny_builder
 
 from gometal_keras import Trainer, TrainerConfig, demo_dataset
-from gometal_keras.schedules import LearningRateSchedule, scheduled_rate
+from gometal_keras.training.schedules import LearningRateSchedule, scheduled_rate
 
 
 def _trainer(**schedule) -> Trainer:

@@ -17,7 +17,7 @@ import textwrap
 
 import pytest
 
-from gometal_keras.native_logs import QUIET_ENV, is_native_noise
+from gometal_keras.core.native_logs import QUIET_ENV, is_native_noise
 
 #: Packages whose import starts a backend (seconds of start-up): --help needs none of them.
 BACKENDS = ("tensorflow", "keras", "jax", "torch")
@@ -32,7 +32,7 @@ JAX_DEFAULTS = {"TF_CPP_MIN_LOG_LEVEL": "1"}
 WRAPPER = textwrap.dedent(
     """
     import json, os, sys
-    from gometal_keras.cli import main
+    from gometal_keras.cli.commands import main
     code = main(sys.argv[1:])
     env = {name: os.environ.get(name) for name in json.loads(os.environ["CHECK_ENV"])}
     print("STARTUP " + json.dumps({"code": code, "env": env}))
@@ -89,7 +89,7 @@ def test_help_starts_no_backend():
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "usage:" in proc.stdout
     names = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)", proc.stderr, re.MULTILINE)
-    assert "gometal_keras.cli" in names  # the module list was read
+    assert "gometal_keras.cli.commands" in names  # the module list was read
     loaded = sorted({n for n in names if n.split(".")[0] in BACKENDS})
     assert not loaded, f"--help imported {loaded[:12]}"
 

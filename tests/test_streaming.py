@@ -18,8 +18,10 @@ from hypothesis import strategies as st
 from imagefolders import broken_file, write_folder
 from PIL import Image
 
-from gometal_keras import ModelBuilder, Trainer, loop, prefetch
-from gometal_keras.streaming import StreamedData
+from gometal_keras import ModelBuilder, Trainer
+from gometal_keras.data import prefetch
+from gometal_keras.data.streaming import StreamedData
+from gometal_keras.training import loop
 from gometal_keras.vision import (
     DataLoader,
     ImageFolderDataset,

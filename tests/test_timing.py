@@ -1,4 +1,4 @@
-"""Tests for gometal_keras.timing.EpochTimer against deliberately slow steps."""
+"""Tests for gometal_keras.training.timing.EpochTimer against deliberately slow steps."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import tensorflow as tf
 from helpers import classification_data
 
 from gometal_keras import engines
-from gometal_keras.config import TrainerConfig
-from gometal_keras.timing import EpochTimer
-from gometal_keras.trainer import Trainer
+from gometal_keras.core.config import TrainerConfig
+from gometal_keras.training.timing import EpochTimer
+from gometal_keras.training.trainer import Trainer
 
 SLEEP = 0.2
 FEATURES, BATCH = 8, 8

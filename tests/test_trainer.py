@@ -1,4 +1,5 @@
-"""Tests for gometal_keras.trainer.Trainer on the TensorFlow backend (small models, CPU)."""
+"""Tests for gometal_keras.training.trainer.Trainer on the TensorFlow backend (small models,
+CPU)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from gometal_keras import precision as prec
-from gometal_keras.builder import ModelBuilder
-from gometal_keras.config import TrainerConfig
-from gometal_keras.data import demo_dataset
-from gometal_keras.decision import Decision
-from gometal_keras.plan import Precision
-from gometal_keras.record import TrainingRun
-from gometal_keras.trainer import BatchResult, Trainer
+from gometal_keras.core.config import TrainerConfig
+from gometal_keras.core.plan import Precision
+from gometal_keras.data.synthetic import demo_dataset
+from gometal_keras.model.builder import ModelBuilder
+from gometal_keras.planning import candidates as cands
+from gometal_keras.planning.decision import Decision
+from gometal_keras.training.record import TrainingRun
+from gometal_keras.training.trainer import BatchResult, Trainer
 
 FEATURES, BATCH = 32, 32
 POLICIES = tuple(p.value for p in Precision)
@@ -406,7 +407,7 @@ class AutoPrecisionTest(PolicyGuard):
         # The decision's plan is the plan the program runs, and nothing else holds a copy.
         self.assertEqual(decision.chosen, trainer.plan)
         self.assertIn(trainer.precision.value, decision.reason)
-        pool = prec.candidates(trainer.device)
+        pool = cands.candidates(trainer.device)
         self.assertIn(trainer.precision, pool)
         timed = {c.plan for c in decision.candidates}
         if decision.candidates:
@@ -420,7 +421,7 @@ class AutoPrecisionTest(PolicyGuard):
             self.assertEqual(fastest_of_chosen.plan, trainer.plan)
         if len(pool) > 1:  # every precision the device runs fast was timed
             self.assertEqual({c.plan.precision for c in decision.candidates}, set(pool))
-        self.assertEqual(dict(decision.skipped), prec.rejected(trainer.device))
+        self.assertEqual(dict(decision.skipped), cands.rejected(trainer.device))
         run = trainer.fit(x, y, epochs=2)
         self.assertIs(run.decision, decision)
         self.assertEqual(run.plan, trainer.plan)

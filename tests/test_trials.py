@@ -17,11 +17,11 @@ from helpers import oracle_clearly_faster
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gometal_keras import trials
-from gometal_keras.decision import MIN_GAIN, choose
-from gometal_keras.plan import Precision, RunPlan
-from gometal_keras.precision import DeviceInfo
-from gometal_keras.trials import Candidate, clear_winner, interleave, per_step
+from gometal_keras.core.device import DeviceInfo
+from gometal_keras.core.plan import Precision, RunPlan
+from gometal_keras.planning import trials
+from gometal_keras.planning.decision import MIN_GAIN, choose
+from gometal_keras.planning.trials import Candidate, clear_winner, interleave, per_step
 
 SETTINGS = settings(max_examples=25, deadline=None, database=None)
 GPU = DeviceInfo("jax", "cuda", "Fake GPU", True, True, True, compute_capability=(9, 0))

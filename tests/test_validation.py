@@ -15,8 +15,8 @@ import tensorflow as tf
 from helpers import BATCH, CLASSES, FEATURES, classification_data, tiny_builder
 from helpers import variable_values as values
 
-from gometal_keras.config import TrainerConfig
-from gometal_keras.trainer import Trainer
+from gometal_keras.core.config import TrainerConfig
+from gometal_keras.training.trainer import Trainer
 
 WITH_Y = ("train_batch", "fit", "evaluate")
 ALL = (*WITH_Y, "predict")

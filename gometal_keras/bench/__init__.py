@@ -32,7 +32,7 @@ JSON written by ``--json PATH`` (schema ``gometal_keras.bench/1``)::
       "date": ISO-8601 time the run started, "command": the command line,
       "wall_seconds": float, "backend": "tensorflow" | "jax" | "torch",
       "device": {DeviceInfo fields..., "description": str},
-      "versions": `gometal_keras.environment.versions` ({"python", "keras", ...: version
+      "versions": `gometal_keras.reporting.environment.versions` ({"python", "keras", ...: version
                   string or null when not installed}),
       "settings": {"quick", "steps" (null = per config), "repeats", "warmup", "seed",
                    "configs", "precisions", "runners", "devices"},

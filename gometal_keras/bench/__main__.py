@@ -14,13 +14,14 @@ from typing import Any
 
 import keras
 
-from gometal_keras import engines, environment
+from gometal_keras import engines
 from gometal_keras.bench import configs as cfgs
 from gometal_keras.bench import derive, measure, planning, roofline, table
 from gometal_keras.bench.planning import Settings
 from gometal_keras.bench.precisions import PRECISIONS
 from gometal_keras.bench.runners import RUNNERS
-from gometal_keras.plan import Precision
+from gometal_keras.core.plan import Precision
+from gometal_keras.reporting import environment
 
 SCHEMA = "gometal_keras.bench/1"
 CONFIGS = tuple(cfgs.configs())

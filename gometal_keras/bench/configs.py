@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from gometal_keras.builder import ModelBuilder
+from gometal_keras.model.builder import ModelBuilder
 
 #: Bytes moved per parameter per Adam step (see the module docstring).
 PARAM_BYTES = 40

@@ -17,7 +17,7 @@ from gometal_keras.bench import roofline
 from gometal_keras.bench.measure import Measurement
 from gometal_keras.bench.planning import Settings
 from gometal_keras.bench.precisions import FULL, policy_of
-from gometal_keras.plan import AUTO, Precision
+from gometal_keras.core.plan import AUTO, Precision
 
 #: The ``speedup_vs_*`` keys and the precision each is measured against.
 SPEEDUPS = (

@@ -6,7 +6,7 @@ by `GROWTH` until one fails (or `--max-batch-limit` is reached), then bisection 
 gap between the largest that trained and the smallest that failed to `RESOLUTION`. Each
 probe is a fresh process (``python -m gometal_keras.bench.max_batch CONFIG PRECISION
 BATCH``): a failed allocation cannot leave memory or state behind for the next, and the
-peak memory it prints (`gometal_keras.memory`) is that batch's alone.
+peak memory it prints (`gometal_keras.training.memory`) is that batch's alone.
 """
 
 from __future__ import annotations
@@ -78,8 +78,8 @@ def probe(config: str, precision: str, batch: int, quick: bool = False) -> dict[
     import numpy as np
 
     from gometal_keras.bench.configs import configs
-    from gometal_keras.config import TrainerConfig
-    from gometal_keras.trainer import Trainer
+    from gometal_keras.core.config import TrainerConfig
+    from gometal_keras.training.trainer import Trainer
 
     start = time.perf_counter()
     try:

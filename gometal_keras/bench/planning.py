@@ -15,7 +15,7 @@ from gometal_keras.bench import configs as cfgs
 from gometal_keras.bench.configs import BenchConfig
 from gometal_keras.bench.precisions import FULL
 from gometal_keras.bench.runners import RUNNERS
-from gometal_keras.precision import DeviceInfo
+from gometal_keras.core.device import DeviceInfo
 
 #: The wildcard of a skip that holds for every config, precision or runner.
 ANY = "*"
@@ -139,7 +139,7 @@ def make_plan(settings: Settings, device: DeviceInfo, backend: str) -> BenchPlan
         The `BenchPlan`.
 
     Example:
-        >>> from gometal_keras.precision import DeviceInfo
+        >>> from gometal_keras.core.device import DeviceInfo
         >>> cpu = DeviceInfo("tensorflow", "cpu", "CPU", True, False, False)
         >>> s = Settings(True, None, 1, 0, 0, ["seed"], ["float32-full", "auto"],
         ...              ["gometal", "keras"])

@@ -1,6 +1,6 @@
 """The benchmark's precision names, the Trainer precision and dtype of each, and TF32.
 
-A bench precision is a Trainer precision (`gometal_keras.plan.Precision`), ``auto`` (the
+A bench precision is a Trainer precision (`gometal_keras.core.plan.Precision`), ``auto`` (the
 Trainer times the candidates and keeps one), or ``float32-full``: float32 with full
 float32 matrix products, where float32 products would otherwise run as TF32 (a recent
 NVIDIA GPU). Everything here reads the names and dtypes from `Precision`; only
@@ -21,7 +21,7 @@ from typing import Any
 
 import keras
 
-from gometal_keras.plan import AUTO, Precision
+from gometal_keras.core.plan import AUTO, Precision
 
 #: float32 with full-precision products (TF32 off), where the device would use TF32.
 FULL = "float32-full"

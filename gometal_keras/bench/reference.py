@@ -17,7 +17,7 @@ import numpy as np
 
 from gometal_keras.bench.measurement import RunRequest, Timing, time_epochs, timing_of
 from gometal_keras.bench.precisions import compute_dtype, precision_context
-from gometal_keras.builder import ModelBuilder
+from gometal_keras.model.builder import ModelBuilder
 
 STATIC_LOSS_SCALE = 1024.0
 #: The dynamic loss scale's start and growth interval (`make_epoch(dynamic=True)`): the

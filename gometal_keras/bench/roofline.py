@@ -28,7 +28,7 @@ import keras
 import numpy as np
 
 from gometal_keras.bench.precisions import compute_dtype, precision_context
-from gometal_keras.plan import AUTO, Precision
+from gometal_keras.core.plan import AUTO, Precision
 
 
 @dataclasses.dataclass(frozen=True)

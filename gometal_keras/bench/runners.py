@@ -32,11 +32,11 @@ from gometal_keras.bench import reference, torch_runner
 from gometal_keras.bench.configs import BenchConfig
 from gometal_keras.bench.measurement import RunRequest, Timing, time_epochs, timing_of
 from gometal_keras.bench.precisions import policy_of, precision_context
-from gometal_keras.config import TrainerConfig
-from gometal_keras.objectives import make_loss, make_optimizer
-from gometal_keras.plan import AUTO
-from gometal_keras.timing import EpochTimer
-from gometal_keras.trainer import Trainer
+from gometal_keras.core.config import TrainerConfig
+from gometal_keras.core.plan import AUTO
+from gometal_keras.engines.objectives import make_loss, make_optimizer
+from gometal_keras.training.timing import EpochTimer
+from gometal_keras.training.trainer import Trainer
 
 #: Why a runner that does not train data-parallel skips every cell under ``--devices``.
 NOT_DATA_PARALLEL = "--devices applies to the gometal and keras runners only"

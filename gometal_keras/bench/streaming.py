@@ -36,12 +36,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from gometal_keras import environment
 from gometal_keras.bench.configs import cnn
-from gometal_keras.config import TrainerConfig
-from gometal_keras.objectives import make_loss, make_optimizer
-from gometal_keras.timing import EpochTimer
-from gometal_keras.trainer import Trainer
+from gometal_keras.core.config import TrainerConfig
+from gometal_keras.engines.objectives import make_loss, make_optimizer
+from gometal_keras.reporting import environment
+from gometal_keras.training.timing import EpochTimer
+from gometal_keras.training.trainer import Trainer
 from gometal_keras.vision import DataLoader, ImageFolderDataset
 
 #: Within this share of its pipeline's own rate, a run is input-bound.

@@ -6,7 +6,7 @@ and builds a `Program` for a `RunPlan`: the compiled training step and whole-epo
 one model, which reports the plan it really runs. The types live in `engines.base`; each
 backend's module is imported only when that backend is in use.
 
-On macOS arm64 with tensorflow-metal installed, `gometal_keras.metal` checks the plugin
+On macOS arm64 with tensorflow-metal installed, `gometal_keras.core.metal` checks the plugin
 against TensorFlow's version (package metadata only) before this module imports Keras, so an
 out-of-step pair raises ImportError with the fix instead of a symbol error.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 
-from gometal_keras import metal
+from gometal_keras.core import metal
 
 if metal.keras_backend() == "tensorflow":
     metal.require_compatible()  # `import keras` imports TensorFlow (and its plugins) here

@@ -15,10 +15,10 @@ from typing import Any, TypeVar
 import keras
 import numpy as np
 
-from gometal_keras import guard
+from gometal_keras.core.device import DeviceInfo
+from gometal_keras.core.plan import Precision, RunPlan
+from gometal_keras.engines import guard
 from gometal_keras.engines.placement import Placement
-from gometal_keras.plan import Precision, RunPlan
-from gometal_keras.precision import DeviceInfo
 
 LossFn = Callable[[Any, Any], Any]
 T = TypeVar("T")
@@ -52,7 +52,7 @@ class Program(abc.ABC):
             asked for; e.g. a `tf.distribute` strategy runs without XLA and the guard).
             With ``plan.guard``, a step whose loss, gradients or new weights are not
             finite leaves every variable as it was and reports a NaN loss, and so does
-            every later step of the same device call (`gometal_keras.guard`).
+            every later step of the same device call (`gometal_keras.engines.guard`).
     """
 
     plan: RunPlan
@@ -82,7 +82,7 @@ class Program(abc.ABC):
         """Run one optimizer step on one batch.
 
         `x` is what the model takes, or ``uint8`` image bytes, which the step turns into
-        ``x * (1/255)`` in float32 on the device (`gometal_keras.pixels.to_model_input`).
+        ``x * (1/255)`` in float32 on the device (`gometal_keras.core.pixels.to_model_input`).
 
         Returns:
             A float32 vector of `Objective.width` values: the (unscaled) loss, then the

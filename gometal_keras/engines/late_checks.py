@@ -27,7 +27,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from gometal_keras import guard
+from gometal_keras.engines import guard
 
 
 def call_committed(values: Any, scaled: bool) -> bool:

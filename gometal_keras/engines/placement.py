@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import keras
 import numpy as np
 
-from gometal_keras.plan import RunPlan
+from gometal_keras.core.plan import RunPlan
 
 
 class ToDevice(Protocol):
@@ -65,7 +65,7 @@ class Placement:
         """The plan as it runs under this placement (replicas and description filled in).
 
         Example:
-            >>> from gometal_keras.plan import Precision
+            >>> from gometal_keras.core.plan import Precision
             >>> from gometal_keras.engines import current
             >>> Placement(current()).adapt(RunPlan(Precision.FLOAT32, xla=True)).replicas
             1

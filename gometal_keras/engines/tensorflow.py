@@ -11,7 +11,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from gometal_keras import guard, pixels
+from gometal_keras.core import pixels
+from gometal_keras.core.device import DeviceInfo, cpu_device
+from gometal_keras.core.plan import HOST, Precision, RunPlan
+from gometal_keras.engines import guard
 from gometal_keras.engines.base import (
     Engine,
     Objective,
@@ -20,8 +23,6 @@ from gometal_keras.engines.base import (
     host_free_memory_bytes,
 )
 from gometal_keras.engines.placement import rebuilt_in
-from gometal_keras.plan import HOST, Precision, RunPlan
-from gometal_keras.precision import DeviceInfo, cpu_device
 
 
 def _has_metal_plugin() -> bool:
@@ -79,7 +80,7 @@ class TensorFlowProgram(Program):
             if strategy is not None:
                 values = strategy.run(replica_step, args=(x, y))
                 return strategy.reduce(tf.distribute.ReduceOp.MEAN, values, axis=None), ok
-            # A step is a transaction (`gometal_keras.guard`): keep a copy of what it may
+            # A step is a transaction (`gometal_keras.engines.guard`): keep a copy of what it may
             # change, to put back if it is not committed.
             forward = model.non_trainable_variables
             update = [*variables, *optimizer.variables] if plan.guard or scaled else []
@@ -184,7 +185,7 @@ class CPUPlacement(Placement):
     """The host CPU of a GPU machine: models built, batches kept and steps run on the CPU.
 
     Example:
-        >>> from gometal_keras.plan import Precision
+        >>> from gometal_keras.core.plan import Precision
         >>> CPUPlacement(TensorFlowEngine()).adapt(RunPlan(Precision.FLOAT32, False)).label()
         'float32 (no XLA, fused) on the CPU'
     """

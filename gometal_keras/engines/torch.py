@@ -8,7 +8,9 @@ import keras
 import numpy as np
 import torch
 
-from gometal_keras import guard, pixels
+from gometal_keras.core import pixels
+from gometal_keras.core.device import DeviceInfo, cpu_device
+from gometal_keras.engines import guard
 from gometal_keras.engines.base import (
     Engine,
     Objective,
@@ -16,7 +18,6 @@ from gometal_keras.engines.base import (
     Program,
     host_free_memory_bytes,
 )
-from gometal_keras.precision import DeviceInfo, cpu_device
 
 
 class TorchProgram(Program):

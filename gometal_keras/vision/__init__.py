@@ -13,7 +13,6 @@ Example:
 
 from gometal_keras.vision.cache import CacheStats, ImageCache
 from gometal_keras.vision.dataloader import (
-    CreateSharedDataLoaders,
     DataLoader,
     create_shared_data_loaders,
 )
@@ -23,7 +22,6 @@ from gometal_keras.vision.decode import UnreadableImageError, decode_image
 __all__ = [
     "CacheStats",
     "CatsDogsDataset",
-    "CreateSharedDataLoaders",
     "DataLoader",
     "ImageCache",
     "ImageFolderDataset",

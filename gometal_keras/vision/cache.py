@@ -25,7 +25,7 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-from gometal_keras import pixels
+from gometal_keras.core import pixels
 
 #: Rows a slab starts with; it doubles up to the cache's size.
 FIRST_ROWS = 64
@@ -155,7 +155,7 @@ class ImageCache:
         Returns:
             ``(found, images)``: the positions in `keys` that hit, and their pixels
             stacked in that order (a copy; None when nothing hit). Images of different
-            dtypes come back as float32 (`gometal_keras.pixels.assemble`).
+            dtypes come back as float32 (`gometal_keras.core.pixels.assemble`).
 
         Example:
             >>> cache = ImageCache(4); cache.put("a", np.full(2, 7, np.uint8))

@@ -7,7 +7,7 @@ this one is waited for), resized to ``image_size``, scaled to [0, 1] and given c
 Decoded images are kept in an `ImageCache` as bytes, so later epochs read memory, not
 files, a whole batch per read; `create_shared_data_loaders` gives a train and a validation
 loader one cache (Go-Metal's `CreateSharedDataLoaders`). `pixel_batches` gives the bytes
-themselves, which the Trainer stages and scales on the device (`gometal_keras.pixels`).
+themselves, which the Trainer stages and scales on the device (`gometal_keras.core.pixels`).
 
 The epoch order is a permutation drawn from ``(seed, epoch)``: the same seed gives the
 same order in every run, and a run resumed at epoch ``e`` (`set_epoch`) sees epoch e's.
@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from gometal_keras import pixels
+from gometal_keras.core import pixels
 from gometal_keras.vision.cache import CacheStats, ImageCache
 from gometal_keras.vision.decode import UnreadableImageError
 from gometal_keras.vision.decoder import CHUNK, Decoder
@@ -179,7 +179,7 @@ class DataLoader:
 
         What the Trainer streams: ``uint8`` bytes for 8-bit images (float32 in [0, 1]
         where a batch holds a 16-bit image), scaled on the device; iterating the loader
-        gives the same batches as floats (`gometal_keras.pixels.to_unit`). The files of
+        gives the same batches as floats (`gometal_keras.core.pixels.to_unit`). The files of
         the next few batches are submitted to the workers before this one is waited for.
         The next epoch follows.
 
@@ -285,6 +285,3 @@ def create_shared_data_loaders(
     val_options = {**options, "shuffle": False}
     train_loader = DataLoader(train, cache=cache, **options)
     return train_loader, DataLoader(validation, cache=cache, **val_options)
-
-
-CreateSharedDataLoaders = create_shared_data_loaders

@@ -3,7 +3,7 @@
 Any mode Pillow reads is accepted: grey, grey+alpha, palette, RGB, RGBA, CMYK, 16-bit and
 32-bit integer and float images. 8-bit images stay ``uint8`` bytes (`decode_pixels`: what
 the loader caches and stages, scaled on the device) and scale by 1/255 as floats
-(`decode_image`, `gometal_keras.pixels`); 16-bit ones become float32 scaled by 1/65535
+(`decode_image`, `gometal_keras.core.pixels`); 16-bit ones become float32 scaled by 1/65535
 (not clipped to 8 bits first); alpha is dropped. Every image is resized to ``size x size``
 (bilinear, as Go-Metal's preprocessing), so a folder of mixed sizes gives equal batches.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from gometal_keras.pixels import to_unit
+from gometal_keras.core.pixels import to_unit
 
 #: Divisor that maps each high-bit-depth Pillow mode's values onto [0, 1].
 _WIDE = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I": 65535.0, "F": 1.0}
@@ -48,7 +48,7 @@ def decode_pixels(path: str, size: int, channels: int = 3) -> np.ndarray:
 
     Returns:
         ``uint8`` bytes for 8-bit modes; float32 in [0, 1] for 16-bit, 32-bit and float
-        modes (which bytes would round). `gometal_keras.pixels.to_unit` maps either to
+        modes (which bytes would round). `gometal_keras.core.pixels.to_unit` maps either to
         what `decode_image` returns.
 
     Raises:

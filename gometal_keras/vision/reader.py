@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gometal_keras import pixels
+from gometal_keras.core import pixels
 from gometal_keras.vision.cache import ImageCache
 from gometal_keras.vision.decode import UnreadableImageError
 from gometal_keras.vision.decoder import Decoder, Pending
@@ -115,7 +115,7 @@ class BatchReader:
         """The batch ``(pixels, labels)`` in its order; None when every file was skipped.
 
         Pixels are ``uint8`` unless an image of the batch is wider (then float32 in
-        [0, 1], `gometal_keras.pixels.assemble`).
+        [0, 1], `gometal_keras.core.pixels.assemble`).
 
         Raises:
             UnreadableImageError: A file cannot be decoded and `on_error` is ``"raise"``.

@@ -1,0 +1,229 @@
+"""JAX's training program: pure functions over Keras' stateless API, an epoch one `lax.scan`.
+
+The step and the whole-epoch call, compiled by `jax.jit`, and how their state reaches the
+model; `engines.jax` is the engine that builds it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import keras
+
+from gometal_keras.core import pixels
+from gometal_keras.engines import guard
+from gometal_keras.engines.base import Objective, Placement, Program
+from gometal_keras.engines.late_checks import LateCall, LateChecks, call_committed
+
+#: The largest state (model variables, bytes) an optimistic call keeps until the next call.
+KEEP_BYTES = 64 * 2**20
+
+
+class JaxProgram(Program):
+    """Step and epoch compiled by `jax.jit`; the model's state lives on the device.
+
+    Both take the model's variable values and return new ones (nothing is donated: an
+    interrupted call must leave the model its last weights, and a guarded epoch that a
+    check stops runs again from them), and write them back, so the Keras model always
+    holds the current weights.
+    """
+
+    def _compile(
+        self, model: keras.Model, objective: Objective, optimizer: Any, placement: Placement
+    ) -> None:
+        plan = self.plan
+        # The variables in the order the compiled calls take their values (fixed once built).
+        self._variables = (
+            tuple(model.trainable_variables),
+            tuple(model.non_trainable_variables),
+            tuple(optimizer.variables),
+        )
+        # Loss scaling without the guard: a divergent update stops the epoch (see below).
+        scaled = self._scaled = plan.loss_scaling is not None and not plan.guard
+        # Commit every value where it lives now (replicated under data parallelism): the
+        # program's outputs are committed, and a first call on uncommitted inputs would
+        # otherwise compile the program twice.
+        self._write_back(tuple([jax.device_put(v, v.sharding) for v in g] for g in self._state()))
+        # A first call's `going`, a scalar committed where the state's scalars are (the
+        # step counter's place), as a later call's is.
+        self._going = jax.device_put(True, optimizer.iterations.value.sharding)
+
+        def scaled_loss(trainable, non_trainable, opt_vars, x, y):
+            x = pixels.to_model_input(x)
+            y_pred, non_trainable, losses = model.stateless_call(
+                trainable, non_trainable, x, training=True, return_losses=True
+            )
+            loss = objective.loss(y, y_pred)
+            if losses:
+                loss = loss + sum(losses)
+            loss = loss.astype("float32")
+            values = jnp.stack([loss, *objective.metrics(y, y_pred)])
+            mapping = list(zip(optimizer.variables, opt_vars, strict=True))
+            with keras.StatelessScope(state_mapping=mapping):
+                scaled = optimizer.scale_loss(loss)
+            return scaled, (values, non_trainable)
+
+        grad_fn = jax.value_and_grad(scaled_loss, has_aux=True)
+
+        def select(keep_new, new, old):
+            # An element-wise select (a lax.cond choosing the state measured the same on an
+            # H200: bench/RESULTS.md, session 7).
+            return jax.tree.map(lambda n, o: jnp.where(keep_new, n, o), new, old)
+
+        def train_step(carry, batch, optimistic=False):
+            # `optimistic`: commit every update, and carry instead whether each step so far
+            # passed the checks that need no pass over the new weights (`optimistic_epoch`).
+            (trainable, non_trainable, opt_vars), ok = carry
+            (_, (values, new_non_trainable)), grads = grad_fn(
+                trainable, non_trainable, opt_vars, *batch
+            )
+            new_trainable, new_opt = optimizer.stateless_apply(opt_vars, grads, trainable)
+            if scaled:
+                # The loss scaler skips a step whose gradients are not finite (and backs
+                # off the scale); an update that is not finite with finite gradients is
+                # a divergence: not committed, and no later step is (`guard.scaled_verdict`).
+                loss_ok, grads_ok = jnp.isfinite(values[0]), guard.all_finite(grads)
+                written = [] if optimistic else [*new_trainable, *new_opt]
+                keep_update, keep_forward, going = guard.scaled_verdict(
+                    ok, loss_ok, grads_ok, written
+                )
+                new_non_trainable = select(keep_forward, new_non_trainable, non_trainable)
+                if optimistic:
+                    new = (new_trainable, new_non_trainable, new_opt)
+                    return (new, keep_update & going), values
+                new_trainable, new_opt = select(
+                    keep_update, (new_trainable, new_opt), (trainable, opt_vars)
+                )
+                new = (new_trainable, new_non_trainable, new_opt)
+                return (new, going), guard.scaled_reported(values, going)
+            new = (new_trainable, new_non_trainable, new_opt)
+            if optimistic:
+                # Not the gradients either: a non-finite gradient makes the update, so the
+                # weights or optimizer values, non-finite too.
+                step_ok = jnp.isfinite(values[0]) & guard.all_finite(new_non_trainable)
+                return (new, ok & step_ok), values
+            update_ok = guard.all_finite([values[0], *grads])
+            if not plan.guard:
+                # Without the guard and a loss scaler, the update is applied; the forward
+                # pass's BatchNorm statistics and random-generator state are put back.
+                new_non_trainable = select(update_ok, new_non_trainable, non_trainable)
+                return ((new_trainable, new_non_trainable, new_opt), ok), values
+            # A guarded step is committed only when everything it writes is finite.
+            ok = ok & update_ok & guard.all_finite([*new_trainable, *new_non_trainable, *new_opt])
+            state = select(ok, new, (trainable, non_trainable, opt_vars))
+            return (state, ok), guard.reported(values, ok)
+
+        def plain_epoch(state, xs, ys, going):
+            (state, going), values = jax.lax.scan(train_step, (state, going), (xs, ys))
+            return state, values, going
+
+        def optimistic_epoch(state, xs, ys, going):
+            # Checking every new weight and optimizer value each step is a pass over all
+            # of them: about 0.12 ms a step on the wide MLP on an H200 (bench/RESULTS.md).
+            # So the call first runs with every update committed, checking each step's
+            # loss and forward-pass state (BatchNorm statistics: small), and the weights
+            # and optimizer values once, at the end. A value the optimizer wrote that was
+            # not finite stays not finite in later steps (an update is arithmetic on the
+            # value before it, and NaN and infinity absorb), so the end check sees it.
+            # When a check fails (rare), the call reports no step committed; `epoch` puts
+            # back the state it started from and runs it again, each step guarded, or
+            # `LateChecks` does (a `lax.cond` here cost about 0.7 ms a call on an H200,
+            # and selecting the first state on the device a kernel a variable: 20 on the
+            # seed MLP, bench/RESULTS.md).
+            def optimistic(carry, batch):
+                return train_step(carry, batch, optimistic=True)
+
+            (new, all_ok), values = jax.lax.scan(optimistic, (state, jnp.bool_(True)), (xs, ys))
+            committed = going & all_ok & guard.all_finite([*new[0], *new[2]])
+            report = guard.scaled_reported if scaled else guard.reported
+            values = jax.vmap(report, in_axes=(0, None))(values, committed)
+            return new, values, committed
+
+        def one_step(state, x, y, going):
+            (state, going), values = train_step((state, going), (x, y))
+            return state, values, going
+
+        # Calls that run optimistically: compiled ones (run eagerly, a call traces its
+        # scan anew, and the optimistic one would only add to that).
+        self._optimistic = (plan.guard or scaled) and plan.xla
+        # An optimistic call holds the state it started from until its verdict is read.
+        # Releasing those buffers costs the host a few microseconds each (70 us for the
+        # seed MLP's state on an H200's host), after the device is done; a small state is
+        # kept instead until the next call is dispatched, and released as the device runs.
+        # A large one is released at once: its memory matters more than the microseconds.
+        size = sum(v.size * v.dtype.itemsize for group in self._state() for v in group)
+        self._keep_after_call, self._kept = size <= KEEP_BYTES, None
+        wrap = jax.jit if plan.xla else (lambda f: f)
+        self._step, self._epoch = wrap(one_step), wrap(plain_epoch)
+        self._optimistic_epoch = wrap(optimistic_epoch)
+        self._latch = guard.EpochLatch(optimizer) if scaled else None
+        self._late = LateChecks(self._again, self._hold, self._committed)
+
+    def _state(self) -> tuple[list, list, list]:
+        return tuple([v.value for v in group] for group in self._variables)
+
+    def _write_back(self, state: tuple[list, list, list]) -> None:
+        for variables, values in zip(self._variables, state, strict=True):
+            for variable, value in zip(variables, values, strict=True):
+                variable.assign(value)
+
+    def _start(self, going: Any) -> Any:
+        """The flag a call starts from: under loss scaling, no divergence yet this epoch."""
+        held = self._held()
+        if held is None:
+            return self._going if going is True else going
+        return held if going is True else jnp.logical_and(held, going)
+
+    def step(self, x: Any, y: Any) -> Any:
+        state, values, going = self._step(self._state(), x, y, self._start(True))
+        self._write_back(state)
+        self._hold(going)
+        return values
+
+    def epoch(self, xs: Any, ys: Any, going: Any = True, read_late: bool = False) -> Any:
+        going = self._start(going)
+        if not self._optimistic:
+            values, after, _ = self._again(xs, ys, going)
+            self._hold(after)
+            return values
+        first = self._state()
+        # Optimistic (see `optimistic_epoch`): its verdict is read from its values, here or
+        # when they are read (`confirm`), so that the device runs the calls back to back.
+        state, values, committed = self._optimistic_epoch(first, xs, ys, going)
+        self._kept = None  # what the last call held (see `_keep_after_call`): released now
+        try:
+            self._write_back(state)  # while the device runs; put back below if not committed
+            self._hold(committed)
+            if read_late:
+                self._late.add(LateCall(values, xs, ys, going, first))
+                return values
+            host = keras.ops.convert_to_numpy(values)  # the one wait
+        except BaseException:  # e.g. Ctrl-C: the model keeps the state it had
+            self._write_back(first)
+            raise
+        if self._committed(host):
+            if self._keep_after_call:
+                self._kept = first, values
+            return host
+        values, after, _ = self._again(xs, ys, going, first)
+        self._hold(after)
+        return values
+
+    def _committed(self, values: Any) -> bool:
+        return call_committed(values, scaled=self._scaled)
+
+    def _again(self, xs: Any, ys: Any, going: Any, start: Any = None) -> tuple[Any, Any, Any]:
+        """The batches from `start` (None: the current state), each step checked: the
+        values, the flag and the state after them (written back)."""
+        state = self._state() if start is None else start
+        state, values, after = self._epoch(state, xs, ys, going)
+        self._write_back(state)
+        return values, after, state
+
+    def confirm(self, values: Any) -> Any:
+        return self._late.confirm(values)
+
+    def settle(self) -> None:
+        self._late.settle()

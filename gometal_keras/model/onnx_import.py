@@ -1,0 +1,274 @@
+"""ONNX import: an ONNX chain of builder layers back to a `ModelBuilder` and its weights.
+
+Go-Metal's ``ImportFromONNX``. It reads graphs that are one chain of the nodes the builder's
+layers become: ``Conv``, ``BatchNormalization``, ``MaxPool``, ``Gemm`` (or ``MatMul`` +
+``Add``) after an optional ``Flatten``/``Reshape``, ``Relu``, ``LeakyRelu``, ``Elu``,
+``Sigmoid``, ``Tanh``, ``Sigmoid`` + ``Mul`` (swish), ``Softmax``, ``Dropout`` and
+``Identity``, NCHW inside. Our own export (channels-last input, a ``Transpose`` to NCHW) and
+a ``torch.onnx.export`` of an equivalent ``nn.Sequential`` (NCHW input) both qualify. Weights
+are converted to the Keras layout: the imported model takes channels-last samples, as every
+builder model does. A BatchNorm whose scale is all ones and bias all zeros reads back as
+``affine=False``; the outputs are the same either way.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import keras
+import numpy as np
+
+from gometal_keras.model.builder import ModelBuilder, PolicyLike
+from gometal_keras.model.onnx_export import require_onnx
+
+#: Node types the importer maps, for its messages.
+MAPPED = (
+    "Conv, BatchNormalization, MaxPool, Flatten, Gemm, MatMul, Relu, LeakyRelu, Elu, "
+    "Sigmoid, Tanh, Mul (swish), Softmax, Dropout, Identity"
+)
+
+
+class ImportedModel(ModelBuilder):
+    """What `import_onnx` returns: a `ModelBuilder` that carries the file's weights.
+
+    It is a builder in every way (``layers``, ``summary()``, more ``add_*`` calls, a `Trainer`
+    takes it); `compile` loads the imported weights into the layers they belong to, so a
+    trainer made from it starts from them. Layers added afterwards start fresh.
+
+    Attributes:
+        weights: Keras layer name -> that layer's weights in ``get_weights()`` order.
+    """
+
+    def __init__(self, input_shape: list[int]) -> None:
+        super().__init__(input_shape)
+        self.weights: dict[str, list[np.ndarray]] = {}
+
+    def compile(self, dtype_policy: PolicyLike = None, seed: int | None = None) -> keras.Sequential:
+        """`ModelBuilder.compile`, then the imported weights are loaded.
+
+        Example:
+            >>> import tempfile, os
+            >>> from gometal_keras.model.onnx_export import export_onnx
+            >>> m = ModelBuilder([4, 3]).add_dense(2, name="fc").compile("float32")
+            >>> path = export_onnx(m, os.path.join(tempfile.mkdtemp(), "m.onnx"))
+            >>> back = import_onnx(path).compile()
+            >>> all((a == b).all() for a, b in zip(back.get_weights(), m.get_weights()))
+            True
+        """
+        model = super().compile(dtype_policy, seed)
+        for name, values in self.weights.items():
+            model.get_layer(name).set_weights(values)
+        return model
+
+    Compile = compile
+
+
+def read_onnx(path: str | os.PathLike[str]) -> Any:
+    """Load and check an ONNX file; one ValueError sentence when it is not a usable one.
+
+    Example:
+        >>> read_onnx(__file__)
+        Traceback (most recent call last):
+        ...
+        ValueError: ... is not an ONNX model; expected a .onnx file such as Trainer.export writes.
+    """
+    onnx = require_onnx()
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No ONNX file at {path!r}.")
+    with open(path, "rb") as fh:
+        head = fh.read(1)
+    try:
+        proto = onnx.load(path)
+        onnx.checker.check_model(proto)
+        if not proto.graph.node:
+            raise ValueError("empty graph")
+    except Exception:  # protobuf's DecodeError, onnx's ValidationError, an empty graph
+        if head == b"\x08":  # ModelProto opens with ir_version (field 1, varint)
+            raise ValueError(
+                f"{path!r} is a truncated or corrupted ONNX file; expected a complete model."
+            ) from None
+        raise ValueError(
+            f"{path!r} is not an ONNX model; expected a .onnx file such as Trainer.export writes."
+        ) from None
+    return proto
+
+
+class _Chain:
+    """The graph as one chain: the node after each tensor, constants by name."""
+
+    def __init__(self, proto: Any) -> None:
+        from onnx import numpy_helper
+
+        graph = proto.graph
+        self.const = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        nodes = []
+        for node in graph.node:
+            if node.op_type == "Constant" and node.attribute[0].name == "value":
+                self.const[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+            else:
+                nodes.append(node)
+        self.users: dict[str, list[Any]] = {}
+        for node in nodes:
+            for name in node.input:
+                self.users.setdefault(name, []).append(node)
+        self.output = graph.output[0].name
+
+    def next(self, tensor: str) -> Any | None:
+        users = self.users.get(tensor, [])
+        if len(users) > 1 and not _is_swish(users, tensor):
+            raise ValueError(
+                f"ONNX node {users[1].name!r} ({users[1].op_type}) branches off the chain, "
+                "which the builder cannot map; expected one chain of layers."
+            )
+        return None if tensor == self.output or not users else users[0]
+
+
+def _is_swish(users: list[Any], tensor: str) -> bool:
+    ops = sorted(u.op_type for u in users)
+    return ops == ["Mul", "Sigmoid"]
+
+
+def _attrs(node: Any) -> dict[str, Any]:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _g6(value: float) -> float:
+    """ONNX stores float attributes as float32: read 0.8999999762 back as 0.9."""
+    return float(f"{float(value):.6g}")
+
+
+def _unmappable(node: Any, why: str = "") -> ValueError:
+    return ValueError(
+        f"ONNX node {node.name!r} ({node.op_type}) cannot be mapped to a builder layer"
+        f"{why}; expected a chain of {MAPPED}."
+    )
+
+
+def import_onnx(path: str | os.PathLike[str], batch_size: int = 32) -> ImportedModel:
+    """Rebuild the builder chain and weights of an ONNX file (see the module docstring).
+
+    Args:
+        path: The ``.onnx`` file.
+        batch_size: The builder's batch size (ONNX files keep the batch dynamic).
+
+    Returns:
+        An `ImportedModel` (a `ModelBuilder`); ``.compile()`` gives the Keras model with the
+        file's weights.
+
+    Raises:
+        ValueError: Not a readable ONNX file, or a node the builder cannot map (named).
+    """
+    proto = read_onnx(path)
+    chain = _Chain(proto)
+    inp = next(i for i in proto.graph.input if i.name not in chain.const)
+    dims = [d.dim_value for d in inp.type.tensor_type.shape.dim[1:]]
+    tensor, node = inp.name, chain.next(inp.name)
+    if node is not None and node.op_type == "Transpose" and _attrs(node)["perm"] == [0, 3, 1, 2]:
+        dims = [dims[2], dims[0], dims[1]]  # our export: channels-last input
+        tensor = node.output[0]
+        node = chain.next(tensor)
+    builder = ImportedModel([batch_size, *dims])
+    used = {"to_nchw", "to_nhwc"}
+    while node is not None:
+        name = node.name if node.name and "/" not in node.name and node.name not in used else None
+        node, tensor = _map(chain, node, builder, builder.weights, name)
+        used.update(s.name for s in builder.layers)
+        node = chain.next(tensor) if node is None else node
+    return builder
+
+
+def _map(chain: _Chain, node: Any, b: ModelBuilder, weights: dict, name: str | None) -> tuple:
+    """Add the layer `node` starts to `b`; return (next node or None, last tensor)."""
+    op, a, c = node.op_type, _attrs(node), chain.const
+    simple = {"Relu": b.add_relu, "Tanh": b.add_tanh}
+    if op in ("Identity",) or (op == "Transpose" and a.get("perm") == [0, 2, 3, 1]):
+        return None, node.output[0]
+    if op in simple:
+        simple[op](name=name)
+    elif op == "LeakyRelu":
+        b.add_leaky_relu(_g6(a.get("alpha", 0.01)), name=name)
+    elif op == "Elu":
+        b.add_elu(_g6(a.get("alpha", 1.0)), name=name)
+    elif op == "Sigmoid":
+        users = chain.users.get(node.input[0], [])
+        mul = next((u for u in users if u.op_type == "Mul"), None)
+        if mul is None:
+            b.add_sigmoid(name=name)
+        else:
+            ok = mul.name and "/" not in mul.name
+            b.add_swish(name=mul.name if ok else None)
+            return None, mul.output[0]
+    elif op == "Softmax":
+        axis = a.get("axis", -1)  # the last axis reads back as the builder's default, -1
+        b.add_softmax(-1 if axis == len(b.output_shape) else axis, name=name)
+    elif op == "Dropout":
+        ratio = c.get(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+        b.add_dropout(_g6(a.get("ratio", 0.5) if ratio is None else ratio), name=name)
+    elif op == "MaxPool":
+        k, s = a["kernel_shape"], a.get("strides", a["kernel_shape"])
+        if len({*k, *s}) > 2 or any(a.get("pads", [0])) or a.get("ceil_mode", 0):
+            raise _unmappable(node, " (non-square, padded or ceil-mode pooling)")
+        b.add_maxpool2d(k[0], None if s[0] == k[0] else s[0], name=name)
+    elif op == "Conv":
+        return _conv(node, a, c, b, weights, name)
+    elif op == "BatchNormalization":
+        scale, bias, mean, var = (c[t] for t in node.input[1:5])
+        affine = not (np.all(scale == 1) and np.all(bias == 0))
+        eps, momentum = _g6(a.get("epsilon", 1e-5)), _g6(1.0 - _g6(a.get("momentum", 0.9)))
+        b.add_batchnorm(None, eps, momentum, affine, name)
+        weights[b.layers[-1].name] = [*([scale, bias] if affine else []), mean, var]
+    elif op in ("Flatten", "Reshape", "Gemm", "MatMul"):
+        return _dense(chain, node, b, weights)
+    else:
+        raise _unmappable(node)
+    return None, node.output[0]
+
+
+def _conv(node: Any, a: dict, c: dict, b: ModelBuilder, weights: dict, name: str | None) -> tuple:
+    w = c.get(node.input[1])
+    pads, strides = a.get("pads", [0, 0, 0, 0]), a.get("strides", [1, 1])
+    if (
+        w is None
+        or w.shape[2] != w.shape[3]
+        or len(set(pads)) > 1
+        or len(set(strides)) > 1
+        or a.get("group", 1) != 1
+        or any(d != 1 for d in a.get("dilations", [1]))
+        or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")
+    ):
+        raise _unmappable(node, " (grouped, dilated, asymmetric or non-constant convolution)")
+    bias = c.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    b.add_conv2d(w.shape[0], w.shape[2], strides[0], pads[0], bias is not None, name)
+    weights[b.layers[-1].name] = [w.transpose(2, 3, 1, 0), *([] if bias is None else [bias])]
+    return None, node.output[0]
+
+
+def _dense(chain: _Chain, node: Any, b: ModelBuilder, weights: dict) -> tuple:
+    image = b.output_shape if len(b.output_shape) == 3 else None
+    if node.op_type in ("Flatten", "Reshape"):
+        if image is None:
+            raise _unmappable(node, " (a flatten of a non-image tensor)")
+        node = chain.next(node.output[0])
+        if node is None or node.op_type not in ("Gemm", "MatMul"):
+            raise _unmappable(node or chain.output, " (a flatten not followed by Gemm)")
+    a, c = _attrs(node), chain.const
+    kernel = c.get(node.input[1])
+    if kernel is None or a.get("transA", 0) or a.get("alpha", 1.0) != 1 or a.get("beta", 1.0) != 1:
+        raise _unmappable(node, " (a Gemm with non-constant or scaled operands)")
+    kernel = kernel.T if a.get("transB", 0) else kernel
+    bias = c.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    out = node.output[0]
+    add = chain.next(out) if node.op_type == "MatMul" else None
+    if add is not None and add.op_type == "Add" and {*add.input} - {out} <= set(c):
+        bias, out = c[next(t for t in add.input if t != out)], add.output[0]
+    if image is not None:  # ONNX flattened (C, H, W); Keras flattens (H, W, C)
+        ch, h, w = image
+        kernel = kernel.reshape(ch, h, w, -1).transpose(1, 2, 0, 3).reshape(ch * h * w, -1)
+    name = node.name if node.name and "/" not in node.name else None
+    b.add_dense(kernel.shape[1], bias is not None, name)
+    weights[b.layers[-1].name] = [kernel, *([] if bias is None else [bias.reshape(-1)])]
+    return None, out

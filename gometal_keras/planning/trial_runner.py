@@ -1,0 +1,163 @@
+"""`TrialRunner`: the throw-away programs of the trials, built, warmed up and timed.
+
+For each candidate plan a fresh model (never the user's) is built under the plan's
+precision, its program compiled and warmed up on synthetic batches of the model's shapes,
+and, on a device with known faults, its float32 losses checked against the CPU's (a
+device that fails the check loses every candidate, mixed precision included). Then
+`measure` times every warmed-up candidate together in interleaved rounds
+(`trials.interleave`) and completes their `Candidate` records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+from gometal_keras.core.config import TrainerConfig
+from gometal_keras.core.plan import Loop, Precision, RunPlan
+from gometal_keras.data.synthetic import synthetic_batches
+from gometal_keras.engines.base import Engine, Placement, run_within
+from gometal_keras.engines.objectives import make_objective, make_optimizer
+from gometal_keras.planning.trials import TRIAL_STEPS, Candidate, Rounds, interleave, per_step
+
+#: A warm-up (or the timed rounds together) may take up to TRIAL_TIME_LIMIT seconds in a
+#: worker thread (`run_within`: abandoned, not killed, if not). A float32 trial on a device
+#: with known faults must match the CPU's losses within CHECK_RTOL.
+TRIAL_TIME_LIMIT, CHECK_RTOL = 300.0, 1e-3
+
+class TrialRunner:
+    """Builds and warms up throw-away programs, then times them together (`measure`).
+
+    Args:
+        factory: Builds a fresh model under a precision.
+        config: The training configuration.
+        engine: The backend engine.
+        seed: Seed for the trial data.
+        reference: The CPU placement float32 losses are checked against, or None.
+        report: The known-faults report named when a check fails.
+        margin: The decision's margin (`decision.MIN_GAIN`), for stopping early.
+
+    Attributes:
+        timed: Every `Candidate`, in the order tried (timed ones complete after `measure`).
+        places: Each candidate plan's placement.
+        seconds: Wall time spent on trials so far.
+    """
+
+    def __init__(self, factory, config: TrainerConfig, engine: Engine, seed: int,
+                 reference: Placement | None, report: str | None, margin: float):  # fmt: skip
+        self.factory, self.config, self.engine, self.seed = factory, config, engine, seed
+        self.reference, self.report, self.margin = reference, report, margin
+        self.timed: list[Candidate] = []
+        self.places: dict[RunPlan, Placement] = {}
+        self.seconds = 0.0
+        self._pending: list[tuple[int, Callable[[], np.ndarray]]] = []
+        self._untrusted: set[int] = set()  # ids of placements whose float32 losses were wrong
+
+    def __call__(self, plan: RunPlan, place: Placement, warm_only: bool = False) -> None:
+        """Build and warm up `plan` under `place`; time it in `measure` unless `warm_only`."""
+        start = time.perf_counter()
+        try:
+            found, run = self._prepare(plan, place)
+        except Exception as error:  # the candidate is dropped; the next one is tried
+            found, run = Candidate(place.adapt(plan), math.nan, False, _text(error)), None
+        if run is not None and not warm_only:
+            self._pending.append((len(self.timed), run))
+        self.timed.append(found)
+        self.places[found.plan] = place
+        self.seconds += time.perf_counter() - start
+
+    def measure(self) -> None:
+        """Time every warmed-up candidate in interleaved rounds and complete its record."""
+        pending, self._pending = self._pending, []
+        for index, _ in pending:  # a device that got float32 wrong is trusted with nothing
+            old = self.timed[index]
+            if id(self.places[old.plan]) in self._untrusted:
+                text = f"this device's float32 losses disagree with the CPU ({self.report})"
+                self.timed[index] = Candidate(old.plan, math.nan, False, text)
+        pending = [(i, run) for i, run in pending if self.timed[i].error is None]
+        if not pending:
+            return
+        start = time.perf_counter()
+        rounds = Rounds.empty(len(pending))
+        try:
+            calls = [run for _, run in pending]
+            work = functools.partial(interleave, calls, self.margin, rounds=rounds)
+            times, values, errors = run_within(work, TRIAL_TIME_LIMIT)
+        except TimeoutError as error:  # one call hung: it is dropped, the rounds before kept
+            hung = rounds.running
+            times, values = [list(t) for t in rounds.times], list(rounds.values)
+            errors = [error if i == hung else e for i, e in enumerate(rounds.errors)]
+        for (index, _), t, value, error in zip(pending, times, values, errors, strict=True):
+            old = self.timed[index]
+            if error is not None or not t:
+                self.timed[index] = Candidate(old.plan, math.nan, False, _text(error))
+                continue
+            finite = old.finite and bool(np.isfinite(value[:, 0]).all())
+            median, samples = per_step(t)
+            self.timed[index] = Candidate(old.plan, median, finite, samples=samples)
+        self.seconds += time.perf_counter() - start
+
+    def _runner(self, plan: RunPlan, place: Placement, weights: Any = None) -> tuple:
+        """A throw-away model under `plan`, and one call of its loop over the trial batches."""
+        with place.scope():
+            model = self.factory(plan.precision)
+            if weights is not None:
+                model.set_weights(weights)
+            optimizer = make_optimizer(self.config, plan.loss_scaling)
+            objective = make_objective(self.config, model)
+            program = self.engine.program(model, objective, optimizer, plan, place)
+        xs, ys = synthetic_batches(model, self.config, TRIAL_STEPS, self.seed)
+        if plan.loop is Loop.FUSED:
+            xd, yd = place.put(xs, batch_axis=1), place.put(ys, batch_axis=1)
+            calls = [lambda: program.epoch(xd, yd)]
+        else:
+            batches = [(place.put(x, 0), place.put(y, 0)) for x, y in zip(xs, ys, strict=True)]
+            calls = [lambda x=x, y=y: program.step(x, y) for x, y in batches]
+
+        def run() -> np.ndarray:  # in any thread: the placement's scope is entered here
+            with place.scope():
+                host = [keras.ops.convert_to_numpy(call()) for call in calls]
+            return np.concatenate([np.reshape(h, (-1, objective.width)) for h in host])
+
+        return program, model, run
+
+    def _prepare(self, plan: RunPlan, place: Placement) -> tuple[Candidate, Any]:
+        program, model, run = self._runner(plan, place)
+        check = None  # the same weights, batches and steps on the CPU, before the trial trains
+        if self.reference not in (None, place) and plan.precision is Precision.FLOAT32:
+            check = functools.partial(self._runner, plan, self.reference, model.get_weights())
+
+        def warm() -> tuple:  # trace and compile, then the CPU's losses to check against
+            start = time.perf_counter()
+            first = run()
+            seconds, expected = time.perf_counter() - start, None
+            with contextlib.suppress(Exception):  # a failing CPU leaves nothing to compare
+                expected = check()[2]() if check else None
+            return first, seconds, expected
+
+        first, seconds, expected = run_within(warm, TRIAL_TIME_LIMIT)
+        if expected is not None and not np.allclose(
+            first[:, 0], expected[:, 0], rtol=CHECK_RTOL, atol=1e-6, equal_nan=True
+        ):
+            text = f"losses disagree with the CPU ({self.report})"
+            self._untrusted.add(id(place))
+            warnings.warn(f"{program.plan.label()} dropped: {text}.", RuntimeWarning, 3)
+            return Candidate(program.plan, math.nan, False, text), None
+        finite = bool(np.isfinite(first[:, 0]).all())
+        return Candidate(program.plan, seconds / TRIAL_STEPS, finite), run
+
+
+def _text(error: BaseException | None) -> str:
+    """One line for a failed candidate: the message (with its type unless a timeout)."""
+    if error is None:
+        return "no timed round finished"
+    first = (str(error).strip().splitlines() or ["no message"])[0][:200]
+    return first if isinstance(error, TimeoutError) else f"{type(error).__name__}: {first}"

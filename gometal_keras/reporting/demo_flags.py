@@ -1,0 +1,139 @@
+"""The demo's settings (`DemoSettings`, the seed README's "Customization") and their
+command-line flags, shared by ``gometal-keras demo`` and ``gometal-keras tune``: adding them to
+a parser, and reading them back. Light: nothing here starts a backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from gometal_keras.core.plan import PRECISION_NAMES
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoSettings:
+    """The demo's knobs (the seed README's "Customization"), with the seed's defaults.
+
+    Example:
+        >>> DemoSettings(layers=(1024, 512, 256)).hidden_stack
+        (1024, 512, 256)
+    """
+
+    hidden: int = 512
+    layers: tuple[int, ...] | None = None  # replaces (hidden, 256)
+    batch_size: int = 64
+    epochs: int = 20
+    samples: int = 1000
+    features: int = 784
+    classes: int = 10
+    precision: str = "auto"
+    seed: int = 42
+    early_stop_loss: float = 0.1
+    timing: str = "steady"
+    devices: int | None = None  # data parallel over this many local devices
+    rounds: int = 6  # interleaved epochs of each phase for the speed comparison (0: none)
+
+    @property
+    def hidden_stack(self) -> tuple[int, ...]:
+        """Hidden layer sizes in order."""
+        return self.layers if self.layers else (self.hidden, 256)
+
+    def to_dict(self) -> dict[str, object]:
+        """Return the settings as JSON-ready data (tuples as lists)."""
+        data = dataclasses.asdict(self)
+        data["layers"] = list(self.layers) if self.layers else None
+        data["hidden_stack"] = list(self.hidden_stack)
+        return data
+
+    def table(self) -> dict[str, object]:
+        """The configuration lines the report prints.
+
+        Example:
+            >>> DemoSettings().table()["Hidden Size"]
+            512
+        """
+        return {
+            "Batch Size": self.batch_size,
+            "Input Size": self.features,
+            "Hidden Sizes" if self.layers else "Hidden Size": (
+                ", ".join(map(str, self.hidden_stack)) if self.layers else self.hidden
+            ),
+            "Classes": self.classes,
+            "Samples": self.samples,
+            "Epochs": self.epochs,
+        } | ({"Devices": f"{self.devices} (data parallel)"} if self.devices else {})
+
+
+def _layers(text: str) -> tuple[int, ...]:
+    parts = text.split(",")
+    if not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected positive sizes like 1024,512,256, got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the demo's flags (the seed README's "Customization") to `parser`.
+
+    Example:
+        >>> p = argparse.ArgumentParser(); add_demo_arguments(p)
+        >>> p.parse_args(["--layers", "64,32"]).layers
+        (64, 32)
+    """
+    d = DemoSettings()
+    parser.add_argument("--hidden", type=int, default=d.hidden, help="first hidden layer size")
+    parser.add_argument("--layers", type=_layers, help="hidden sizes, e.g. 1024,512,256")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--samples", type=int, default=d.samples)
+    parser.add_argument(
+        "--precision",
+        choices=PRECISION_NAMES,
+        default=d.precision,
+        help="precision of phase 2 (auto: measure and keep the fastest sound one)",
+    )
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--early-stop", type=float, default=d.early_stop_loss, dest="early_stop")
+    parser.add_argument(
+        "--timing",
+        choices=("steady", "total"),
+        default=d.timing,
+        help="compare steady-state time (epoch 1 excluded) or total time",
+    )
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        help="train data-parallel over N local devices (the batch size stays global)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=d.rounds, help="interleaved epochs per phase to compare"
+    )
+
+
+def demo_settings(args: argparse.Namespace) -> DemoSettings:
+    """Build `DemoSettings` from parsed demo flags, rejecting non-positive sizes.
+
+    Example:
+        >>> p = argparse.ArgumentParser(); add_demo_arguments(p)
+        >>> demo_settings(p.parse_args(["--epochs", "3"])).epochs
+        3
+    """
+    for flag in ("hidden", "batch_size", "epochs", "samples", "devices"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be a positive integer.")
+    if args.rounds < 0:
+        raise ValueError("--rounds must be 0 (no interleaved comparison) or more.")
+    return DemoSettings(
+        hidden=args.hidden,
+        layers=args.layers,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        samples=args.samples,
+        precision=args.precision,
+        seed=args.seed,
+        early_stop_loss=args.early_stop,
+        timing=args.timing,
+        devices=args.devices,
+        rounds=args.rounds,
+    )

@@ -1,0 +1,1 @@
+"""Shipping a trained model: `Predictor` over a saved model, a checkpoint or an ONNX file."""

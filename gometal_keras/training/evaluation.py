@@ -1,0 +1,247 @@
+"""The evaluation report: Go-Metal's metrics of a trained model on held-out data.
+
+Classification: accuracy, per-class precision / recall / F1 / support, the confusion
+matrix, ROC AUC one-vs-rest and average precision, with every ROC and precision-recall
+curve; regression: MAE, RMSE and R² with the targets and predictions. Every figure comes
+from ``sklearn.metrics``. An `EvaluationReport` is plain data: `to_dict` is its JSON, and
+`gometal_keras.reporting.evalplots` draws it. It reads the trainer's predictions and, when given, a
+`TrainingRun` (the training curves); it never trains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gometal_keras.core.jsondata import json_safe
+from gometal_keras.engines.objectives import to_probabilities
+from gometal_keras.training.record import TrainingRun
+
+#: The report's JSON identity.
+SCHEMA, VERSION = "gometal_keras.evaluation", 1
+
+
+def _metrics() -> Any:
+    """``sklearn.metrics``, or ImportError naming the ``evaluate`` extra."""
+    try:
+        from sklearn import metrics
+    except ImportError:
+        raise ImportError(
+            "The evaluation report needs scikit-learn; install it with "
+            "pip install 'gometal_keras[evaluate]'."
+        ) from None
+    return metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationReport:
+    """Metrics and curves of one model on one data set.
+
+    Attributes:
+        problem_type: ``"classification"`` or ``"regression"``.
+        metrics: Scalar metrics by name (accuracy, roc_auc_ovr, ... or mae, rmse, r2).
+        per_class: Classification: one dict per class (name, precision, recall, f1, support).
+        confusion: Classification: the confusion matrix, rows true, columns predicted.
+        roc: Classification: per class ``{"name", "fpr", "tpr", "auc"}`` (one-vs-rest).
+        pr: Classification: per class ``{"name", "precision", "recall", "ap"}``.
+        y_true: Regression: the targets, flattened.
+        y_pred: Regression: the predictions, flattened.
+        run: The training run (loss, validation loss, learning rates), when given.
+    """
+
+    problem_type: str
+    metrics: dict[str, float | None]
+    per_class: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    confusion: list[list[int]] = dataclasses.field(default_factory=list)
+    roc: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    pr: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    y_true: list[float] = dataclasses.field(default_factory=list)
+    y_pred: list[float] = dataclasses.field(default_factory=list)
+    run: TrainingRun | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data: every number the plots draw."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "run"}
+        training = None
+        if self.run is not None:
+            training = {
+                "loss": self.run.losses,
+                "val_loss": self.run.val_losses,
+                "metrics": self.run.metrics,
+            }
+        return json_safe({"schema": SCHEMA, "version": VERSION, **data, "training": training})
+
+    def write_json(self, path: str | os.PathLike[str]) -> Path:
+        """Write `to_dict` as JSON to `path` and return the path."""
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False), encoding="utf-8")
+        return path
+
+
+def classification_report(
+    outputs: np.ndarray,
+    y: Any,
+    are_probabilities: bool = False,
+    class_names: Sequence[str] | None = None,
+    run: TrainingRun | None = None,
+) -> EvaluationReport:
+    """Classification metrics of model `outputs` (logits or probabilities) against labels `y`.
+
+    Args:
+        outputs: ``(n, classes)`` logits or probabilities (one column: binary).
+        y: Class indices ``(n,)`` or one-hot ``(n, classes)``.
+        are_probabilities: Whether `outputs` are probabilities already.
+        class_names: Names in class order; default ``"0"``, ``"1"``, ...
+        run: The training run whose curves the report carries.
+
+    Returns:
+        An `EvaluationReport`; ROC AUC is None when a class is absent from `y`.
+
+    Example:
+        >>> logits = np.array([[2.0, 0.0], [0.0, 2.0], [1.0, 0.0], [0.0, 1.0]])
+        >>> r = classification_report(logits, [0, 1, 1, 1])
+        >>> r.metrics["accuracy"], r.confusion
+        (0.75, [[1, 0], [1, 2]])
+    """
+    skm = _metrics()
+    from sklearn.preprocessing import label_binarize
+
+    proba = to_probabilities(outputs, are_probabilities)
+    k = proba.shape[1]
+    labels = np.asarray(y)
+    labels = labels.argmax(axis=1) if labels.ndim == 2 and labels.shape[1] > 1 else labels
+    labels = labels.reshape(-1).astype(int)
+    if len(labels) != len(proba) or labels.min() < 0 or labels.max() >= k:
+        raise ValueError(
+            f"y must hold one class index in [0, {k}) per sample ({len(proba)}); "
+            f"got {len(labels)} labels from {labels.min()} to {labels.max()}."
+        )
+    names = [str(c) for c in (class_names if class_names is not None else range(k))]
+    if len(names) != k:
+        raise ValueError(f"{len(names)} class names were given for {k} classes; expected {k}.")
+    predicted, classes = proba.argmax(axis=1), list(range(k))
+    p, r, f1, support = skm.precision_recall_fscore_support(
+        labels, predicted, labels=classes, zero_division=0
+    )
+    onehot = label_binarize(labels, classes=classes) if k > 2 else None
+    truth = [onehot[:, c] if onehot is not None else (labels == c).astype(int) for c in classes]
+    present = all(0 < t.sum() < len(t) for t in truth)
+    roc, pr = [], []
+    for c in classes if k > 2 else [1]:
+        fpr, tpr, _ = skm.roc_curve(truth[c], proba[:, c]) if present else ([], [], None)
+        precision, recall, _ = skm.precision_recall_curve(truth[c], proba[:, c])
+        roc.append(
+            {
+                "name": names[c],
+                "fpr": list(fpr),
+                "tpr": list(tpr),
+                "auc": float(skm.auc(fpr, tpr)) if present else None,
+            }
+        )
+        ap = float(skm.average_precision_score(truth[c], proba[:, c]))
+        pr.append(
+            {"name": names[c], "precision": list(precision), "recall": list(recall), "ap": ap}
+        )
+    auc = None
+    if present:
+        auc = float(
+            skm.roc_auc_score(labels, proba, multi_class="ovr", labels=classes)
+            if k > 2
+            else skm.roc_auc_score(labels, proba[:, 1])
+        )
+    return EvaluationReport(
+        "classification",
+        {
+            "accuracy": float(skm.accuracy_score(labels, predicted)),
+            "macro_f1": float(np.mean(f1)),
+            "roc_auc_ovr": auc,
+            "average_precision": float(np.mean([c["ap"] for c in pr])),
+        },
+        per_class=[
+            {
+                "name": n,
+                "precision": float(a),
+                "recall": float(b),
+                "f1": float(c),
+                "support": int(d),
+            }
+            for n, a, b, c, d in zip(names, p, r, f1, support, strict=True)
+        ],
+        confusion=skm.confusion_matrix(labels, predicted, labels=classes).tolist(),
+        roc=roc,
+        pr=pr,
+        run=run,
+    )
+
+
+def regression_report(
+    outputs: np.ndarray, y: Any, run: TrainingRun | None = None
+) -> EvaluationReport:
+    """Regression metrics (MAE, RMSE, R²) of `outputs` against targets `y`.
+
+    Example:
+        >>> r = regression_report(np.array([[1.0], [2.0], [4.0]]), [1.0, 3.0, 4.0])
+        >>> r.metrics["mae"], r.metrics["rmse"]
+        (0.3333333333333333, 0.5773502691896257)
+    """
+    skm = _metrics()
+    y_pred = np.asarray(outputs, dtype=np.float64).reshape(-1)
+    y_true = np.asarray(y, dtype=np.float64).reshape(-1)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(
+            f"y holds {y_true.size} values for {y_pred.size} predictions; expected one per output."
+        )
+    return EvaluationReport(
+        "regression",
+        {
+            "mae": float(skm.mean_absolute_error(y_true, y_pred)),
+            "rmse": float(skm.root_mean_squared_error(y_true, y_pred)),
+            "r2": float(skm.r2_score(y_true, y_pred)),
+        },
+        y_true=y_true.tolist(),
+        y_pred=y_pred.tolist(),
+        run=run,
+    )
+
+
+def evaluation_report(
+    trainer: Any,
+    x: Any,
+    y: Any,
+    run: TrainingRun | None = None,
+    class_names: Sequence[str] | None = None,
+) -> EvaluationReport:
+    """The report of a `Trainer` on ``(x, y)`` (what ``Trainer.evaluate(x, y, report=True)`` gives).
+
+    Args:
+        trainer: A trained `Trainer` (its config says classification or regression).
+        x: Samples.
+        y: Labels (class indices or one-hot) or regression targets.
+        run: The `TrainingRun` of its `fit`, for the training curves.
+        class_names: Names of the classes, in output order.
+
+    Returns:
+        An `EvaluationReport`.
+
+    Example:
+        >>> from gometal_keras import ModelBuilder, Trainer, TrainerConfig
+        >>> b = ModelBuilder([8, 2]).add_dense(3)
+        >>> t = Trainer(b, TrainerConfig(8, precision="float32", jit_compile=False, seed=0))
+        >>> x = np.random.default_rng(0).normal(size=(30, 2))
+        >>> report = t.evaluate(x, np.arange(30) % 3, report=True)
+        >>> len(report.confusion), len(report.roc)
+        (3, 3)
+    """
+    from gometal_keras.engines.objectives import outputs_probabilities
+
+    outputs = trainer.predict(x)
+    if trainer.config.problem_type == "regression":
+        return regression_report(outputs, y, run)
+    probs = outputs_probabilities(trainer.model)
+    return classification_report(outputs, y, probs, class_names, run)
