@@ -223,3 +223,47 @@ class ArrangeTest(tf.test.TestCase):
         self.assertFalse(data.resident)
         self.assertIn("copied per step", data.describe())
         self.assertAllEqual(np.ravel(loop.run_epoch(data)), x[:12:4, 0])
+
+
+# Ctrl-C once a JAX epoch's updates are in: `fit` puts back the values the epoch started
+# from, which it held instead of copying them (JAX arrays are immutable, nothing donated).
+JAX_INTERRUPT = """
+import json
+from unittest import mock
+import keras, numpy as np
+from gometal_keras import ModelBuilder, Trainer, TrainerConfig
+from gometal_keras.training.loop import TrainingLoop
+b = ModelBuilder([8, 4]).add_dense(8).add_dropout(0.2).add_dense(3)
+t = Trainer(b, TrainerConfig(batch_size=8, precision="float32", loop="fused", seed=1))
+rng = np.random.default_rng(0)
+x, y = rng.random((32, 4), dtype=np.float32), rng.integers(0, 3, 32)
+t.fit(x, y, epochs=1)
+variables = t.model.variables + t.optimizer.variables
+before = [np.array(keras.ops.convert_to_numpy(v)) for v in variables]
+real = TrainingLoop.run_epoch
+def interrupted(loop, data, *epoch):
+    real(loop, data, *epoch)  # the updates are in
+    raise KeyboardInterrupt
+copies = mock.MagicMock(side_effect=keras.ops.copy)
+with mock.patch.object(TrainingLoop, "run_epoch", interrupted), \\
+        mock.patch.object(keras.ops, "copy", copies):
+    try:
+        t.fit(x, y, epochs=3)
+        interrupted_ = False
+    except KeyboardInterrupt:
+        interrupted_ = True
+kept = all(np.array_equal(a, keras.ops.convert_to_numpy(v)) for a, v in zip(before, variables))
+epoch, run = t.epoch, t.fit(x, y, epochs=1)
+print("RESULT " + json.dumps([interrupted_, epoch, kept, copies.call_count, run.epochs_run]))
+"""
+
+
+def test_a_jax_fit_epoch_interrupted_goes_back_without_a_copy():
+    from helpers import require_backend, run_script
+
+    require_backend("jax")
+    interrupted, epoch, kept, copies, trained_on = run_script(JAX_INTERRUPT, backend="jax")
+    assert interrupted and epoch == 1
+    assert kept  # every variable as the interrupted epoch found it
+    assert copies == 0  # the values were held, not copied
+    assert trained_on == 1

@@ -30,7 +30,7 @@ from gometal_keras.core.plan import Loop, RunPlan
 from gometal_keras.data.inputs import BatchSource
 from gometal_keras.data.prefetch import SLOTS, Prefetcher
 from gometal_keras.data.streaming import Check, StreamedData, host_stages, named
-from gometal_keras.engines import Engine, Placement, Program
+from gometal_keras.engines import Engine, Placement, Program, guard
 from gometal_keras.engines.guard import still_going
 
 #: Share of the device's free memory the data set may take to stay resident.
@@ -180,6 +180,36 @@ class TrainingLoop:
             if self._ahead is not None:
                 self._ahead[2].close()
                 self._ahead = None
+
+    @contextlib.contextmanager
+    def epoch_transaction(self, model: keras.Model, optimizer: Any) -> Iterator[None]:
+        """Run one of `fit`'s epochs as a transaction: on Ctrl-C, every variable goes back.
+
+        What `guard.rolled_back_on_interrupt` promises, at the price of a copy only where
+        one is needed. TensorFlow and PyTorch write variables in place, so the state the
+        epoch started from must be copied first (that function, a device copy per
+        variable). A JAX variable's value is an immutable array that the programs replace
+        and never donate (`engines.jax.program`), so holding the values is the snapshot:
+        no copy, and no per-variable dispatch (about 0.1 ms each on a small CPU host,
+        twenty-two of them an epoch for the seed MLP: 2 ms of a 25 ms epoch).
+
+        Args:
+            model: Its variables (weights, BatchNorm statistics, random-generator state).
+            optimizer: Its variables (slots, iteration count, loss scale).
+        """
+        if self.engine.name != "jax":
+            with guard.rolled_back_on_interrupt(model, optimizer):
+                yield
+            return
+        variables = [*model.variables, *optimizer.variables]
+        saved = [variable.value for variable in variables]
+        try:
+            with guard.epoch_open(optimizer):
+                yield
+        except KeyboardInterrupt:
+            for variable, value in zip(variables, saved, strict=True):
+                variable.assign(value)
+            raise
 
     def run_epoch(self, data: ArrangedData | StreamedData, epoch: int = 0) -> np.ndarray:
         """Run one epoch (number `epoch`, which orders a streamed input's batches) and wait.

@@ -260,7 +260,7 @@ class Trainer(Persistent):
         with self._loop.reading_ahead(last_epoch=end - 1):
             for epoch in range(self.epoch, end):
                 session.epoch_begin(epoch)
-                with guard.rolled_back_on_interrupt(self.model, self.optimizer):
+                with self._loop.epoch_transaction(self.model, self.optimizer):
                     values = self._loop.run_epoch(data, epoch)
                 logs = epoch_logs(self._objective, self.plan, values, epoch)
                 self.epoch = epoch + 1  # counted as soon as its updates are in
