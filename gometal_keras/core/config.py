@@ -3,14 +3,84 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import numbers
 from typing import Any
 
 import numpy as np
 
-from gometal_keras.core.plan import PRECISION_NAMES, Loop, LossScaling, Precision
+from gometal_keras.core.plan import Loop, LossScaling, Precision
 from gometal_keras.core.seeds import check_seed
+
+
+class Setting(str, enum.Enum):
+    """A choice among named values: typed where it is used, its value the name a user writes.
+
+    A setting is a `str` (it equals its name, and JSON writes it as that name), so a config
+    given ``loop="step"`` reads back ``config.loop == "step"``; the code compares members.
+    """
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """Every name a user may write, in order."""
+        return tuple(member.value for member in cls)
+
+
+class PrecisionSetting(Setting):
+    """The precision asked for: a dtype policy, or ``"auto"`` (measure and choose).
+
+    Example:
+        >>> PrecisionSetting("auto").precision is None, PrecisionSetting("float32").precision
+        (True, <Precision.FLOAT32: 'float32'>)
+    """
+
+    FLOAT32 = "float32"
+    MIXED_FLOAT16 = "mixed_float16"
+    MIXED_BFLOAT16 = "mixed_bfloat16"
+    AUTO = "auto"
+
+    @property
+    def precision(self) -> Precision | None:
+        """The `Precision` asked for, or None under ``"auto"``."""
+        return None if self is PrecisionSetting.AUTO else Precision(self.value)
+
+
+class LoopSetting(Setting):
+    """How batches reach the compiled step: a `Loop`, or ``"auto"`` (decided per device).
+
+    Example:
+        >>> LoopSetting("step").loop, LoopSetting("auto").loop is None
+        (<Loop.STEP: 'step'>, True)
+    """
+
+    AUTO = "auto"
+    FUSED = "fused"
+    STEP = "step"
+
+    @property
+    def loop(self) -> Loop | None:
+        """The `Loop` asked for, or None under ``"auto"``."""
+        return None if self is LoopSetting.AUTO else Loop(self.value)
+
+
+class CachePolicy(Setting):
+    """Where a measured plan comes from (see `gometal_keras.planning.decision_cache`)."""
+
+    CACHE = "cache"  # read a stored decision, else time and store
+    ALWAYS = "always"  # time again, and store
+    NEVER = "never"  # no trials: the plan by device facts alone
+
+
+class Distribution(Setting):
+    """Replicas over this host's devices, or over several hosts."""
+
+    DATA_PARALLEL = "data_parallel"
+    MULTI_WORKER = "multi_worker"
+
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adagrad", "adadelta", "nadam", "adamw")
 PROBLEM_TYPES = ("classification", "regression")
@@ -22,11 +92,11 @@ CLASSIFICATION_LOSSES = (
 )
 REGRESSION_LOSSES = ("mse", "mae", "huber")
 LOSSES = CLASSIFICATION_LOSSES + REGRESSION_LOSSES
-PRECISIONS = PRECISION_NAMES
-LOOPS = ("auto", *(loop.value for loop in Loop))
+PRECISIONS = PrecisionSetting.names()
+LOOPS = LoopSetting.names()
 LR_SCHEDULES = ("step", "exponential", "cosine", "plateau")
-DISTRIBUTIONS = ("data_parallel", "multi_worker")
-DECISION_CACHES = ("cache", "always", "never")
+DISTRIBUTIONS = Distribution.names()
+DECISION_CACHES = CachePolicy.names()
 
 
 def _shown(value: Any) -> str:
@@ -147,8 +217,8 @@ class TrainerConfig:
 
     Example:
         >>> cfg = TrainerConfig(batch_size=64, use_mixed_precision=True)
-        >>> cfg.resolved_precision
-        'mixed_float16'
+        >>> cfg.resolved_precision.value, cfg.loop
+        ('mixed_float16', <LoopSetting.AUTO: 'auto'>)
     """
 
     batch_size: int = 32
@@ -164,12 +234,12 @@ class TrainerConfig:
     problem_type: str = "classification"
     loss: str = "sparse_categorical_crossentropy"
     use_mixed_precision: bool = False
-    precision: str | None = None
+    precision: PrecisionSetting | str | None = None
     initial_loss_scale: float = 65536.0
     loss_scale_growth_interval: int = 2000
     seed: int | None = None
     jit_compile: bool | None = None
-    loop: str = "auto"
+    loop: LoopSetting | str = "auto"
     lr_schedule: str | None = None
     lr_step_size: int = 30
     lr_gamma: float = 0.1
@@ -178,9 +248,9 @@ class TrainerConfig:
     lr_patience: int = 10
     lr_factor: float = 0.1
     lr_min: float = 0.0
-    distribution: str | None = None
+    distribution: Distribution | str | None = None
     devices: int | None = None
-    decision_cache: str = "cache"
+    decision_cache: CachePolicy | str = "cache"
 
     def __post_init__(self) -> None:
         _positive("batch_size", self.batch_size, int)
@@ -236,13 +306,38 @@ class TrainerConfig:
                 "contradict; expected one of them (precision wins where both are given)."
             )
         _normalise(self)
+        _type_settings(self)
 
     @property
-    def resolved_precision(self) -> str:
-        """The precision asked for: `precision`, else what `use_mixed_precision` means."""
+    def resolved_precision(self) -> PrecisionSetting:
+        """The precision asked for: `precision`, else what `use_mixed_precision` means.
+
+        Example:
+            >>> TrainerConfig(use_mixed_precision=True).resolved_precision.precision
+            <Precision.MIXED_FLOAT16: 'mixed_float16'>
+        """
         if self.precision is not None:
-            return self.precision
-        return "mixed_float16" if self.use_mixed_precision else "float32"
+            return self.precision  # typed in __post_init__
+        mixed = self.use_mixed_precision
+        return PrecisionSetting.MIXED_FLOAT16 if mixed else PrecisionSetting.FLOAT32
+
+    @property
+    def explicit_precision(self) -> Precision | None:
+        """The precision the user named (`precision` or `use_mixed_precision`), else None.
+
+        An explicit precision is never replaced: under it only the XLA setting, the loop and
+        the placement are chosen.
+
+        Example:
+            >>> TrainerConfig().explicit_precision is None
+            True
+            >>> TrainerConfig(precision="mixed_bfloat16").explicit_precision.label
+            'BF16'
+
+        """
+        if self.precision is None and not self.use_mixed_precision:
+            return None
+        return self.resolved_precision.precision
 
     def loss_scaling_for(self, precision: Precision | str) -> LossScaling | None:
         """The loss scaling a plan under `precision` runs with: this config's, for float16.
@@ -265,8 +360,14 @@ class TrainerConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the configuration as JSON-ready data."""
-        return dataclasses.asdict(self)
+        """Return the configuration as JSON-ready data (settings as their names).
+
+        Example:
+            >>> type(TrainerConfig(loop="step").to_dict()["loop"]).__name__
+            'str'
+        """
+        data = dataclasses.asdict(self)
+        return {k: v.value if isinstance(v, Setting) else v for k, v in data.items()}
 
 
 #: The real-valued settings: stored as Python floats (``momentum=0`` is ``0.0``), which is
@@ -284,6 +385,19 @@ def _normalise(config: TrainerConfig) -> None:
             object.__setattr__(config, field.name, int(value))
         elif isinstance(value, np.floating):
             object.__setattr__(config, field.name, float(value))
+
+
+#: The settings typed at the edge: field -> its type (None stays None where allowed).
+SETTINGS = {"precision": PrecisionSetting, "loop": LoopSetting, "decision_cache": CachePolicy,
+            "distribution": Distribution}
+
+
+def _type_settings(config: TrainerConfig) -> None:
+    """Store each named choice (already checked by `_choice`) as its `Setting` member."""
+    for field, kind in SETTINGS.items():
+        value = getattr(config, field)
+        if value is not None:
+            object.__setattr__(config, field, kind(value))
 
 
 def as_config(config: TrainerConfig | None) -> TrainerConfig:

@@ -19,14 +19,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import random
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import keras
 
-from gometal_keras.core.config import TrainerConfig
+from gometal_keras.core.config import CachePolicy, LoopSetting, PrecisionSetting, TrainerConfig
 from gometal_keras.core.device import DeviceInfo
-from gometal_keras.core.plan import AUTO, PRECISION_NAMES, Loop, Precision, RunPlan
+from gometal_keras.core.plan import Loop, Precision, RunPlan
 from gometal_keras.engines.base import Engine, Placement
 from gometal_keras.model.builder import ModelBuilder
 from gometal_keras.planning import decision_cache
@@ -35,16 +36,13 @@ from gometal_keras.planning.decision import (
     MIN_GAIN,
     Decision,
     by_rule,
+    check_failures,
     decide,
     kept,
     sole_candidate,
 )
 from gometal_keras.planning.trial_runner import TrialRunner
-
-#: Device kinds with known failures and silently wrong float32 results in graph mode, each
-#: with its report: a float32 trial there must match the CPU's losses (`trial_runner.CHECK_RTOL`;
-#: mixed plans are not compared: float16 rounding alone exceeds that).
-KNOWN_FAULTS = {"metal": "Apple developer forum thread 778640"}
+from gometal_keras.planning.verify import KNOWN_FAULTS, Verifier
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,8 +107,8 @@ def plans(
     scaling = config.loss_scaling_for(precision)
     found = []
     for jit in jits:
-        if config.loop != "auto":
-            loops: tuple[Loop, ...] = (Loop(config.loop),)
+        if config.loop.loop is not None:
+            loops: tuple[Loop, ...] = (config.loop.loop,)
         elif (jit and xla_only and device.kind == "cpu") or device.kind in KNOWN_FAULTS:
             loops = (Loop.FUSED, Loop.STEP)
         else:
@@ -127,6 +125,12 @@ def select(
     placement: Placement | None = None,
 ) -> Selection:
     """Choose the plan for `source` as `config` asks, measuring where it must.
+
+    Every call walks the same steps: the plans this model, device and config allow (typed
+    from `config`) → a plan from its source (the decision cache, the rule under
+    ``decision_cache="never"``, the sole option, or trials) → one verification of that plan
+    (`verify.Verifier`: admissible here; on a device with `KNOWN_FAULTS` warmed up and its
+    float32 checked against the CPU), the next plan tried where it fails → the model.
 
     Args:
         source: A `ModelBuilder` (built under the chosen policy) or a built `keras.Model`
@@ -153,36 +157,60 @@ def select(
     device = engine.describe_device()
     placement = placement or Placement(engine)
     names, factory, given = _precisions(source, config, seed, device)
+    auto = config.resolved_precision is PrecisionSetting.AUTO
+    fragile = device.kind in KNOWN_FAULTS
+    # The host CPU: a reference to check a faulty device against (one device only), and a
+    # candidate (or fallback) for a builder; a user's keras.Model stays where it lives.
+    host = engine.cpu_placement() if type(placement) is Placement else None
+    cpu = host if given is None else None
     options = [(p, placement) for name in names for p in plans(config, engine, device, name)]
-    auto = config.resolved_precision == AUTO
-    cpu = engine.cpu_placement() if given is None and type(placement) is Placement else None
-    loops = (Loop.FUSED, Loop.STEP) if config.loop == "auto" else (Loop(config.loop),)
     on_cpu = [  # the CPU's plans: float32 (or the precision asked for), fused first
         (RunPlan(p, bool(config.jit_compile), lp, config.loss_scaling_for(p)), cpu)
         for p in (([Precision.FLOAT32] if auto else names) if cpu else [])
-        for lp in loops
+        for lp in _loops(config)
     ]
-    fragile = device.kind in KNOWN_FAULTS
+    verifier = Verifier(_admissible(options + on_cpu, config))
     if fragile:  # the CPU is a timed candidate there (its per-step plan follows if it fails)
         options, on_cpu = options + on_cpu[:1], []
     timing = len(options) > 1 or fragile
-    if config.decision_cache == "never" and (timing or auto):
-        return _by_rule(source, config, engine, device, options, factory, given, placement)
+    report = KNOWN_FAULTS.get(device.kind)
+    trial = TrialRunner(factory, config, engine, seed, host if fragile else None, report, MIN_GAIN)
+
+    def verified(plan: RunPlan, place: Placement, source_name: str, adapt=True) -> str | None:
+        """The one verification: None where `plan` may train, else why not (one clause).
+
+        A stored plan is tested as stored (`adapt` False): its replicas and placement too."""
+        why = verifier.refusal(place.adapt(plan) if adapt else plan)
+        if why is None and fragile:  # warmed up; float32 checked against the CPU
+            why = trial(plan, place, warm_only=True).error
+        if why is not None:
+            warnings.warn(f"The {source_name} plan {plan.label()} was refused: {why}; "
+                          "deciding again.", RuntimeWarning, stacklevel=3)
+        return why
+
+    def selected(plan: RunPlan, decision: Decision | None, place: Placement) -> Selection:
+        with place.scope() if place is not placement else contextlib.nullcontext():
+            return Selection(place.adapt(plan), decision, given or factory(plan.precision), place)
+
+    if config.decision_cache is CachePolicy.NEVER and (timing or auto):
+        return _by_rule(config, engine, device, options + on_cpu, given, trial, verified,
+                        selected)
     key = None
     if timing:
-        place = type(placement).__name__
-        key = decision_cache.cache_key(source, config, device, place)
-        found = decision_cache.load(key) if config.decision_cache == "cache" else None
-        where = (cpu or engine.cpu_placement()) if found and found.chosen.on_host else placement
-        if found is not None and where is not None:
-            with where.scope() if where is not placement else contextlib.nullcontext():
-                return Selection(found.chosen, found, given or factory(found.precision), where)
-    report = KNOWN_FAULTS.get(device.kind)
-    trial = TrialRunner(factory, config, engine, seed, cpu if fragile else None, report, MIN_GAIN)
+        key = decision_cache.cache_key(source, config, device, type(placement).__name__)
+        found = decision_cache.load(key) if config.decision_cache is CachePolicy.CACHE else None
+        if found is not None:  # verified as any plan is, then trusted; else decided again
+            where = host if found.chosen.on_host else placement
+            if where is None:
+                warnings.warn(f"The cached plan {found.chosen.label()} was refused: the host "
+                              "CPU is not offered here; deciding again.", RuntimeWarning, 2)
+            elif verified(found.chosen, where, "cached", adapt=False) is None:
+                return selected(found.chosen, found, where)
     for plan, place in options if timing else ():
         trial(plan, place, warm_only=len(options) == 1)
         other = plan.replace(loop=Loop.STEP if plan.loop is Loop.FUSED else Loop.FUSED)
-        if trial.timed[-1].error and config.loop == "auto" and (other, place) not in options:
+        if trial.timed[-1].error and config.loop is LoopSetting.AUTO and (
+            other, place) not in options:
             trial(other, place, warm_only=len(options) == 1)  # fused -> per-step (and back)
     trial.measure()  # the timed rounds, all candidates interleaved
     for plan, place in on_cpu:  # then the CPU, where every plan failed
@@ -192,33 +220,68 @@ def select(
         only, decision = options[0][0], None
         if auto:
             decision = sole_candidate(device, only) if given is None else kept(only)
-        return Selection(only, decision, given or factory(only.precision), placement)
+        _check(verifier, only, placement)
+        return selected(only, decision, placement)
     compare = given is None and (len(names) > 1 or auto)
     decision = decide(device, trial.timed, compare, own=given is not None)
     decision = dataclasses.replace(decision, trial_seconds=trial.seconds)
-    if key is not None and config.decision_cache != "never":
+    _check(verifier, decision.chosen, trial.places[decision.chosen])
+    if key is not None:
         decision_cache.store(key, decision, decision_cache.summary(source, config, device))
-    where = trial.places[decision.chosen]
-    with where.scope() if where is not placement else contextlib.nullcontext():
-        model = given or factory(decision.precision)
-    return Selection(decision.chosen, decision, model, where)
+    return selected(decision.chosen, decision, trial.places[decision.chosen])
+
+
+def _loops(config: TrainerConfig) -> tuple[Loop, ...]:
+    """The loops `config` allows: the one it names, else both (fused first)."""
+    return (Loop.FUSED, Loop.STEP) if config.loop.loop is None else (config.loop.loop,)
+
+
+def _admissible(options: list[tuple[RunPlan, Placement]], config: TrainerConfig) -> set[RunPlan]:
+    """Every plan the planner could produce from `options`: as placed, with either loop where
+    the loop is measured (a failed fused trial falls back to per-step, and back)."""
+    found = set()
+    for plan, place in options:
+        for loop in _loops(config) if config.loop is LoopSetting.AUTO else (plan.loop,):
+            found.add(place.adapt(plan.replace(loop=loop)))
+    return found
+
+
+def _check(verifier: Verifier, plan: RunPlan, place: Placement) -> None:
+    """A plan the trials made passes the verification by construction; say so if not."""
+    why = verifier.refusal(place.adapt(plan))
+    if why is not None:  # a planner bug, never a user's error
+        raise RuntimeError(f"The planner chose a plan it may not run: {why}.")
 
 
 def _untimed_xla(config: TrainerConfig) -> bool:
     """Without trials (``decision_cache="never"``) the engine's default XLA setting is taken."""
-    return config.decision_cache == "never"
+    return config.decision_cache is CachePolicy.NEVER
 
 
-def _by_rule(source, config, engine, device, options, factory, given, placement) -> Selection:
-    """The default plan without trials (``decision_cache="never"``): `decision.by_rule`."""
-    if given is None and config.resolved_precision == AUTO:
-        plan = plans(config, engine, device, preferred(device))[0]
-        decision = by_rule(device, plan)
-    else:
-        plan = options[0][0]
-        why = "The default XLA setting and loop, by rule (no trials)."
-        decision = Decision(plan, why, (), origin="rule")
-    return Selection(plan, decision, given or factory(plan.precision), placement)
+def _by_rule(config, engine, device, options, given, trial, verified, selected) -> Selection:
+    """The plan by rule, without timing (``decision_cache="never"``): `decision.by_rule`'s
+    precision under ``"auto"``, else the first option; where it fails its verification (on a
+    device with known faults) the next option, then the CPU's, as trials would fall back."""
+    if given is None and config.resolved_precision is PrecisionSetting.AUTO:
+        rule = plans(config, engine, device, preferred(device))[0]
+        first = [(rule, options[0][1])] + [o for o in options if o[0] != rule]
+        options = first
+    for plan, place in options:
+        if verified(plan, place, "rule's") is not None:
+            continue
+        if given is None and config.resolved_precision is PrecisionSetting.AUTO:
+            decision = by_rule(device, plan)
+        else:
+            why = "The default XLA setting and loop, by rule (no trials)."
+            decision = Decision(plan, why, (), origin="rule")
+        failed = tuple(c for c in trial.timed if c.error)
+        if failed:
+            names = "; ".join(f"{c.plan.label()}: {c.error}" for c in failed)
+            decision = dataclasses.replace(
+                decision, reason=f"{decision.reason} Failed: {names}.", candidates=failed)
+        return selected(plan, decision, place)
+    check_failures(trial.timed)
+    raise RuntimeError("Every candidate plan failed its verification.")
 
 
 def _precisions(
@@ -226,7 +289,7 @@ def _precisions(
 ) -> tuple[list[Precision], Callable[[Precision], keras.Model], keras.Model | None]:
     asked = config.resolved_precision
     if isinstance(source, ModelBuilder):
-        names = list(candidates(device)) if asked == AUTO else [Precision(asked)]
+        names = [asked.precision] if asked.precision else list(candidates(device))
         return names, lambda p: source.compile(p.value, seed=seed), None
     if isinstance(source, keras.Model):
         if not source.built or not source.inputs:
@@ -234,28 +297,42 @@ def _precisions(
                 "The keras.Model is not built; expected a model with a known input shape."
             )
         own = policy_of(source)
-        if own not in PRECISION_NAMES or own == AUTO:
+        if own not in {p.value for p in Precision}:
             raise ValueError(
                 f"The keras.Model was built under the dtype policy {own!r}; expected one of "
                 f"{', '.join(p.value for p in Precision)}."
             )
-        explicit = config.precision not in (None, AUTO) or config.use_mixed_precision
-        if explicit and asked != own:
+        explicit = config.explicit_precision
+        if explicit is not None and explicit.value != own:
             raise ValueError(
-                f"The keras.Model was built under {own!r} but the config asks for {asked!r}; "
+                f"The keras.Model was built under {own!r} but the config asks for {asked.value!r}; "
                 "build the model under that policy or pass a ModelBuilder."
             )
-        return [Precision(own)], lambda _: _clone(source), source
+        return [Precision(own)], lambda p: _clone(source, p), source
     raise TypeError(
         f"model_or_builder is a {type(source).__name__}; expected a ModelBuilder or a keras.Model."
     )
 
 
-def _clone(model: keras.Model) -> keras.Model:
+def _clone(model: keras.Model, precision: Precision) -> keras.Model:
+    """A copy of `model` with its weights: under its own policy, or (to check a device's
+    float32 against the CPU's) under `precision`, each layer's policy replaced."""
     state = random.getstate()  # clone_model draws unseeded initializers from `random`
     try:
-        copy = keras.models.clone_model(model)
+        if precision.value == policy_of(model):
+            copy = keras.models.clone_model(model)
+        else:
+            copy = keras.models.clone_model(
+                model, clone_function=lambda layer: _relayer(layer, precision))
     finally:
         random.setstate(state)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def _relayer(layer: keras.layers.Layer, precision: Precision) -> keras.layers.Layer:
+    """A fresh copy of `layer` whose dtype policy is `precision`'s (others kept as they are)."""
+    config = layer.get_config()
+    if layer.dtype_policy.name.startswith("mixed_"):
+        config["dtype"] = precision.value
+    return type(layer).from_config(config)

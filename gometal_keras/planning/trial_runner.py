@@ -2,8 +2,8 @@
 
 For each candidate plan a fresh model (never the user's) is built under the plan's
 precision, its program compiled and warmed up on synthetic batches of the model's shapes,
-and, on a device with known faults, its float32 losses checked against the CPU's (a
-device that fails the check loses every candidate, mixed precision included). Then
+and, on a device with known faults, the device's float32 losses checked against the CPU's
+once (a device that fails the check loses every candidate, mixed precision included). Then
 `measure` times every warmed-up candidate together in interleaved rounds
 (`trials.interleave`) and completes their `Candidate` records.
 """
@@ -25,7 +25,7 @@ from gometal_keras.core.config import TrainerConfig
 from gometal_keras.core.plan import Loop, Precision, RunPlan
 from gometal_keras.data.synthetic import synthetic_batches
 from gometal_keras.engines.base import Engine, Placement, run_within
-from gometal_keras.engines.objectives import make_objective, make_optimizer
+from gometal_keras.engines.build import build_program
 from gometal_keras.planning.trials import TRIAL_STEPS, Candidate, Rounds, interleave, per_step
 
 #: A warm-up (or the timed rounds together) may take up to TRIAL_TIME_LIMIT seconds in a
@@ -60,12 +60,24 @@ class TrialRunner:
         self.seconds = 0.0
         self._pending: list[tuple[int, Callable[[], np.ndarray]]] = []
         self._untrusted: set[int] = set()  # ids of placements whose float32 losses were wrong
+        self._trusted: set[int] = set()  # ids of placements whose float32 losses were right
 
-    def __call__(self, plan: RunPlan, place: Placement, warm_only: bool = False) -> None:
-        """Build and warm up `plan` under `place`; time it in `measure` unless `warm_only`."""
+    def __call__(self, plan: RunPlan, place: Placement, warm_only: bool = False) -> Candidate:
+        """Build and warm up `plan` under `place`; time it in `measure` unless `warm_only`.
+
+        Where a reference is set, the device's float32 losses are checked first (a float32
+        plan's own warm-up is checked; any other plan's device is checked once with a
+        float32 program of the same loop, `check_device`). Returns the candidate's record
+        (complete after `measure` when timed).
+        """
         start = time.perf_counter()
         try:
-            found, run = self._prepare(plan, place)
+            float32 = plan.precision is Precision.FLOAT32
+            distrust = None if float32 else self.check_device(plan, place)
+            if distrust is not None:
+                found, run = Candidate(place.adapt(plan), math.nan, False, distrust), None
+            else:
+                found, run = self._prepare(plan, place)
         except Exception as error:  # the candidate is dropped; the next one is tried
             found, run = Candidate(place.adapt(plan), math.nan, False, _text(error)), None
         if run is not None and not warm_only:
@@ -73,6 +85,31 @@ class TrialRunner:
         self.timed.append(found)
         self.places[found.plan] = place
         self.seconds += time.perf_counter() - start
+        return found
+
+    def check_device(self, plan: RunPlan, place: Placement) -> str | None:
+        """Whether `place`'s float32 losses agree with the reference CPU's: None, or why not.
+
+        Checked once per placement, with a float32 program of `plan`'s XLA setting and loop
+        (a mixed plan's own losses differ from float32's by rounding alone); a placement
+        without a reference to check against (or the reference itself) passes.
+        """
+        if self.reference is None or place is self.reference or plan.on_host:
+            return None
+        if id(place) in self._untrusted:
+            return self._distrust_text()
+        if id(place) not in self._trusted:
+            check = RunPlan(Precision.FLOAT32, plan.xla, plan.loop)
+            try:
+                found, _ = self._prepare(check, place)
+            except Exception as error:  # the device cannot run even float32: not checked
+                return f"its float32 check failed to run: {_text(error)}"
+            if found.error is not None:
+                return self._distrust_text()
+        return None
+
+    def _distrust_text(self) -> str:
+        return f"this device's float32 losses disagree with the CPU ({self.report})"
 
     def measure(self) -> None:
         """Time every warmed-up candidate in interleaved rounds and complete its record."""
@@ -80,8 +117,7 @@ class TrialRunner:
         for index, _ in pending:  # a device that got float32 wrong is trusted with nothing
             old = self.timed[index]
             if id(self.places[old.plan]) in self._untrusted:
-                text = f"this device's float32 losses disagree with the CPU ({self.report})"
-                self.timed[index] = Candidate(old.plan, math.nan, False, text)
+                self.timed[index] = Candidate(old.plan, math.nan, False, self._distrust_text())
         pending = [(i, run) for i, run in pending if self.timed[i].error is None]
         if not pending:
             return
@@ -107,13 +143,14 @@ class TrialRunner:
 
     def _runner(self, plan: RunPlan, place: Placement, weights: Any = None) -> tuple:
         """A throw-away model under `plan`, and one call of its loop over the trial batches."""
-        with place.scope():
+        def make_model() -> keras.Model:
             model = self.factory(plan.precision)
             if weights is not None:
                 model.set_weights(weights)
-            optimizer = make_optimizer(self.config, plan.loss_scaling)
-            objective = make_objective(self.config, model)
-            program = self.engine.program(model, objective, optimizer, plan, place)
+            return model
+
+        built = build_program(make_model, self.config, plan, self.engine, place)
+        program, model, objective = built.program, built.model, built.objective
         xs, ys = synthetic_batches(model, self.config, TRIAL_STEPS, self.seed)
         if plan.loop is Loop.FUSED:
             xd, yd = place.put(xs, batch_axis=1), place.put(ys, batch_axis=1)
@@ -151,6 +188,8 @@ class TrialRunner:
             self._untrusted.add(id(place))
             warnings.warn(f"{program.plan.label()} dropped: {text}.", RuntimeWarning, 3)
             return Candidate(program.plan, math.nan, False, text), None
+        if expected is not None:
+            self._trusted.add(id(place))
         finite = bool(np.isfinite(first[:, 0]).all())
         return Candidate(program.plan, seconds / TRIAL_STEPS, finite), run
 

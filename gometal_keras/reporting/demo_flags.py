@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from gometal_keras.core.plan import PRECISION_NAMES
+from gometal_keras.core.config import PRECISIONS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +88,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=d.samples)
     parser.add_argument(
         "--precision",
-        choices=PRECISION_NAMES,
+        choices=PRECISIONS,
         default=d.precision,
         help="precision of phase 2 (auto: measure and keep the fastest sound one)",
     )

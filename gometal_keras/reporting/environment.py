@@ -19,7 +19,7 @@ from gometal_keras.core import device as prec
 from gometal_keras.core import metal
 from gometal_keras.planning import candidates as cands
 from gometal_keras.planning import decision_cache
-from gometal_keras.planning.autotune import KNOWN_FAULTS
+from gometal_keras.planning.verify import KNOWN_FAULTS
 
 #: Distributions whose versions are reported (None when not installed).
 DISTRIBUTIONS = (

@@ -71,8 +71,8 @@ class TrainerState:
         Example:
             >>> from gometal_keras.core.plan import Precision
             >>> plan = RunPlan(Precision.FLOAT32, xla=False, loop="step")
-            >>> TrainerState(TrainerConfig(precision="auto"), plan, 7, 0).resume_config().loop
-            'step'
+            >>> TrainerState(TrainerConfig(precision="auto"), plan, 7, 0).resume_config().loop.loop
+            <Loop.STEP: 'step'>
         """
         return self.config.replace(
             precision=self.plan.policy,

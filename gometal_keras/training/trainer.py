@@ -23,12 +23,8 @@ from gometal_keras.core.seeds import run_seed
 from gometal_keras.data.inputs import as_source, is_stream
 from gometal_keras.data.streaming import StreamedData
 from gometal_keras.engines import guard
-from gometal_keras.engines.objectives import (
-    epoch_logs,
-    make_objective,
-    make_optimizer,
-    non_finite_message,
-)
+from gometal_keras.engines.build import build_program
+from gometal_keras.engines.objectives import epoch_logs, non_finite_message
 from gometal_keras.model.builder import ModelBuilder
 from gometal_keras.planning import autotune
 from gometal_keras.planning.decision import Decision
@@ -87,14 +83,12 @@ class Trainer(Persistent):
         with placement.scope():
             chosen = autotune.select(model_or_builder, config, self._engine, self.seed, placement)
         self._placement = chosen.placement  # the one asked for, or the host CPU
-        with self._placement.scope():
-            self.decision: Decision | None = chosen.decision
-            self.model = chosen.model
-            self.optimizer = make_optimizer(config, chosen.plan.loss_scaling)
-            self._objective = make_objective(config, self.model)
-            program = self._engine.program(
-                self.model, self._objective, self.optimizer, chosen.plan, self._placement
-            )
+        self.decision: Decision | None = chosen.decision
+        built = build_program(
+            lambda: chosen.model, config, chosen.plan, self._engine, self._placement
+        )
+        self.model, self.optimizer, self._objective = built.model, built.optimizer, built.objective
+        program = built.program
         self._loop = TrainingLoop(self._engine, program, config.batch_size, self._placement)
         self.schedule = LearningRateSchedule(config, self.optimizer) if config.lr_schedule else None
         self.epoch = 0
