@@ -27,7 +27,7 @@ SLOW_FIRST = (
     "tests/test_determinism.py::DeterminismTest",
     "tests/test_plan_in_force.py::MirroredPlanTest",
     "tests/test_loop.py::FusedMatchesStepTest",
-    "tests/test_attacks_numeric.py::SeedFixesXlaTest",
+    "tests/test_numeric_guarantees.py::SeedFixesXlaTest",
     "tests/test_checkpoint.py::RoundTripTest",
 )
 

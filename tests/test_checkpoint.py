@@ -1,6 +1,6 @@
 """Checkpoints: round trips, exact resumption, atomic writes, clear errors, export.
 
-Issue 5, item 6. `Trainer.save` writes a zip atomically (a temporary file renamed over the
+`Trainer.save` writes a zip atomically (a temporary file renamed over the
 target once complete) holding the model, every model and optimizer variable, the config and
 the progress, with a SHA-256 per entry; `Trainer.load` rejects truncated, corrupted and
 foreign files with a `ValueError` that says which.

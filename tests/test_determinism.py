@@ -1,6 +1,6 @@
 """Determinism: a seed fixes a float32 CPU run, Dropout included; another seed changes it.
 
-Issue 5, item 5 (docs/guarantees.md says what is and is not deterministic on GPUs).
+(docs/guarantees.md says what is and is not deterministic on GPUs.)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Checkpoints across device counts: train on two devices, resume or serve on one, and back.
 
-Issue 15. Each backend runs one subprocess with two logical CPU devices (the device count
+Each backend runs one subprocess with two logical CPU devices (the device count
 is fixed before the backend starts: TensorFlow's logical devices, JAX's XLA_FLAGS) that
 plays every row and reports what it saw; each row is then a subtest of that backend's test:
 

@@ -1,6 +1,6 @@
 """Numeric faults: loss-scale back-off under mixed_float16, and the float32 non-finite stop.
 
-Issue 5, item 2. Under mixed_float16 a step whose activations overflow float16 is skipped by
+Under mixed_float16 a step whose activations overflow float16 is skipped by
 the `LossScaleOptimizer`, which halves its scale and doubles it again after
 `loss_scale_growth_interval` finite steps. In float32 a non-finite loss stops `fit` with a
 `FloatingPointError` naming the epoch and step, and the model keeps the weights of the last

@@ -1,6 +1,6 @@
 """Fuzzing: random builder chains and random malformed arrays (hypothesis, bounded for CI).
 
-Issue 5, item 4. A random chain of `ModelBuilder` calls either builds a model whose parameter
+A random chain of `ModelBuilder` calls either builds a model whose parameter
 count matches an independent formula (Go-Metal's counts plus Keras' 2*features moving
 statistics per BatchNorm) or is rejected with `ValueError`/`TypeError` at the call that is
 wrong. Random malformed arrays given to `train_batch` raise only `ValueError`/`TypeError`

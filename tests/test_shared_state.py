@@ -1,6 +1,6 @@
 """Shared state: the global dtype policy, random state and the user's own model are left alone.
 
-Issue 5, item 3. Trainers hand policies to layers and never touch Keras' global policy; they
+Trainers hand policies to layers and never touch Keras' global policy; they
 draw seeds without consuming numpy's or Python's global random streams; a user's
 `keras.Model` is trained in place but keeps its policy, layers and compile state; automatic
 precision trials run on copies; trainers of different precisions live side by side; and a

@@ -1,6 +1,6 @@
 """Input validation before any step: clear one-sentence errors, nothing changed.
 
-Issue 5, item 1. Every bad call of `train_batch`, `fit`, `evaluate` and `predict` raises
+Every bad call of `train_batch`, `fit`, `evaluate` and `predict` raises
 `ValueError` or `TypeError` with one sentence, and the model's variables and the optimizer's
 variables are bit-identical afterwards.
 """

@@ -1,4 +1,4 @@
-"""Issue 16: the API promises of docs/guarantees.md under attack.
+"""The API promises of docs/guarantees.md under attack.
 
 Classes 4 (every argument checked before the first step), 8 (every malformed checkpoint
 is one ValueError naming the file) and 9 (the builder refuses names Keras refuses), the

@@ -1,4 +1,4 @@
-"""Issue 16: the numeric promises of docs/guarantees.md under attack.
+"""The numeric promises of docs/guarantees.md under attack.
 
 Classes 1 (the guard covers gradients and new weights), 2 (a loss-scaler skip is a full
 skip), 3 (config values checked as the float32 the device holds), 5 (Keras' global state
