@@ -57,7 +57,8 @@ def test_example_uses_only_the_public_api():
     imports = [line for line in source.splitlines() if line.startswith(("import", "from"))]
     for line in imports:
         if "gometal_keras" in line:
-            assert line.startswith(("from gometal_keras import", "from gometal_keras.cli import")), line
+            public = ("from gometal_keras import", "from gometal_keras.cli import")
+            assert line.startswith(public), line
     assert "._" not in source.replace("__", "")
 
 
