@@ -71,7 +71,7 @@ def test_demo_writes_json_and_plot(tmp_path, capsys):
     assert "Phase 1" in text and "Performance Comparison" in text
     assert f"JSON report written to {out_json}" in text
     data = json.loads(out_json.read_text())
-    assert data["schema"] == "gometal_keras.demo/2"
+    assert data["schema"] == "gometal_keras.demo/3"
     assert len(data["phases"]["baseline"]["losses"]) == 2
     assert out_png.read_bytes().startswith(b"\x89PNG")
 

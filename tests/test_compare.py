@@ -45,7 +45,7 @@ class SpeedupTest(tf.test.TestCase):
         self.assertEqual(cmp.timing, "total")
         self.assertAllClose([cmp.baseline_seconds, cmp.candidate_seconds], [7.0, 11.0])
         self.assertAllClose(cmp.speedup_percent, (7.0 / 11.0 - 1.0) * 100.0)
-        self.assertEqual(cmp.speedup_verdict, SpeedupVerdict.NONE)
+        self.assertEqual(cmp.speedup_verdict, SpeedupVerdict.NO_SPEEDUP)
 
     def test_unequal_epoch_counts_compare_mean_epoch_time(self) -> None:
         # The candidate stopped early: summed times would flatter it; per-epoch means do not.
@@ -55,7 +55,7 @@ class SpeedupTest(tf.test.TestCase):
         self.assertEqual(steady.basis, BASIS_PER_EPOCH)
         self.assertAllClose([steady.baseline_seconds, steady.candidate_seconds], [1.0, 2.0])
         self.assertAllClose(steady.speedup_percent, -50.0)
-        self.assertEqual(steady.speedup_verdict, SpeedupVerdict.NONE)
+        self.assertEqual(steady.speedup_verdict, SpeedupVerdict.NO_SPEEDUP)
         total = compare_runs(base, cand, timing="total")
         self.assertEqual(total.basis, BASIS_PER_EPOCH)
         self.assertAllClose([total.baseline_seconds, total.candidate_seconds], [7 / 5, 3.0])
@@ -69,7 +69,7 @@ class SpeedupTest(tf.test.TestCase):
     def test_unusable_times_give_nan_and_no_speedup(self) -> None:
         cmp = compare_runs(_run("float32", [1.0], [1.0]), _run("mixed_float16", [1.0], [0.0]))
         self.assertTrue(math.isnan(cmp.speedup_percent))
-        self.assertEqual(cmp.speedup_verdict, SpeedupVerdict.NONE)
+        self.assertEqual(cmp.speedup_verdict, SpeedupVerdict.NO_SPEEDUP)
 
     def test_speedup_thresholds_at_their_edges(self) -> None:
         self.assertEqual(SPEEDUP_EXCELLENT_PERCENT, 50.0)
@@ -81,9 +81,9 @@ class SpeedupTest(tf.test.TestCase):
             20.0001: SpeedupVerdict.GOOD,
             20.0: SpeedupVerdict.MODEST,
             0.0001: SpeedupVerdict.MODEST,
-            0.0: SpeedupVerdict.NONE,
-            -35.2: SpeedupVerdict.NONE,
-            math.nan: SpeedupVerdict.NONE,
+            0.0: SpeedupVerdict.NO_SPEEDUP,
+            -35.2: SpeedupVerdict.NO_SPEEDUP,
+            math.nan: SpeedupVerdict.NO_SPEEDUP,
         }
         for percent, expected in cases.items():
             self.assertEqual(speedup_verdict(percent), expected, msg=f"speedup {percent}")
@@ -96,7 +96,7 @@ class SpeedupTest(tf.test.TestCase):
         self.assertEqual(verdict(1.5, 1.0), SpeedupVerdict.GOOD)  # exactly 50 %
         self.assertEqual(verdict(1.25, 1.0), SpeedupVerdict.GOOD)  # 25 %
         self.assertEqual(verdict(1.125, 1.0), SpeedupVerdict.MODEST)  # 12.5 %
-        self.assertEqual(verdict(1.0, 1.0), SpeedupVerdict.NONE)  # exactly 0 %
+        self.assertEqual(verdict(1.0, 1.0), SpeedupVerdict.NO_SPEEDUP)  # exactly 0 %
         self.assertEqual(verdict(2.0, 1.0), SpeedupVerdict.EXCELLENT)
 
     def test_invalid_timing_raises_naming_valid_values(self) -> None:

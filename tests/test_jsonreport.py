@@ -1,4 +1,4 @@
-"""Tests for gometal_keras.reporting.jsonreport: schema gometal_keras.demo/2, strict
+"""Tests for gometal_keras.reporting.jsonreport: schema gometal_keras.demo/3, strict
 JSON, doc sync."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _result(nan: bool = False) -> DemoResult:
 def test_report_holds_the_whole_comparison():
     data = demo_report(_result())
     json.dumps(data, allow_nan=False)
-    assert data["schema"] == SCHEMA == "gometal_keras.demo/2"
+    assert data["schema"] == SCHEMA == "gometal_keras.demo/3"
     assert data["device"]["cpu_features"] == ["bf16"] and data["device"]["description"]
     assert data["versions"]["keras"]
     assert data["settings"]["epochs"] == 3

@@ -129,6 +129,20 @@ class Ratios:
         return Spread.of([b / c for b, c in pairs if b > 0 and c > 0])
 
     @property
+    def medians(self) -> tuple[float, float]:
+        """The baseline's and the candidate's median time over the rounds both could use.
+
+        Example:
+            >>> Ratios((2.0, 2.2, 2.1), (1.0, 1.0, 1.1)).medians
+            (2.1, 1.0)
+        """
+        pairs = [(b, c) for b, c in zip(self.baseline, self.candidate, strict=True)
+                 if b > 0 and c > 0]
+        if not pairs:
+            return math.nan, math.nan
+        return statistics.median(b for b, _ in pairs), statistics.median(c for _, c in pairs)
+
+    @property
     def speedup_percent(self) -> float:
         """The median round's speedup: ``(median ratio - 1) * 100``."""
         return (self.ratios.median - 1.0) * 100.0

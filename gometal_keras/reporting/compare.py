@@ -3,7 +3,7 @@
 The comparison only reads `TrainingRun` records; it never trains. It keeps the Go-Metal
 demo's thresholds (speedup above 50 % is "Excellent", above 20 % "Good"; a loss difference
 below 0.05 is "well preserved", below 0.1 a "minor difference") but is honest about the
-rest: a speedup of zero or less is "None", and a non-finite loss is "diverged".
+rest: a speedup of zero or less is "No speedup", and a non-finite loss is "diverged".
 
 Timing: by default the first epoch, which holds one-off tracing and compilation, is left
 out (``timing="steady"``); ``timing="total"`` counts every epoch. When the two runs ran a
@@ -12,8 +12,13 @@ first, so the mean time per epoch is compared instead; `Comparison.basis` says w
 
 Noise: one run after the other, drift and load can make identical programs differ by 30 %.
 Given ``rounds`` (the two precisions' epochs timed in turn, see the demo), the speedup is
-the median round's, with the range of the rounds, and a difference that not every round
-shows beyond `noise.Ratios.margin` is "No measurable difference", never a verdict.
+the ratio of the two precisions' median round times (the medians a report shows beside it),
+with the range of the rounds' own ratios, and a difference that not every round shows
+beyond `noise.Ratios.margin` is "No measurable difference", never a verdict.
+
+One truth: a `Comparison` holds the one figure (`speedup_percent`), its range, its verdict
+and its sign (`outcome`), and says them in words (`headline`, `summary`); the console
+report, the notes, the plot title and the JSON all read these, never the phases' own times.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from gometal_keras.training.record import TrainingRun
 SPEEDUP_EXCELLENT_PERCENT = 50.0
 #: Speedup (percent) above which the verdict is "Good".
 SPEEDUP_GOOD_PERCENT = 20.0
-#: Speedup (percent) above which the verdict is "Modest"; at or below it is "None".
+#: Speedup (percent) above which the verdict is "Modest"; at or below it is "No speedup".
 SPEEDUP_MODEST_PERCENT = 0.0
 #: Final-loss difference below which convergence is "well preserved".
 LOSS_WELL_PRESERVED = 0.05
@@ -53,8 +58,23 @@ class SpeedupVerdict(str, enum.Enum):
     EXCELLENT = "Excellent"
     GOOD = "Good"
     MODEST = "Modest"
-    NONE = "None"
+    NO_SPEEDUP = "No speedup"
     NO_DIFFERENCE = "No measurable difference"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Outcome(str, enum.Enum):
+    """The sign of a comparison, as every report says it."""
+
+    FASTER = "faster"
+    SLOWER = "slower"
+    SAME = "no measurable difference"
+    UNKNOWN = "not comparable"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class ConvergenceVerdict(str, enum.Enum):
@@ -73,7 +93,8 @@ def speedup_verdict(speedup_percent: float) -> SpeedupVerdict:
         speedup_percent: ``(t_baseline / t_candidate - 1) * 100``.
 
     Returns:
-        EXCELLENT above 50, GOOD above 20, MODEST above 0, otherwise (NaN included) NONE.
+        EXCELLENT above 50, GOOD above 20, MODEST above 0, otherwise (NaN included)
+        NO_SPEEDUP.
 
     Example:
         >>> speedup_verdict(70.4).value
@@ -85,7 +106,7 @@ def speedup_verdict(speedup_percent: float) -> SpeedupVerdict:
         return SpeedupVerdict.GOOD
     if speedup_percent > SPEEDUP_MODEST_PERCENT:
         return SpeedupVerdict.MODEST
-    return SpeedupVerdict.NONE
+    return SpeedupVerdict.NO_SPEEDUP
 
 
 def convergence_verdict(loss_difference: float) -> ConvergenceVerdict:
@@ -171,6 +192,69 @@ class Comparison:
         """How many interleaved rounds were timed."""
         return len(self.baseline_rounds)
 
+    @property
+    def outcome(self) -> Outcome:
+        """Whether the candidate was faster, slower, neither measurably, or not comparable.
+
+        Example:
+            >>> a, b = TrainingRun("float32", [0.4], [1.0]), TrainingRun("float32", [0.4], [2.0])
+            >>> str(compare_runs(a, b).outcome)
+            'slower'
+        """
+        if not math.isfinite(self.speedup_percent):
+            return Outcome.UNKNOWN
+        if self.speedup_verdict is SpeedupVerdict.NO_DIFFERENCE or self.speedup_percent == 0:
+            return Outcome.SAME
+        return Outcome.FASTER if self.speedup_percent > 0 else Outcome.SLOWER
+
+    @property
+    def source(self) -> str:
+        """Where the figure comes from, in words (the same in every report)."""
+        if self.rounds:
+            return f"median of {self.rounds} interleaved rounds"
+        scope = "steady state" if self.timing == "steady" else "total"
+        return f"{scope}, {self.basis}, phases run one after the other"
+
+    def headline(self) -> str:
+        """The figure as every report prints it, e.g. ``"+12.3% (rounds +8.0% to +15.1%)"``.
+
+        Example:
+            >>> a = TrainingRun("float32", [0.4], [1.0])
+            >>> compare_runs(a, a, rounds=([1.0, 1.0, 1.0], [1.0, 1.01, 0.99])).headline()
+            '+0.0% (rounds -1.0% to +1.0%): no measurable difference'
+        """
+        if self.outcome is Outcome.UNKNOWN:
+            return "n/a (timing unavailable)"
+        text = f"{self.speedup_percent:+.1f}%"
+        if self.rounds:
+            low, high = self.speedup_low_percent, self.speedup_high_percent
+            text += f" (rounds {low:+.1f}% to {high:+.1f}%)"
+        if self.outcome is Outcome.SAME:
+            text += ": no measurable difference"
+        return text
+
+    def summary(self, who: str = "mixed precision", baseline: str = "FP32") -> str:
+        """The verdict in one sentence, from the same figure as `headline`.
+
+        Example:
+            >>> a, b = TrainingRun("float32", [0.4], [1.0]), TrainingRun("float32", [0.4], [2.0])
+            >>> compare_runs(a, b).summary("BF16")
+            'No speedup: BF16 was slower than FP32 here (-50.0%).'
+        """
+        verdict, figure = self.speedup_verdict, self.headline()
+        if self.outcome is Outcome.UNKNOWN:
+            return "No speedup: the run times could not be compared."
+        if self.outcome is Outcome.SAME:
+            figure = figure.removesuffix(": no measurable difference")
+            return f"No measurable difference: {figure}, inside the timing noise."
+        if self.outcome is Outcome.SLOWER:
+            return f"No speedup: {who} was slower than {baseline} here ({figure})."
+        if verdict is SpeedupVerdict.EXCELLENT:
+            return f"Excellent speedup achieved: {figure}."
+        if verdict is SpeedupVerdict.GOOD:
+            return f"Good speedup achieved: {figure}."
+        return f"Modest speedup: {figure}."
+
     def round_spreads(self) -> tuple[Spread, Spread]:
         """The `Spread` of the baseline's and the candidate's round times."""
         return Spread.of(self.baseline_rounds), Spread.of(self.candidate_rounds)
@@ -195,6 +279,8 @@ class Comparison:
             elif isinstance(value, enum.Enum):
                 value = value.value
             data[field.name] = value
+        data["outcome"] = self.outcome.value
+        data["headline"] = self.headline()
         return json_safe(data)
 
 
@@ -264,7 +350,8 @@ def compare_runs(
     if rounds is not None:
         ratios = Ratios(tuple(map(float, rounds[0])), tuple(map(float, rounds[1])))
         low, high = ratios.range_percent
-        speedup, verdict = ratios.speedup_percent, speedup_verdict(ratios.speedup_percent)
+        speedup = _speedup(*ratios.medians)  # the medians the reports print beside it
+        verdict = speedup_verdict(speedup)
         if not ratios.measurable:
             verdict = SpeedupVerdict.NO_DIFFERENCE
         extra = dict(baseline_rounds=ratios.baseline, candidate_rounds=ratios.candidate,

@@ -17,7 +17,7 @@ from gometal_keras.core.config import TrainerConfig
 from gometal_keras.core.device import DeviceInfo
 from gometal_keras.data.synthetic import demo_dataset
 from gometal_keras.model.builder import ModelBuilder
-from gometal_keras.reporting.compare import Comparison, compare_runs
+from gometal_keras.reporting.compare import Comparison, Outcome, compare_runs
 from gometal_keras.reporting.demo_flags import DemoSettings
 from gometal_keras.reporting.report import Reporter
 from gometal_keras.training.record import TrainingRun
@@ -64,24 +64,17 @@ def demo_notes(trainer: Trainer, cmp: Comparison, verdict: str | None = None) ->
         notes.append(f"Precision choice: {verdict} Phase 2 shows the fastest mixed candidate.")
     elif trainer.config.resolved_precision == "auto" and decision is not None:
         notes.append(f"Precision choice: {decision.reason}")
-    pct = cmp.speedup_percent
+    pct, figure = cmp.speedup_percent, cmp.headline()  # the figure every report prints
     if not cmp.candidate.precision.mixed:
         notes.append(
             f"Both phases trained FP32 (no mixed precision runs fast on this "
-            f"{trainer.device.kind}): the {pct:+.1f}% between them is run-to-run variation."
+            f"{trainer.device.kind}): the {figure} between them is run-to-run variation."
         )
     elif trainer.device.kind == "cpu" and not pct >= 20:
-        steady = max(cmp.baseline.epochs_run - 1, 1)
-        said = (
-            f"does not help on this CPU (measured {pct:+.1f}%)"
-            if not pct > 0
-            else f"gains little on this CPU (measured {pct:+.1f}% over {steady} short epochs)"
-        )
-        if not cmp.measurable:
-            said = (
-                f"makes no measurable difference on this CPU ({pct:+.1f}%, inside the noise "
-                f"of {cmp.rounds} interleaved rounds)"
-            )
+        said = {
+            Outcome.SAME: f"makes no measurable difference on this CPU ({figure})",
+            Outcome.FASTER: f"gains little on this CPU (measured {figure})",
+        }.get(cmp.outcome, f"does not help on this CPU (measured {figure})")
         notes.append(
             f"Mixed precision {said}: the seed's 50-70% speedups come from a GPU's float16 units."
         )
@@ -94,8 +87,9 @@ def demo_notes(trainer: Trainer, cmp: Comparison, verdict: str | None = None) ->
         notes.append("Times exclude epoch 1, which holds one-off tracing and compilation.")
     if cmp.rounds:
         notes.append(
-            f"The speedup is the median of {cmp.rounds} rounds that timed one epoch of each "
-            "phase in turn, after both phases trained; its range is the rounds'."
+            f"The speedup compares the median epoch times of {cmp.rounds} rounds that timed "
+            "one epoch of each phase in turn, after both phases trained; its range is the "
+            "rounds' own."
         )
     return tuple(notes)
 

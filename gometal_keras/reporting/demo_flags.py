@@ -61,7 +61,8 @@ class DemoSettings:
             ),
             "Classes": self.classes,
             "Samples": self.samples,
-            "Epochs": self.epochs,
+            "Epochs": (f"{self.epochs} at most (stops once an epoch's loss is below "
+                       f"{self.early_stop_loss:g})" if self.early_stop_loss else self.epochs),
         } | ({"Devices": f"{self.devices} (data parallel)"} if self.devices else {})
 
 

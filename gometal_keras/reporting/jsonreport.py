@@ -1,4 +1,4 @@
-"""The demo's comparison as versioned JSON (schema ``gometal_keras.demo/2``).
+"""The demo's comparison as versioned JSON (schema ``gometal_keras.demo/3``).
 
 `demo_report` turns a finished `DemoResult` into plain data: configuration, device,
 library versions, each phase's precision decision, per-epoch losses and times, total and
@@ -23,7 +23,7 @@ from gometal_keras.reporting.environment import device_dict, versions
 from gometal_keras.training.record import TrainingRun
 
 #: Name and version of the schema; the number changes when a field changes meaning or goes.
-SCHEMA = "gometal_keras.demo/2"
+SCHEMA = "gometal_keras.demo/3"
 
 _RUN_FIELDS = (
     "precision",
@@ -68,7 +68,7 @@ def run_dict(run: TrainingRun) -> dict[str, Any]:
 
 
 def demo_report(result: DemoResult) -> dict[str, Any]:
-    """Return the whole comparison of a demo run as schema ``gometal_keras.demo/2`` data.
+    """Return the whole comparison of a demo run as schema ``gometal_keras.demo/3`` data.
 
     Args:
         result: What `gometal_keras.reporting.demo.run_demo` returned.
@@ -84,7 +84,7 @@ def demo_report(result: DemoResult) -> dict[str, Any]:
         >>> run = TrainingRun("float32", [0.5, 0.4], [0.2, 0.1])
         >>> data = demo_report(DemoResult(run, run, compare_runs(run, run), ()))
         >>> data["schema"], data["phases"]["mixed"]["final_loss"]
-        ('gometal_keras.demo/2', 0.4)
+        ('gometal_keras.demo/3', 0.4)
     """
     cmp = result.comparison
     comparison = {
@@ -104,6 +104,9 @@ def demo_report(result: DemoResult) -> dict[str, Any]:
         "speedup_low_percent": cmp.speedup_low_percent,
         "speedup_high_percent": cmp.speedup_high_percent,
         "measurable": cmp.measurable,
+        "outcome": cmp.outcome.value,
+        "headline": cmp.headline(),
+        "speedup_source": cmp.source,
     }
     data = {
         "schema": SCHEMA,
@@ -139,7 +142,7 @@ def write_json(data: dict[str, Any], path: str | os.PathLike[str]) -> Path:
         >>> import tempfile
         >>> out = write_json({"schema": SCHEMA}, Path(tempfile.mkdtemp()) / "r.json")
         >>> json.loads(out.read_text())["schema"]
-        'gometal_keras.demo/2'
+        'gometal_keras.demo/3'
     """
     path = Path(path)
     check_writable(path)

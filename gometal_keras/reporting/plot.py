@@ -115,6 +115,18 @@ def plot_runs(
     return path
 
 
+def comparison_title(comparison: Comparison) -> str:
+    """The default title of a comparison's plot: the figure every report prints.
+
+    Example:
+        >>> from gometal_keras.reporting.compare import compare_runs
+        >>> a = TrainingRun("float32", [0.4], [1.0], device="CPU")
+        >>> comparison_title(compare_runs(a, TrainingRun("float32", [0.4], [2.0])))
+        'CPU: speedup -50.0%'
+    """
+    return f"{comparison.baseline.device}: speedup {comparison.headline()}"
+
+
 def plot_comparison(
     comparison: Comparison, path: str | os.PathLike[str], title: str | None = None
 ) -> Path:
@@ -139,7 +151,5 @@ def plot_comparison(
         True
     """
     if title is None:
-        pct = comparison.speedup_percent
-        speed = f"speedup {pct:+.1f}% ({comparison.timing})" if pct == pct else "speedup n/a"
-        title = f"{comparison.baseline.device}: {speed}"
+        title = comparison_title(comparison)
     return plot_runs([comparison.baseline, comparison.candidate], path, title)

@@ -20,6 +20,7 @@ from gometal_keras.reporting.compare import (
     BASIS_PER_EPOCH,
     Comparison,
     ConvergenceVerdict,
+    Outcome,
     SpeedupVerdict,
 )
 from gometal_keras.reporting.text import (
@@ -190,7 +191,7 @@ class Reporter:
             >>> out = io.StringIO()
             >>> Reporter(Console(file=out, width=100)).comparison(compare_runs(fp32, fp16))
             >>> [line for line in out.getvalue().splitlines() if "Speedup" in line]
-            ['  Speedup: 100.0%']
+            ['  Speedup: +100.0%']
         """
         base, cand = cmp.baseline, cmp.candidate
         b, c = label_for(base.precision), label_for(cand.precision)
@@ -200,38 +201,33 @@ class Reporter:
         self._heading("📈 Performance Comparison")
         self._print()
         steady = cmp.timing == "steady"
+        # Each phase's own times: the figure when no rounds ran, else only what each phase
+        # took as it ran, one after the other (drift and warm-up favour one of them).
+        aside = " as each phase ran, one after the other; not the comparison" if cmp.rounds else ""
         if cmp.basis == BASIS_PER_EPOCH:
             scope = "steady state, epoch 1 excluded" if steady else "total, compilation included"
             counts = f"runs of {base.epochs_run} and {cand.epochs_run} epochs"
-            self._print(f"Time per Epoch ({scope}; {counts}):")
+            self._print(f"Time per Epoch ({scope}; {counts}{';' if aside else ''}{aside}):")
             self._print(f"  {b}: {cmp.baseline_seconds * 1000:.2f} ms/epoch")
             self._print(f"  {c}: {cmp.candidate_seconds * 1000:.2f} ms/epoch")
         else:
             n = base.epochs_run
             scope = f"steady state, epochs 2-{n}" if steady and n > 1 else "total"
-            self._print(f"Training Time ({scope}):")
+            self._print(f"Training Time ({scope}{';' if aside else ''}{aside}):")
             shown = seconds_text(cmp.baseline_seconds, cmp.candidate_seconds)
             self._print(f"  {b}: {shown[0]} seconds")
             self._print(f"  {c}: {shown[1]} seconds")
-        pct, rng = cmp.speedup_percent, ""
         if cmp.rounds:
             self._print(f"Interleaved Epochs ({cmp.rounds} rounds, {b} and {c} in turn):")
             for label, s in zip((b, c), cmp.round_spreads(), strict=True):
                 ms = f"{s.median * 1e3:.2f} ms/epoch (median; {s.low * 1e3:.2f}-{s.high * 1e3:.2f})"
                 self._print(f"  {label}: {ms}")
-            rng = f" (rounds {cmp.speedup_low_percent:+.1f}% to {cmp.speedup_high_percent:+.1f}%)"
-        if not math.isfinite(pct):
-            self._print("  Speedup: n/a (timing unavailable)", "yellow")
-        elif not cmp.measurable:
-            self._print(f"  Speedup: {pct:.1f}%{rng}: no measurable difference", "yellow")
-        elif pct > 0:
-            self._print(f"  Speedup: {pct:.1f}%{rng}", "green")
-        else:
-            why = "was slower" if pct < 0 else "was no faster"
-            self._print(f"  Speedup: {pct:.1f}%{rng} ({who} {why})", "yellow")
+        style = {Outcome.FASTER: "green"}.get(cmp.outcome, "yellow")
+        slower = f" ({who} was slower)" if cmp.outcome is Outcome.SLOWER else ""
+        self._print(f"  Speedup: {cmp.headline()}{slower}", style)
         if steady:
             self._print()
-            self._print("Total Time (including compilation):")
+            self._print("Total Time (including compilation; as each phase ran, not a comparison):")
             shown = seconds_text(cmp.baseline_total_seconds, cmp.candidate_total_seconds)
             self._print(f"  {b}: {shown[0]} seconds")
             self._print(f"  {c}: {shown[1]} seconds")
@@ -259,34 +255,20 @@ class Reporter:
         if all(run.peak_memory_bytes is None for _, run in runs):
             return
         self._print()
-        self._print("Peak Memory:")
+        # Both phases ran in this one process: the second reuses what the first grew.
+        self._print("Peak Memory (as each phase ran in this process; not a comparison):")
         for label, run in runs:
             self._print(f"  {label}: {describe(run.peak_memory_bytes, run.memory_kind)}")
 
     def _summary(self, cmp: Comparison, who: str, baseline_label: str) -> None:
-        """Print the speedup and convergence verdict lines."""
-        pct = cmp.speedup_percent
-        verdict = cmp.speedup_verdict
-        if verdict == SpeedupVerdict.NO_DIFFERENCE:
-            low, high = cmp.speedup_low_percent, cmp.speedup_high_percent
-            self._print(
-                f"No measurable difference: {pct:+.1f}% (rounds {low:+.1f}% to {high:+.1f}%), "
-                "inside the timing noise",
-                "yellow",
-            )
-        elif verdict == SpeedupVerdict.EXCELLENT:
-            self._print(f"🎉 Excellent speedup achieved: {pct:.1f}%", "bold green")
-        elif verdict == SpeedupVerdict.GOOD:
-            self._print(f"👍 Good speedup achieved: {pct:.1f}%", "green")
-        elif verdict == SpeedupVerdict.MODEST:
-            self._print(f"Modest speedup: {pct:.1f}%", "yellow")
-        elif not math.isfinite(pct):
-            self._print("⚠️ No speedup: the run times could not be compared", "yellow")
-        else:
-            # Slowdown in time taken: how much longer the candidate took than the baseline.
-            slower = (cmp.candidate_seconds / cmp.baseline_seconds - 1.0) * 100.0
-            how = f"was {slower:.1f}% slower than" if slower > 0 else "was no faster than"
-            self._print(f"⚠️ No speedup: {who} {how} {baseline_label} here", "yellow")
+        """Print the speedup and convergence verdict lines (the comparison's own sentence)."""
+        icon = {SpeedupVerdict.EXCELLENT: "🎉 ", SpeedupVerdict.GOOD: "👍 "}
+        style = {SpeedupVerdict.EXCELLENT: "bold green", SpeedupVerdict.GOOD: "green"}
+        if cmp.outcome is Outcome.SLOWER or cmp.outcome is Outcome.UNKNOWN:
+            icon[cmp.speedup_verdict] = "⚠️ "
+        text = cmp.summary(who, baseline_label)
+        self._print(icon.get(cmp.speedup_verdict, "") + text,
+                    style.get(cmp.speedup_verdict, "yellow"))
         lines = {
             ConvergenceVerdict.WELL_PRESERVED: ("✅ Loss convergence well preserved", "green"),
             ConvergenceVerdict.MINOR: ("⚠️ Minor loss difference", "yellow"),
