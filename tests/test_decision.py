@@ -372,3 +372,22 @@ def test_round_trip_with_any_seconds(decision):
         assert back.reason == decision.reason
         assert back.skipped == decision.skipped
         assert same_candidates(back.candidates, decision.candidates)
+
+
+@settings(max_examples=40, deadline=None)
+@given(base=st.lists(st.floats(0.5, 2.0), min_size=5, max_size=9), data=st.data())
+def test_a_mixed_plan_faster_by_the_medians_but_not_round_by_round_is_explained(base, data):
+    # The mixed plan wins its median round by far but loses too many rounds to be kept.
+    n = len(base)
+    needed = math.ceil(0.8 * n)
+    lost = data.draw(st.integers(n - needed + 1, (n - 1) // 2))
+    lose = set(data.draw(st.permutations(range(n)))[:lost])
+    mixed = [b * (1.5 if i in lose else 0.5) for i, b in enumerate(base)]
+    assume(statistics.median(mixed) < statistics.median(base) * 0.9)  # faster by the medians
+    fp32, bf16 = RunPlan(Precision.FLOAT32, True), RunPlan(Precision.MIXED_BFLOAT16, True)
+    timed = [Candidate(fp32, statistics.median(base), samples=tuple(base)),
+             Candidate(bf16, statistics.median(mixed), samples=tuple(mixed))]
+    decision = choose(DeviceInfo("jax", "cuda", "GPU", True, True, True), timed)
+    assert decision.chosen.precision is Precision.FLOAT32
+    assert f"in only {n - lost} of {n} interleaved rounds" in decision.reason, decision.reason
+    assert "not clearly faster" in decision.reason

@@ -288,6 +288,15 @@ def _reason(
         near = [c for c in ordered if abs(c.seconds / best[chosen].seconds - 1) < MIN_GAIN]
         if len(near) > 1:
             why = f"no measurable difference ({MIN_GAIN:.0%} margin) -> float32"
+        faster = [c for c in ordered if c.plan.precision.mixed and c not in near
+                  and c.seconds < best[chosen].seconds]
+        if faster and len(near) == 1:  # faster by the medians, yet not in enough rounds
+            c, base = faster[0], best[chosen]
+            pairs = list(zip(c.samples, base.samples, strict=False))
+            wins = sum(f < b * (1 - MIN_GAIN) for f, b in pairs)
+            why = (f"{c.plan.policy}'s median step was {base.seconds / c.seconds:.2f}x "
+                   f"float32's, but it was {MIN_GAIN:.0%} faster in only {wins} of "
+                   f"{len(pairs)} interleaved rounds: not clearly faster, so float32")
         if len(best) == 1:
             why = _none_fast(skipped)
         return f"float32 kept on {where}: {why} (per step: {ms})."
