@@ -126,3 +126,73 @@ def test_the_compilation_cache_is_turned_on_only_where_the_engine_has_one(tmp_pa
         pytest.warns(RuntimeWarning, match="no persistent compilation cache"),
     ):
         assert dc.use_compilation_cache(tmp_path / "none") is False
+
+
+#: Any JSON value, for values planted inside an otherwise whole entry.
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                  max_size=3),
+    max_leaves=8,
+)
+
+
+def _planted(entry: dict, path: list[str], value) -> dict:
+    """`entry` with the value at `path` (keys into nested dicts) replaced by `value`."""
+    import copy
+
+    out = copy.deepcopy(entry)
+    node = out
+    for name in path[:-1]:
+        node = node[name]
+    node[path[-1]] = value
+    return out
+
+
+#: Damage of every kind: nesting deeper than the JSON decoder's stack, a file too large, a
+#: whole JSON value that is not an entry, and a whole entry with one field replaced.
+DAMAGE = st.one_of(
+    st.integers(2_000, 200_000).map(lambda n: ("text", "[" * n)),
+    st.integers(2_000, 50_000).map(lambda n: ("text", '{"a":' * n)),
+    st.just(("text", " " * (dc.MAX_ENTRY_BYTES + 10) + "{}")),
+    JSON.filter(lambda v: not isinstance(v, dict)).map(lambda v: ("value", v)),
+    st.tuples(st.sampled_from([["decision"], ["decision", "plan"], ["decision", "timed"],
+                               ["decision", "plan", "precision"], ["decision", "plan", "replicas"],
+                               ["decision", "plan", "loss_scaling"], ["summary"],
+                               ["decision", "reason"], ["decision", "chosen"]]),
+              JSON).map(lambda pv: ("field", pv)),
+)
+
+
+@SETTINGS
+@given(DAMAGE)
+def test_any_damaged_entry_is_ignored_and_listing_never_fails(damage):
+    import json
+
+    k = key()
+    path = dc.store(k, DECISION, "summary")
+    kind, what = damage
+    if kind == "text":
+        path.write_text(what)
+    elif kind == "value":
+        path.write_text(json.dumps(what))
+    else:
+        entry = json.loads(path.read_text())
+        path.write_text(json.dumps(_planted(entry, *what)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found = dc.load(k)  # never raises
+    if found is None:
+        assert any("unreadable decision cache entry" in str(w.message) for w in caught)
+    listed = dc.entries()  # what `gometal-keras info` shows: never raises
+    assert [e["path"] for e in listed] == [str(path)]
+    assert all(isinstance(e["chosen"], str) for e in listed)
+
+
+def test_info_keeps_working_over_a_damaged_cache():
+    from gometal_keras.reporting.environment import environment, info_lines
+
+    dc.store(key(), DECISION, "summary")
+    dc.entry_path({"other": 1}).write_text("[" * 100_000)
+    lines = info_lines(environment())
+    assert any(line.startswith("Decision cache:") and "(2 cached)" in line for line in lines)

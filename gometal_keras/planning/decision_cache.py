@@ -127,15 +127,16 @@ def load(key: dict[str, Any]) -> Decision | None:
     """
     path = entry_path(key)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = _read(path)
         if data.get("schema") != SCHEMA or data.get("key") != key:
             raise ValueError("not an entry of this schema and key")
         found = Decision.from_dict(data["decision"])
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        warnings.warn(f"Ignoring the unreadable decision cache entry {path}: {error}.",
-                      RuntimeWarning, stacklevel=2)
+    except Exception as error:  # any damage at all: ignored, never a crash (and re-decided)
+        warnings.warn(f"Ignoring the unreadable decision cache entry {path}: "
+                      f"{type(error).__name__}: {_first_line(error)}.", RuntimeWarning,
+                      stacklevel=2)
         return None
     spent = f"timed in {found.trial_seconds:.2f} s on {data.get('created', '?')}"
     reason = f"{found.reason} Cached decision ({spent}); no trials now."
@@ -179,16 +180,47 @@ def entries() -> list[dict[str, Any]]:
     Unreadable files are listed with ``"chosen": "unreadable"``.
     """
     found = []
-    for path in sorted(cache_dir().glob("*.json")):
+    try:
+        paths = sorted(cache_dir().glob("*.json"))
+    except OSError:  # the folder itself cannot be listed: nothing to show
+        return found
+    for path in paths:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = _read(path)
             decision = data["decision"]
-            found.append({"summary": data["summary"], "chosen": decision["chosen"],
-                          "reason": decision["reason"], "created": data["created"],
-                          "trial_seconds": decision.get("trial_seconds"), "path": str(path)})
-        except (OSError, ValueError, KeyError, TypeError):
+            entry = {"summary": data["summary"], "chosen": decision["chosen"],
+                     "reason": decision["reason"], "created": data["created"],
+                     "trial_seconds": decision.get("trial_seconds"), "path": str(path)}
+            if not all(isinstance(entry[k], str) for k in ("summary", "chosen", "reason")):
+                raise TypeError("not text")
+            found.append(entry)
+        except Exception:  # any damage: listed as unreadable, never a crash
             found.append({"summary": "?", "chosen": "unreadable", "path": str(path)})
     return found
+
+
+#: The largest entry file read (entries are a few KiB): a larger one is damage, not read.
+MAX_ENTRY_BYTES = 1 << 20
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`; ValueError for a file too large, too deep or not an object."""
+    with open(path, "rb") as fh:
+        raw = fh.read(MAX_ENTRY_BYTES + 1)
+    if len(raw) > MAX_ENTRY_BYTES:
+        raise ValueError(f"larger than {MAX_ENTRY_BYTES} bytes")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("nested too deeply to be an entry") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:200] if lines else "no message"
 
 
 def summary(source: Any, config: TrainerConfig, device: DeviceInfo) -> str:

@@ -162,6 +162,10 @@ def memory_budget(free: int | None) -> dict[str, Any]:
     return {"free_bytes": free, "device_share": DEVICE_SHARE, "data_bytes": data}
 
 
+#: The cached decisions `info_lines` shows, newest first (`--json` has them all).
+SHOWN_ENTRIES = 5
+
+
 def info_lines(facts: dict[str, Any]) -> list[str]:
     """Render `gometal_keras.reporting.environment.environment()` facts as the ``info`` text.
 
@@ -210,8 +214,12 @@ def info_lines(facts: dict[str, Any]) -> list[str]:
         lines.append("and leaves out:")
         lines += [f"  {name:<{width}}  {why}" for name, why in facts["auto_rejected"].items()]
     cache = facts.get("decision_cache") or {"folder": "?", "entries": []}
-    lines.append(f"Decision cache: {cache['folder']} ({len(cache['entries'])} cached)")
-    lines += [f"  {e['summary']}: {e['chosen']}" for e in cache["entries"]]
+    entries = cache["entries"]
+    lines.append(f"Decision cache: {cache['folder']} ({len(entries)} cached)")
+    newest = sorted(entries, key=lambda e: str(e.get("created", "")), reverse=True)
+    lines += [f"  {e['summary']}: {e['chosen']}" for e in newest[:SHOWN_ENTRIES]]
+    if len(entries) > SHOWN_ENTRIES:
+        lines.append(f"  ... and {len(entries) - SHOWN_ENTRIES} older (--json lists them all)")
     return lines
 
 
