@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import runpy
 import sys
 from pathlib import Path
@@ -11,6 +13,8 @@ from unittest import mock
 
 import keras
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gometal_keras import engines
 from gometal_keras.cli.commands import add_demo_arguments, demo_settings
@@ -142,3 +146,44 @@ def test_run_demo_records_what_ran_calls_progress_and_interleaves_rounds():
             assert f": {describe(run.peak_memory_bytes, run.memory_kind)}\n" in out
     assert "Time to First Step (trials, compilation, then training):" in out
 
+
+
+#: A demo/tune flag and a value of a class it refuses: below its range, not a number, not
+#: finite, beyond the seed range.
+BAD_FLAGS = st.one_of(
+    st.tuples(st.sampled_from(["--hidden", "--batch-size", "--epochs", "--samples",
+                               "--devices"]), st.integers(-10**6, 0).map(str)),
+    st.tuples(st.just("--rounds"), st.integers(-10**6, -1).map(str)),
+    st.tuples(st.just("--seed"), st.one_of(st.integers(-10**9, -1),
+                                           st.integers(2**31, 2**70)).map(str)),
+    st.tuples(st.just("--early-stop"), st.sampled_from(["nan", "inf", "-inf", "-0.5", "x"])),
+    st.tuples(st.sampled_from(["--epochs", "--seed", "--samples"]),
+              st.sampled_from(["1.5", "", "ten", "0x10"])),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(flag=BAD_FLAGS, command=st.sampled_from(["demo", "tune"]))
+def test_a_bad_flag_exits_2_naming_it_before_the_backend_starts(flag, command):
+    from gometal_keras.cli import commands
+
+    err = io.StringIO()
+    with mock.patch.object(commands, "import_backend", side_effect=AssertionError("started")), \
+            contextlib.redirect_stderr(err):
+        try:
+            code = commands.main([command, flag[0], flag[1]])
+        except SystemExit as done:  # argparse's own refusal
+            code = done.code
+    assert code == 2, err.getvalue()
+    assert flag[0] in err.getvalue()
+
+
+@pytest.mark.parametrize("command", ["demo", "tune"])
+def test_a_batch_larger_than_the_samples_exits_2_before_the_backend_starts(command):
+    from gometal_keras.cli import commands
+
+    err = io.StringIO()
+    with mock.patch.object(commands, "import_backend", side_effect=AssertionError("started")), \
+            contextlib.redirect_stderr(err):
+        code = commands.main([command, "--batch-size", "64", "--samples", "10"])
+    assert code == 2 and "--batch-size 64 is larger than --samples 10" in err.getvalue()

@@ -115,6 +115,12 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
             return _bench(rest[1:])
         parser = build_parser(prog)
         args = parser.parse_args(argv)  # --help and usage errors exit here, before Keras
+        if args.command in ("demo", "tune"):
+            try:  # the flags together (e.g. a batch larger than the samples), before Keras
+                demo_settings(args)
+            except ValueError as err:
+                print(f"{prog} {args.command}: error: {err}", file=sys.stderr)
+                return EXIT_USAGE
         import_backend(debug)  # the command's own output only: C++ log lines hidden
         if args.command == "demo":
             try:

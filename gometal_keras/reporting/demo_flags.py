@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+from typing import Any
 
 from gometal_keras.core.config import PRECISIONS
+from gometal_keras.core.seeds import SEED_MAX
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +69,41 @@ class DemoSettings:
         } | ({"Devices": f"{self.devices} (data parallel)"} if self.devices else {})
 
 
+def _count(low: int) -> Any:
+    """An argparse type: an integer of at least `low` (argparse names the flag on error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer of at least {low}, got {text}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _seed(text: str) -> int:
+    """An argparse type: a seed in [0, SEED_MAX]."""
+    value = _count(0)(text)
+    if value > SEED_MAX:
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, {SEED_MAX}], got {text}")
+    return value
+
+
+def _loss(text: str) -> float:
+    """An argparse type: a finite loss threshold of 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of 0 or more, got {text}")
+    return value
+
+
 def _layers(text: str) -> tuple[int, ...]:
     parts = text.split(",")
     if not all(p.strip().isdigit() and int(p) > 0 for p in parts):
@@ -82,19 +120,20 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         (64, 32)
     """
     d = DemoSettings()
-    parser.add_argument("--hidden", type=int, default=d.hidden, help="first hidden layer size")
+    parser.add_argument("--hidden", type=_count(1), default=d.hidden,
+                        help="first hidden layer size")
     parser.add_argument("--layers", type=_layers, help="hidden sizes, e.g. 1024,512,256")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--epochs", type=int, default=d.epochs)
-    parser.add_argument("--samples", type=int, default=d.samples)
+    parser.add_argument("--batch-size", type=_count(1), default=d.batch_size)
+    parser.add_argument("--epochs", type=_count(1), default=d.epochs)
+    parser.add_argument("--samples", type=_count(1), default=d.samples)
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
         default=d.precision,
         help="precision of phase 2 (auto: measure and keep the fastest sound one)",
     )
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--early-stop", type=float, default=d.early_stop_loss, dest="early_stop")
+    parser.add_argument("--seed", type=_seed, default=d.seed)
+    parser.add_argument("--early-stop", type=_loss, default=d.early_stop_loss, dest="early_stop")
     parser.add_argument(
         "--timing",
         choices=("steady", "total"),
@@ -103,12 +142,13 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--devices",
-        type=int,
+        type=_count(1),
         default=None,
         help="train data-parallel over N local devices (the batch size stays global)",
     )
     parser.add_argument(
-        "--rounds", type=int, default=d.rounds, help="interleaved epochs per phase to compare"
+        "--rounds", type=_count(0), default=d.rounds,
+        help="interleaved epochs per phase to compare"
     )
 
 
@@ -125,6 +165,9 @@ def demo_settings(args: argparse.Namespace) -> DemoSettings:
             raise ValueError(f"--{flag.replace('_', '-')} must be a positive integer.")
     if args.rounds < 0:
         raise ValueError("--rounds must be 0 (no interleaved comparison) or more.")
+    if args.batch_size > args.samples:
+        raise ValueError(f"--batch-size {args.batch_size} is larger than --samples "
+                         f"{args.samples}; expected a batch size of at most the sample count.")
     return DemoSettings(
         hidden=args.hidden,
         layers=args.layers,
