@@ -7,6 +7,8 @@ import struct
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gometal_keras.data.datasets import MNIST_FILES, load_mnist, read_idx
 
@@ -100,3 +102,34 @@ def test_label_count_mismatch(tmp_path):
     np.savez(tmp_path / "m.npz", **arrays)
     with pytest.raises(ValueError, match="expected 5 labels"):
         load_mnist(tmp_path / "m.npz")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=3), gz=st.booleans(),
+       damage=st.one_of(st.none(), st.tuples(st.just("cut"), st.integers(1, 400)),
+                        st.tuples(st.just("flip"), st.integers(0, 400), st.integers(1, 255))))
+def test_a_damaged_idx_file_reads_right_or_raises_value_error(tmp_path_factory, shape, gz, damage):
+    array = np.arange(int(np.prod(shape)), dtype=np.uint8).reshape(shape)
+    raw = _idx(array)
+    data = gzip.compress(raw) if gz else raw
+    if damage and damage[0] == "cut":
+        data = data[: max(len(data) - damage[1], 0)]
+    elif damage:
+        at = damage[1] % len(data)
+        data = data[:at] + bytes([data[at] ^ damage[2]]) + data[at + 1:]
+    path = tmp_path_factory.mktemp("idx") / ("f-idx.gz" if gz else "f-idx")
+    path.write_bytes(data)
+    try:
+        back = read_idx(path)
+    except ValueError:
+        return  # refused in one sentence: the only way a read may fail
+    if damage is None:
+        np.testing.assert_array_equal(back, array)
+
+
+def test_a_gzip_bomb_is_refused_without_inflating_it(tmp_path):
+    header = bytes([0, 0, 0x08, 1]) + struct.pack(">I", 10)
+    path = tmp_path / "bomb-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(header + bytes(50_000_000)))  # 10 declared, 50 MB inside
+    with pytest.raises(ValueError, match="holds more data"):
+        read_idx(path)

@@ -219,3 +219,19 @@ class TestMetalCheckOnEveryPath:
                 engine.release()
             assert trainer.plan.policy == "mixed_float16"
             assert any(label.endswith("on the CPU") for label in engine.calls)  # checked
+
+
+@settings(max_examples=10, deadline=None)
+@given(precision=st.sampled_from([None, "float32", "mixed_float16", "mixed_bfloat16", "auto"]),
+       mixed=st.booleans(), cache=st.sampled_from(["cache", "always", "never"]))
+def test_an_empty_builder_is_refused_before_any_trial(precision, mixed, cache):
+    from gometal_keras.model.builder import ModelBuilder
+    from gometal_keras.planning.trial_runner import TrialRunner
+
+    if precision == "float32" and mixed:
+        mixed = False  # a contradiction TrainerConfig refuses on its own
+    cfg = TrainerConfig(batch_size=8, precision=precision, use_mixed_precision=mixed,
+                        decision_cache=cache, seed=0)
+    with mock.patch.object(TrialRunner, "__call__", side_effect=AssertionError("a trial ran")), \
+            pytest.raises(ValueError, match="has no layers"):
+        Trainer(ModelBuilder([8, 4]), cfg)

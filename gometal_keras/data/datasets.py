@@ -9,9 +9,11 @@ when the files are absent the error names them and says where they are expected.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -52,25 +54,27 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """
     path = Path(path)
     opener = gzip.open if path.name.endswith(".gz") else open
-    try:
+    try:  # read only what the header says (a gzip bomb is never inflated past it)
         with opener(path, "rb") as fh:
-            data = fh.read()
-    except (OSError, EOFError) as err:
+            head = fh.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_TYPES:
+                raise ValueError(
+                    f"{path} is not an IDX file; expected a header 00 00 <type> <dims>.")
+            ndim = head[3]
+            dims = fh.read(4 * ndim)
+            if ndim == 0 or len(dims) < 4 * ndim:
+                raise ValueError(
+                    f"{path} has a truncated IDX header; expected {ndim} dimension sizes.")
+            shape = struct.unpack(f">{ndim}I", dims)
+            dtype = np.dtype(_IDX_TYPES[head[2]])
+            need = math.prod(shape) * dtype.itemsize
+            body = fh.read(need + 1)
+    except (OSError, EOFError, zlib.error) as err:  # unreadable, or a damaged gzip stream
         raise ValueError(f"{path} could not be read as an IDX file ({err}).") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
-        raise ValueError(f"{path} is not an IDX file; expected a header 00 00 <type> <dims>.")
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(data) < header:
-        raise ValueError(f"{path} has a truncated IDX header; expected {ndim} dimension sizes.")
-    shape = struct.unpack(f">{ndim}I", data[4:header])
-    dtype = np.dtype(_IDX_TYPES[data[2]])
-    count = int(np.prod(shape))
-    if len(data) - header != count * dtype.itemsize:
-        raise ValueError(
-            f"{path} holds {len(data) - header} bytes of data; its header {shape} needs "
-            f"{count * dtype.itemsize}."
-        )
+    if len(body) != need:
+        got = f"{len(body)} bytes of data" if len(body) < need else "more data"
+        raise ValueError(f"{path} holds {got}; its header {shape} needs {need}.")
+    data, header = body, 0
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
 
 

@@ -289,6 +289,10 @@ def _precisions(
 ) -> tuple[list[Precision], Callable[[Precision], keras.Model], keras.Model | None]:
     asked = config.resolved_precision
     if isinstance(source, ModelBuilder):
+        if not source.layers:  # refused before any trial (a trial would fail on it)
+            raise ValueError(
+                "The ModelBuilder has no layers; expected at least one add_* call before training."
+            )
         names = [asked.precision] if asked.precision else list(candidates(device))
         return names, lambda p: source.compile(p.value, seed=seed), None
     if isinstance(source, keras.Model):
