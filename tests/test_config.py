@@ -165,6 +165,8 @@ def valid_configs(draw) -> dict:
     fields["problem_type"], fields["loss"] = draw(PROBLEM_AND_LOSS)
     if fields["precision"] == "float32":  # use_mixed_precision=True would contradict it
         fields["use_mixed_precision"] = False
+    if fields["devices"] is not None and fields["distribution"] is None:
+        fields["distribution"] = "data_parallel"  # devices without one would contradict it
     return fields
 
 
@@ -258,6 +260,14 @@ class ValidationTest(tf.test.TestCase):
                 for name in CHOICES[field][0]:
                     self.assertIn(name, message, f"{field} error must list {name!r}")
         self.assertEqual(base, TrainerConfig(**fields))  # the original is untouched
+
+    def test_devices_without_a_distribution_is_refused_not_ignored(self):
+        for devices in (1, 2, 8):
+            with self.assertRaisesRegex(ValueError, "TrainerConfig.devices is .* distribution"):
+                TrainerConfig(devices=devices)
+            cfg = TrainerConfig(devices=devices, distribution="data_parallel")
+            with self.assertRaisesRegex(ValueError, "TrainerConfig.devices"):
+                cfg.replace(distribution=None)
 
     def test_huge_ints_out_of_range_are_value_errors(self):
         # math.isfinite() of an int beyond float range raises OverflowError, not ValueError.

@@ -299,6 +299,11 @@ class TrainerConfig:
             _choice("distribution", self.distribution, DISTRIBUTIONS)
         if self.devices is not None:
             _positive("devices", self.devices, int)
+            if self.distribution is None:
+                raise ValueError(
+                    f"TrainerConfig.devices is {self.devices} but distribution is None (one "
+                    "device); expected distribution='data_parallel' to use several devices."
+                )
         _choice("decision_cache", self.decision_cache, DECISION_CACHES)
         if self.use_mixed_precision and self.precision == "float32":
             raise ValueError(

@@ -293,6 +293,10 @@ class Trainer:
     def predict(self, x: Any) -> np.ndarray:
         """Return the model's float32 outputs for `x` (all samples, in batches; or a stream).
 
+        Over an image `DataLoader` the outputs are a `FileOutputs` array: ``.files`` names
+        each row's file, ``.labels`` its folder's class, ``.skipped`` the files left out
+        as unreadable (``on_error="skip"``), so rows never shift onto other files.
+
         Example:
             >>> b = ModelBuilder([8, 3]).add_dense(2)
             >>> t = Trainer(b, TrainerConfig(batch_size=8, precision="float32", jit_compile=False))
@@ -304,7 +308,9 @@ class Trainer:
     def evaluate(self, x: Any, y: Any = None, report: bool = False) -> Any:
         """Return the mean loss over all samples of (x, y) or a stream, without training.
 
-        With ``report=True``: the `EvaluationReport` (`gometal_keras.training.evaluation`) instead.
+        With ``report=True``: the `EvaluationReport` (`gometal_keras.training.evaluation`) instead,
+        for arrays with `y` or any stream of ``(x, y)`` batches (an image folder's labels
+        are gathered as it is read).
 
         Example:
             >>> b = ModelBuilder([8, 3]).add_dense(2)
@@ -431,8 +437,8 @@ class Trainer:
                 config = config.replace(distribution=distribution, devices=devices)
             placement = engines.current().placement(distribution, devices)
             placement.check_batch(config.batch_size)
-        except ValueError as err:
-            raise ValueError(
+        except (ValueError, TypeError) as err:  # one sentence naming the file, either way
+            raise type(err)(
                 f"Checkpoint {path!r} cannot resume on this process's devices: {err}"
             ) from None
         trainer = _named(
