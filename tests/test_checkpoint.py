@@ -228,6 +228,16 @@ class BadFileTest(CheckpointCase):
             fh.write(blob)
         return self.path
 
+    def test_devices_refused_or_mistyped_name_the_file_and_leave_it_whole(self):
+        path = self.write(self.blob)
+        cases = [({"distribution": None, "devices": 2}, ValueError),
+                 ({"devices": "2"}, TypeError), ({"devices": 0}, ValueError)]
+        for kwargs, error in cases:
+            with self.assertRaisesRegex(error, f"^Checkpoint {path!r}"):
+                Trainer.load(path, **kwargs)
+            with open(path, "rb") as fh:
+                self.assertEqual(fh.read(), self.blob)
+
     def rezip(self, changes: dict[str, bytes | None]) -> str:
         """Copy the good checkpoint with some entries replaced (None drops one)."""
         with zipfile.ZipFile(self.good) as src, zipfile.ZipFile(self.path, "w") as dst:
