@@ -15,13 +15,15 @@ from unittest import mock
 import numpy as np
 import tensorflow as tf
 
+from gometal_keras.bench import __main__ as bench_main
 from gometal_keras.bench import configs as cfgs
 from gometal_keras.bench import derive, measure, planning, precisions, roofline, runners
-from gometal_keras.bench.measurement import RunRequest, Timing
+from gometal_keras.bench.measurement import Call, RunRequest, Timing
 from gometal_keras.core.config import TrainerConfig
 from gometal_keras.core.device import DeviceInfo
 from gometal_keras.engines.objectives import make_loss
 from gometal_keras.model.builder import ModelBuilder
+from gometal_keras.training.trainer import Trainer
 
 CPU = DeviceInfo("tensorflow", "cpu", "CPU", True, False, False)
 TF32_GPU = DeviceInfo("tensorflow", "cuda", "GPU", True, True, True, tf32=True)
@@ -168,30 +170,63 @@ class PlanTest(tf.test.TestCase):
         )
 
 
-class MeasureTest(tf.test.TestCase):
-    def test_a_failing_runner_loses_only_its_cell(self):
-        requests = []
+class FakeSession:
+    """A session that records when it was called; `fail_at` raises in that call."""
 
-        def ok(request):
-            requests.append(request)
-            return Timing(0.01, [0.1, 0.1], 2.0, "ok")
+    def __init__(self, name, order, fail_at=None):
+        self.name, self.order, self.fail_at = name, order, fail_at
+        self.detail, self.precision, self.calls = name, "", 0
 
-        def boom(request):
+    def call(self):
+        self.calls += 1
+        self.order.append(self.name)
+        if self.calls == self.fail_at:
             raise RuntimeError("out of memory")
+        return Call([0.5, 0.1, 0.1], 0.75, 2.0)
 
-        fake = {"ok": runners.Runner("ok", ok), "boom": runners.Runner("boom", boom)}
-        s = settings(steps=2, precisions=["float32", "mixed_bfloat16"], runners=["boom", "ok"])
+    def predict(self):
+        return 0.25
+
+
+class MeasureTest(tf.test.TestCase):
+    def test_rounds_interleave_and_a_failing_runner_loses_only_its_cell(self):
+        order, requests = [], []
+
+        def fake(name, fail_at=None):
+            def prepare(request):
+                requests.append(request)
+                return FakeSession(name, order, fail_at)
+
+            return runners.Runner(name, prepare)
+
+        def broken(request):
+            raise RuntimeError("cannot build")
+
+        fakes = {"a": fake("a"), "b": fake("b", fail_at=3), "c": runners.Runner("c", broken)}
+        s = settings(steps=2, repeats=3, runners=["a", "b", "c"])
         log = []
-        with mock.patch.dict(runners.RUNNERS, fake):
+        with mock.patch.dict(runners.RUNNERS, fakes):
             plan = planning.make_plan(s, CPU, "tensorflow")
             measured = measure.measure_cells(plan, s, log.append)
-        self.assertEqual([m.cell.runner for m in measured], ["boom", "ok", "boom", "ok"])
-        self.assertEqual([m.error for m in measured[::2]], ["RuntimeError: out of memory"] * 2)
-        self.assertEqual([m.timing.detail for m in measured[1::2]], ["ok", "ok"])
-        self.assertIn("  failed: RuntimeError: out of memory", log)
+        # One warm-up call each, then the rounds, the order rotated each round; "b" fails
+        # in its third call (round 2) and is called no more.
+        self.assertEqual(order, ["a", "b", "b", "a", "a", "b", "a"])
+        a, b, c = measured
+        self.assertEqual(
+            (b.error, c.error), ("RuntimeError: out of memory", "RuntimeError: cannot build")
+        )
+        self.assertIsNone(b.timing)
+        self.assertEqual(
+            a.timing.round_seconds, [0.1, 0.1, 0.1]
+        )  # the first epoch of a call not counted
+        self.assertEqual(a.timing.epoch_seconds, [0.1] * 6)
+        self.assertAllClose(a.timing.seconds_per_step, 0.05)
+        self.assertAllClose(a.timing.call_overhead_seconds, 0.05)
+        self.assertEqual(a.timing.predict_seconds, 0.25)
+        self.assertTrue(any("cannot build" in line for line in log))
         first, second = requests
         self.assertIs(first.data, second.data)  # one data set per config, for every runner
-        self.assertEqual((first.warmup, first.repeats, first.seed), (1, 2, 0))
+        self.assertEqual((first.epochs, first.seed), (5, 0))
         self.assertEqual(first.data[0].shape, (64 * 2, 784))
 
 
@@ -239,7 +274,30 @@ class DeriveTest(tf.test.TestCase):
         self.assertEqual(failed["error"], "ValueError: no")
         self.assertIsNone(failed["seconds_per_step"])
         self.assertIsNone(failed["speedup_vs_float32"])
-        self.assertEqual([r["loss_after_steps"] for r in rows], [3 * cfg.steps] * 4)
+        self.assertEqual([r["loss_after_steps"] for r in rows], [3 * 5 * cfg.steps] * 4)
+
+    def test_ratios_to_the_reference_are_taken_round_by_round(self):
+        cfg = cfgs.configs(quick=True)["seed"]
+        rates = roofline.Rates({"float32": 1e12}, 1e12, 8, 8)
+
+        def meas(runner, rounds):
+            timing = Timing(0.01, [0.1], 2.0, round_seconds=rounds)
+            return measure.Measurement(planning.Cell(cfg, "float32", runner), timing)
+
+        mine, bare, ref = derive.results(
+            [
+                meas("gometal", [2.2, 1.1, 4.4]),
+                meas("gometal-epoch", [2.0, 1.0, 4.0]),
+                meas("jax-reference", [2.0, 1.0, 2.0]),  # a slow round of both: still 1.1
+            ],
+            rates,
+            settings(),
+        )
+        self.assertEqual(mine["vs_reference"]["ratio"], 1.1)
+        self.assertEqual(mine["vs_reference"]["rounds"], 3)
+        self.assertEqual(mine["fit_over_epoch"]["ratio"], 1.1)
+        self.assertIsNone(bare["fit_over_epoch"])
+        self.assertIsNone(ref["vs_reference"])
 
 
 class RunnersTest(tf.test.TestCase):
@@ -247,17 +305,43 @@ class RunnersTest(tf.test.TestCase):
         cfg = cfgs.BenchConfig("tiny", 16, 4, cfgs.mlp((12, 32, 10)))
         x = np.random.default_rng(0).uniform(size=(cfg.samples, 12)).astype(np.float32)
         y = np.argmax(x[:, :10], axis=1).astype(np.int32)  # learnable: the loss moves
-        request = RunRequest(cfg, "float32", (x, y), warmup=1, repeats=2, seed=3)
-        mine = runners.RUNNERS["gometal"].run(request)
-        fit = runners.RUNNERS["keras"].run(request)
-        self.assertLen(mine.epoch_seconds, 2)
-        self.assertLen(fit.epoch_seconds, 2)
+        request = RunRequest(cfg, "float32", (x, y), epochs=2, seed=3)
+        mine = runners.RUNNERS["gometal"].prepare(request)
+        fit = runners.RUNNERS["keras"].prepare(request)
+        calls = [(mine.call(), fit.call()) for _ in range(2)]
+        self.assertLen(calls[-1][0].epoch_seconds, 2)
+        self.assertLen(calls[-1][1].epoch_seconds, 2)
         self.assertEqual(mine.precision, "float32")
-        # Mean loss of the third epoch, after 12 steps: the same in both runners.
-        self.assertAllClose(mine.loss, fit.loss, rtol=1e-5)
+        # Mean loss of the fourth epoch, after 16 steps: the same in both runners.
+        self.assertAllClose(calls[-1][0].loss, calls[-1][1].loss, rtol=1e-5)
         start = cfg.builder().compile("float32", seed=3)
         untrained = make_loss(TrainerConfig(), start)(y, start(x))  # mean over every batch
-        self.assertLess(mine.loss, float(untrained))  # it trains
+        self.assertLess(calls[-1][0].loss, float(untrained))  # it trains
+        self.assertGreater(mine.predict(), 0)
+        self.assertGreater(fit.predict(), 0)
+
+    def test_the_trainer_runner_goes_through_fit_and_predict(self):
+        cfg = cfgs.BenchConfig("tiny", 8, 2, cfgs.mlp((6, 8, 10)))
+        x = np.random.default_rng(1).uniform(size=(cfg.samples, 6)).astype(np.float32)
+        request = RunRequest(cfg, "float32", (x, np.arange(cfg.samples) % 10), epochs=3, seed=0)
+        session = runners.RUNNERS["gometal"].prepare(request)
+        with (
+            mock.patch.object(Trainer, "fit", autospec=True, side_effect=Trainer.fit) as fit,
+            mock.patch.object(Trainer, "train_epoch", autospec=True) as bare,
+            mock.patch.object(
+                Trainer, "predict", autospec=True, side_effect=Trainer.predict
+            ) as predict,
+        ):
+            call = session.call()
+            session.predict()
+        ((args, kwargs),) = fit.call_args_list
+        self.assertIs(args[1], x)  # the user's arrays, as a user passes them
+        self.assertEqual(kwargs, {"epochs": 3})
+        bare.assert_not_called()
+        predict.assert_called_once()
+        self.assertLen(call.epoch_seconds, 3)  # the run record's
+        self.assertGreaterEqual(call.wall_seconds, sum(call.epoch_seconds))
+        self.assertIn("fit: whole epoch per call", session.detail)
 
 
 class CliTest(tf.test.TestCase):
@@ -265,7 +349,7 @@ class CliTest(tf.test.TestCase):
         # `python -m gometal_keras.bench`, run as __main__ in this process (TensorFlow is
         # already imported here; a subprocess would spend seconds importing it again).
         argv = ["--quick", "--configs", "seed", "--precisions", "float32"]
-        argv += ["--runners", "gometal,keras", "--steps", "2", "--repeats", "1"]
+        argv += ["--runners", "gometal", "--steps", "2", "--repeats", "1"]
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "bench.json")
             stdout = io.StringIO()
@@ -275,6 +359,7 @@ class CliTest(tf.test.TestCase):
                 contextlib.redirect_stderr(io.StringIO()),
                 self.assertRaises(SystemExit) as done,
             ):
+                sys.modules.pop("gometal_keras.bench.__main__", None)  # runpy runs it afresh
                 runpy.run_module("gometal_keras.bench", run_name="__main__", alter_sys=True)
             self.assertEqual(done.exception.code, 0)
             with open(path, encoding="utf-8") as fh:
@@ -294,21 +379,42 @@ class CliTest(tf.test.TestCase):
             "skipped",
         ):
             self.assertIn(key, data)
-        self.assertEqual(data["schema"], "gometal_keras.bench/1")
+        self.assertEqual(data["schema"], "gometal_keras.bench/2")
         self.assertEqual(data["backend"], "tensorflow")
         self.assertIn("keras", data["versions"])
         self.assertIn("float32", data["rates"]["matmul_flops"])
-        self.assertEqual({r["runner"] for r in data["results"]}, {"gometal", "keras"})
+        self.assertEqual({r["runner"] for r in data["results"]}, {"gometal"})
         flops = data["configs"]["seed"]["train_flops_per_step"]
         for r in data["results"]:
             self.assertIsNone(r["error"])
             self.assertEqual(r["flops_per_step"], flops)
-            self.assertLen(r["epoch_seconds"], 1)
-            self.assertEqual(r["loss_after_steps"], 2 * 2)  # (1 warm-up + 1 repeat) x 2 steps
+            self.assertLen(r["epoch_seconds"], 2)  # one call of 3 epochs, the first not counted
+            # (1 warm-up call + 1 round) x 3 epochs x 2 steps
+            self.assertEqual(r["loss_after_steps"], 2 * 3 * 2)
             self.assertIsInstance(r["loss"], float)
+            self.assertGreater(r["predict_samples_per_s"], 0)
         self.assertEqual(data["settings"]["steps"], 2)
         self.assertIn("ms/step", stdout.getvalue())
         self.assertIn("-m gometal_keras.bench --quick", data["command"])
+
+    def test_named_configurations_resolve(self):
+        args = bench_main.parse_args(["--config", "wide-4096,seed"])
+        self.assertEqual(args.configs, ["wide-4096", "seed"])
+        self.assertEqual((args.repeats, args.epochs, args.warmup), (20, 5, 1))
+        plan = planning.make_plan(planning.Settings.from_args(args), CPU, "tensorflow")
+        self.assertEqual(
+            {n: (c.batch, c.steps) for n, c in plan.configs.items()},
+            {"wide-4096": (4096, 16), "seed": (64, 15)},
+        )
+        self.assertEqual(bench_main.parse_args([]).configs, ["seed", "wide", "wide-4096", "cnn"])
+        streaming = bench_main.parse_args(["--configs", "streaming", "--quick"])
+        self.assertEqual(streaming.streaming_precisions, ["float32", "mixed_bfloat16"])
+        with (
+            contextlib.redirect_stderr(io.StringIO()) as err,
+            self.assertRaises(SystemExit),
+        ):
+            bench_main.parse_args(["--config", "huge"])
+        self.assertIn("expected some of seed,wide,wide-4096,cnn,streaming", err.getvalue())
 
 
 if __name__ == "__main__":

@@ -23,8 +23,10 @@ from gometal_keras.bench.runners import RUNNERS
 from gometal_keras.core.plan import Precision
 from gometal_keras.reporting import environment
 
-SCHEMA = "gometal_keras.bench/1"
-CONFIGS = tuple(cfgs.configs())
+SCHEMA = "gometal_keras.bench/2"
+#: The named configurations: the models timed through ``fit``, and ``streaming``.
+TRAINED = tuple(cfgs.configs())
+CONFIGS = (*TRAINED, "streaming")
 
 
 def _csv(valid: tuple[str, ...]):
@@ -42,16 +44,19 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
     """The flags that choose the cells: configs, precisions, runners and devices."""
     p.add_argument(
         "--configs",
+        "--config",
         type=_csv(CONFIGS),
-        default=list(CONFIGS),
-        help=f"comma list of {','.join(CONFIGS)} (default all)",
+        default=list(TRAINED),
+        help=f"comma list of the named configurations {','.join(CONFIGS)} (default "
+        f"{','.join(TRAINED)}; streaming: a CNN trained from a folder of PNGs, "
+        "gometal_keras.bench.streaming)",
     )
     p.add_argument(
         "--precisions",
         type=_csv(PRECISIONS),
-        default=list(PRECISIONS),
-        help=f"comma list of {','.join(PRECISIONS)} "
-        "(default all; float32-full only where the device uses TF32; auto: the Trainer only)",
+        default=None,
+        help=f"comma list of {','.join(PRECISIONS)} (default all; float32-full only where "
+        "the device uses TF32; auto: the Trainer only; streaming: float32,mixed_bfloat16)",
     )
     p.add_argument(
         "--runners",
@@ -76,11 +81,33 @@ def _add_sizes(p: argparse.ArgumentParser) -> None:
         "--steps",
         type=int,
         default=None,
-        help="steps per timed epoch (default per config: seed 15, wide 64/8, cnn 32/4)",
+        help="steps per epoch for every config (default each config's own: seed 15, wide "
+        "64, wide-4096 16, cnn 32; quick: 15, 8, 4, 4)",
     )
-    p.add_argument("--repeats", type=int, default=None, help="timed epochs (default 10; quick 3)")
-    p.add_argument("--warmup", type=int, default=None, help="warm-up epochs (default 2; quick 1)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed rounds, one call of every runner each, interleaved (default 20; quick 3)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs per call, e.g. one Trainer.fit(x, y, epochs=N); the first of each call "
+        "is not counted (default 5; quick 3)",
+    )
+    p.add_argument("--warmup", type=int, default=None, help="warm-up calls (default 1)")
+    p.add_argument(
+        "--no-predict",
+        dest="predict",
+        action="store_false",
+        help="do not time one prediction over the data per runner and round",
+    )
     p.add_argument("--seed", type=int, default=42, help="weights, dropout and data seed")
+    p.add_argument("--images", type=int, default=None, help="streaming: PNGs (default 50000; "
+                   "quick 2000)")  # fmt: skip
+    p.add_argument("--folder", help="streaming: where the PNGs go (default a temporary folder)")
     p.add_argument("--json", metavar="PATH", help="write the full result as JSON here")
     p.add_argument(
         "--max-batch",
@@ -104,28 +131,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         The parsed flags; argparse exits with a message on a bad one.
 
     Example:
-        >>> args = parse_args(["--quick", "--configs", "seed,cnn"])
-        >>> args.configs, args.repeats, args.warmup
-        (['seed', 'cnn'], 3, 1)
+        >>> args = parse_args(["--quick", "--config", "seed,cnn"])
+        >>> args.configs, args.repeats, args.epochs, args.warmup, args.predict
+        (['seed', 'cnn'], 3, 3, 1, True)
     """
     p = argparse.ArgumentParser(
         prog="python -m gometal_keras.bench",
-        description="Time the gometal Trainer against plain keras.Model.fit and PyTorch AMP, "
-        "per model and precision, against a roofline floor measured in the same run.",
-        epilog="--quick (for a small CPU): wide MLP scaled to 784-1024-512-10 at batch 256, "
-        "CNN to 16/32/64 filters and dense 128 at batch 64, 1 warm-up epoch, 3 repeats, "
-        "smaller ceiling measurements. float32-full runs only where float32 products would "
-        "be TF32 (a recent NVIDIA GPU).",
+        description="Time the gometal Trainer's fit and predict as users call them, beside "
+        "plain keras.Model.fit, a hand-written JAX loop and PyTorch AMP, interleaved round "
+        "by round, per named configuration and precision, against a roofline floor measured "
+        "in the same run.",
+        epilog="--quick (for a small CPU): the wide MLPs scaled to 784-1024-512-10 at batch 256 "
+        "and 1024, the CNN to 16/32/64 filters and dense 128 at batch 64, 3 rounds of 3-epoch "
+        "calls, smaller ceiling measurements. float32-full runs only where float32 products "
+        "would be TF32 (a recent NVIDIA GPU).",
     )
     _add_selection(p)
     _add_sizes(p)
     args = p.parse_args(argv)
-    for name in ("steps", "repeats", "warmup", "devices"):
+    for name, least in (("steps", 1), ("repeats", 1), ("warmup", 0), ("devices", 1),
+                        ("epochs", 2), ("images", 1)):  # fmt: skip
         value = getattr(args, name)
-        if value is not None and value < (0 if name == "warmup" else 1):
-            p.error(f"--{name} must be positive")
-    args.repeats = args.repeats or (3 if args.quick else 10)
-    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+        if value is not None and value < least:
+            p.error(f"--{name} must be at least {least}")
+    args.repeats = args.repeats or (3 if args.quick else 20)
+    args.epochs = args.epochs or (3 if args.quick else 5)
+    args.warmup = args.warmup if args.warmup is not None else 1
+    args.streaming_precisions = args.precisions or ["float32", "mixed_bfloat16"]
+    args.precisions = args.precisions or list(PRECISIONS)
     return args
 
 
@@ -167,21 +200,24 @@ def run_bench(settings: Settings, log: Callable[[str], None] = print) -> dict[st
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, write ``--json``, print the table; return the exit status 0."""
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["streaming"]:  # the image-folder configuration (gometal_keras.bench.streaming)
-        from gometal_keras.bench import streaming
-
-        return streaming.main(argv[1:])
-    args = parse_args(argv)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.max_batch:
         return _max_batch(args)
-    settings = Settings.from_args(args)
-    result = run_bench(settings, log=lambda m: print(m, file=sys.stderr, flush=True))
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    out: dict[str, Any] = {}
+    trained = [name for name in args.configs if name in TRAINED]
+    if trained:
+        settings = Settings.from_args(argparse.Namespace(**{**vars(args), "configs": trained}))
+        out = run_bench(settings, log=log)
+        table.show(out)
+        print(f"wall time {out['wall_seconds']:.1f} s")
+    if "streaming" in args.configs:
+        from gometal_keras.bench import streaming
+
+        out["streaming"] = streaming.run_all(args, log)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(result, fh, indent=2)
-    table.show(result)
-    print(f"wall time {result['wall_seconds']:.1f} s")
+            json.dump(out, fh, indent=2)
     return 0
 
 
@@ -191,9 +227,10 @@ def _max_batch(args: argparse.Namespace) -> int:
 
     names = {precision.value for precision in Precision}  # not "auto", nor "float32-full"
     policies = [p for p in args.precisions if p in names]
+    trained = [c for c in args.configs if c in TRAINED]
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     rows = max_batch.max_batch(
-        args.configs, policies, args.max_batch_limit, args.quick, log, start=args.max_batch_start
+        trained, policies, args.max_batch_limit, args.quick, log, start=args.max_batch_start
     )
     if args.json:
         device = environment.device_dict(engines.current().describe_device())

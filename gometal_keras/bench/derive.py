@@ -3,13 +3,16 @@
 Per row: the work counts of its config, the roofline floor of the precision that ran
 (for ``auto``, the one the Trainer chose; ``float32-full`` with its own matrix rate),
 TFLOP/s and the ratio to the floor; then, across rows, the speedups of each row against
-the same config and runner under ``float32`` and ``float32-full``. The formulas are
-those of `gometal_keras.bench`.
+the same config and runner under ``float32`` and ``float32-full``, and the interleaved
+ratios: each row's round times over the hand-written JAX loop's of the same rounds
+(``vs_reference``), and ``fit``'s over the bare epochs' (``fit_over_epoch``). The
+formulas are those of `gometal_keras.bench`.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any
 
 from gometal_keras.bench import configs as cfgs
@@ -18,6 +21,9 @@ from gometal_keras.bench.measure import Measurement
 from gometal_keras.bench.planning import Settings
 from gometal_keras.bench.precisions import FULL, policy_of
 from gometal_keras.core.plan import AUTO, Precision
+
+#: The runner every other row's ``vs_reference`` is taken against.
+REFERENCE = "jax-reference"
 
 #: The ``speedup_vs_*`` keys and the precision each is measured against.
 SPEEDUPS = (
@@ -59,16 +65,23 @@ def timing_fields(m: Measurement, flops: int, floor: float) -> dict[str, Any]:
         return dict(
             seconds_per_step=None,
             epoch_seconds=[],
+            round_seconds=[],
             tflops=None,
             ratio_to_floor=None,
+            call_overhead_seconds=None,
+            predict_samples_per_s=None,
             loss=None,
             detail="",
         )
+    samples = m.cell.config.samples
     return dict(
         seconds_per_step=t.seconds_per_step,
         epoch_seconds=t.epoch_seconds,
+        round_seconds=t.round_seconds,
         tflops=flops / t.seconds_per_step / 1e12,
         ratio_to_floor=t.seconds_per_step / floor,
+        call_overhead_seconds=t.call_overhead_seconds,
+        predict_samples_per_s=samples / t.predict_seconds if t.predict_seconds else None,
         loss=_finite(t.loss),
         detail=t.detail,
     )
@@ -86,7 +99,8 @@ def row(m: Measurement, rates: roofline.Rates, settings: Settings) -> dict[str, 
     )
     out.update(floor_fields(m, rates))
     out.update(timing_fields(m, out["flops_per_step"], out["floor_seconds"]))
-    out["loss_after_steps"] = (settings.warmup + settings.repeats) * cell.config.steps
+    calls = settings.warmup + settings.repeats
+    out["loss_after_steps"] = calls * settings.epochs * cell.config.steps
     return out
 
 
@@ -108,6 +122,50 @@ def add_speedups(rows: list[dict[str, Any]]) -> None:
             r[key] = ref / mine if ref and mine and r["precision"] != base else None
 
 
+def round_ratio(mine: list[float], base: list[float]) -> dict[str, float] | None:
+    """Median and 10th-90th percentiles of ``mine[r] / base[r]`` over paired rounds.
+
+    Example:
+        >>> round_ratio([1.1, 1.2, 1.0, 1.3], [1.0, 1.0, 1.0, 1.0])
+        {'ratio': 1.15, 'p10': 1.03, 'p90': 1.27, 'rounds': 4}
+        >>> round_ratio([], [1.0]) is None
+        True
+    """
+    pairs = [a / b for a, b in zip(mine, base, strict=False) if b > 0]
+    if not pairs:
+        return None
+    cuts = statistics.quantiles(pairs, n=10, method="inclusive") if len(pairs) > 1 else pairs * 9
+    return dict(
+        ratio=round(statistics.median(pairs), 4),
+        p10=round(cuts[0], 4),
+        p90=round(cuts[-1], 4),
+        rounds=len(pairs),
+    )
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """Set each row's interleaved ratios: ``vs_reference`` (the hand-written JAX loop's
+    rounds of the same config and precision) and, on ``gometal`` rows, ``fit_over_epoch``
+    (the same Trainer's bare ``train_epoch`` rounds); None where there is no such row.
+
+    Example:
+        >>> rows = [dict(config="c", precision="p", runner=r, round_seconds=s)
+        ...         for r, s in (("gometal", [2.2]), ("gometal-epoch", [2.0]),
+        ...                      ("jax-reference", [2.0]))]
+        >>> add_ratios(rows)
+        >>> rows[0]["vs_reference"]["ratio"], rows[0]["fit_over_epoch"]["ratio"]
+        (1.1, 1.1)
+    """
+    rounds = {(r["config"], r["precision"], r["runner"]): r["round_seconds"] for r in rows}
+    for r in rows:
+        key = (r["config"], r["precision"])
+        ref = rounds.get((*key, REFERENCE))
+        mine = r["round_seconds"]
+        r["vs_reference"] = round_ratio(mine, ref) if ref and r["runner"] != REFERENCE else None
+        bare = rounds.get((*key, "gometal-epoch"))
+        r["fit_over_epoch"] = round_ratio(mine, bare) if bare and r["runner"] == "gometal" else None
+
+
 def results(
     measurements: list[Measurement], rates: roofline.Rates, settings: Settings
 ) -> list[dict[str, Any]]:
@@ -123,4 +181,5 @@ def results(
     """
     rows = [row(m, rates, settings) for m in measurements]
     add_speedups(rows)
+    add_ratios(rows)
     return rows

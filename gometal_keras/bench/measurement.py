@@ -1,8 +1,12 @@
-"""What a runner is asked (`RunRequest`) and what it measured (`Timing`).
+"""What a runner is asked (`RunRequest`), how it runs (`Session`), and what it measured.
 
-Every runner (`gometal_keras.bench.runners`, `.torch_runner`, `.reference`) takes one
-`RunRequest`, trains ``warmup`` untimed and then ``repeats`` timed epochs with
-`time_epochs`, and returns `timing_of` its timed epochs and last losses.
+Every runner (`gometal_keras.bench.runners`, `.torch_runner`, `.reference`) turns one
+`RunRequest` into a `Session`: its model built and its data in place, nothing timed yet.
+`gometal_keras.bench.measure` then calls every session of a configuration in turn, round
+after round (interleaved, so that a drift of the machine hits every runner alike): each
+`Session.call` trains ``epochs`` epochs as its user would call it (the Trainer: one
+``Trainer.fit(x, y, epochs=N)``) and returns a `Call`; `Session.predict` times one
+prediction over the data. `timing_of` reduces a session's calls to its `Timing`.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -27,8 +31,8 @@ class RunRequest:
         config: The model, batch and steps per epoch.
         precision: A bench precision (`gometal_keras.bench.precisions.PRECISIONS`).
         data: ``(x, y)``: ``config.samples`` samples and labels (`runners.bench_data`).
-        warmup: Untimed epochs first.
-        repeats: Timed epochs.
+        epochs: Epochs per call (the first of each call is not counted: compilation in
+            the first call, the call's own start in later ones).
         seed: Weights, dropout and data seed.
         devices: Train data-parallel over this many local devices (None: one device).
     """
@@ -36,22 +40,68 @@ class RunRequest:
     config: BenchConfig
     precision: str
     data: tuple[np.ndarray, np.ndarray]
-    warmup: int
-    repeats: int
+    epochs: int
     seed: int
     devices: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
-class Timing:
-    """What one runner measured for one (config, precision).
+class Call:
+    """One call of a session: ``epochs`` epochs trained as the runner's user calls them.
 
     Attributes:
-        seconds_per_step: Median timed epoch over the steps per epoch.
-        epoch_seconds: Every timed epoch's seconds.
+        epoch_seconds: Each epoch's seconds, device work included (the Trainer: the run
+            record's ``epoch_seconds``; Keras: `EpochTimer`; the hand-written loops: the
+            host clock around an epoch whose losses were read back).
+        wall_seconds: The whole call on the host clock (arranging the data, callbacks).
+        loss: Mean finite loss of the call's last epoch (NaN when none was finite).
+    """
+
+    epoch_seconds: list[float]
+    wall_seconds: float
+    loss: float
+
+    @property
+    def steady(self) -> list[float]:
+        """The epochs after the first."""
+        return self.epoch_seconds[1:]
+
+    @property
+    def overhead_seconds(self) -> float:
+        """What the call cost beyond its epochs: ``wall - sum(epoch_seconds)``."""
+        return self.wall_seconds - sum(self.epoch_seconds)
+
+
+class Session(Protocol):
+    """A runner's model and data, ready; `measure` calls it round after round."""
+
+    #: How it runs (loop layout, compiler, loss scaling).
+    detail: str
+    #: The Trainer precision that ran where the runner chose it (``auto``), else empty.
+    precision: str
+
+    def call(self) -> Call:
+        """Train the request's ``epochs`` epochs; return what they took."""
+
+    def predict(self) -> float | None:
+        """Predict every sample of the data once; return the seconds (None: not timed)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """What one runner measured for one (config, precision), over all its timed calls.
+
+    Attributes:
+        seconds_per_step: Median steady epoch (every call's epochs after its first) over
+            the steps per epoch.
+        epoch_seconds: Every steady epoch's seconds, call after call.
         loss: Mean finite loss of the last epoch (NaN when none was finite).
         detail: How the runner ran (loop layout, compiler, loss scaling).
         precision: The Trainer precision that ran, where the runner chose it (``auto``).
+        round_seconds: Per round (one call), its median steady epoch: what the
+            interleaved ratios are taken of.
+        call_overhead_seconds: Median over calls of what a call cost beyond its epochs.
+        predict_seconds: Median seconds of one prediction over the data (None: not timed).
     """
 
     seconds_per_step: float
@@ -59,6 +109,9 @@ class Timing:
     loss: float
     detail: str = ""
     precision: str = ""
+    round_seconds: list[float] = dataclasses.field(default_factory=list)
+    call_overhead_seconds: float | None = None
+    predict_seconds: float | None = None
 
 
 def last_loss(losses: Any) -> float:
@@ -83,40 +136,59 @@ def last_loss(losses: Any) -> float:
 
 
 def timing_of(
-    times: list[float], steps: int, losses: Any, detail: str = "", precision: str = ""
+    calls: list[Call],
+    steps: int,
+    detail: str = "",
+    precision: str = "",
+    predict: list[float] | None = None,
 ) -> Timing:
-    """Return the `Timing` of timed epochs of `steps` steps and the last epoch's losses.
+    """Return the `Timing` of a session's timed calls of `steps`-step epochs.
 
     Example:
-        >>> timing_of([0.4, 0.2, 0.3], 10, [1.0, 2.0]).seconds_per_step
-        0.03
+        >>> calls = [Call([9.0, 0.5, 0.25], 10.0, 2.0), Call([0.5, 0.25, 0.25], 1.25, 1.5)]
+        >>> t = timing_of(calls, 10)
+        >>> t.seconds_per_step, t.round_seconds, t.loss, t.call_overhead_seconds
+        (0.025, [0.375, 0.25], 1.5, 0.25)
     """
-    return Timing(statistics.median(times) / steps, times, last_loss(losses), detail, precision)
+    steady = [s for c in calls for s in c.steady]
+    return Timing(
+        seconds_per_step=statistics.median(steady) / steps,
+        epoch_seconds=steady,
+        loss=calls[-1].loss,
+        detail=detail,
+        precision=precision,
+        round_seconds=[statistics.median(c.steady) for c in calls],
+        call_overhead_seconds=statistics.median(c.overhead_seconds for c in calls),
+        predict_seconds=statistics.median(predict) if predict else None,
+    )
 
 
-def time_epochs(epoch: Callable[[], Any], warmup: int, repeats: int) -> tuple[list[float], Any]:
-    """Run `warmup` untimed and `repeats` timed epochs on the host clock.
+def timed_epochs(epoch: Callable[[], Any], epochs: int) -> Call:
+    """Run `epochs` epochs of a hand-written loop, each on the host clock.
 
     Args:
         epoch: Runs one epoch and returns its losses on the host (so it waits for the
             device before the clock is read).
-        warmup: Untimed epochs first (compilation, caches).
-        repeats: Timed epochs.
+        epochs: Epochs in the call.
 
     Returns:
-        The timed epochs' seconds, and the last epoch's losses.
+        The `Call`, its loss the last epoch's.
 
     Example:
-        >>> times, losses = time_epochs(lambda: [1.0], warmup=1, repeats=2)
-        >>> len(times), losses
-        (2, [1.0])
+        >>> call = timed_epochs(lambda: [1.0, 3.0], 2)
+        >>> len(call.epoch_seconds), call.loss
+        (2, 2.0)
     """
-    losses = None
-    for _ in range(warmup):
+    start, times, losses = time.perf_counter(), [], None
+    for _ in range(epochs):
+        t0 = time.perf_counter()
         losses = epoch()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        losses = epoch()
-        times.append(time.perf_counter() - start)
-    return times, losses
+        times.append(time.perf_counter() - t0)
+    return Call(times, time.perf_counter() - start, last_loss(losses))
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    """Seconds of one call of `fn` on the host clock (`fn` waits for the device itself)."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start

@@ -27,14 +27,16 @@ class Settings:
 
     Attributes:
         quick: Small sizes for a CPU (`gometal_keras.bench.configs.configs`).
-        steps: Steps per timed epoch for every config (None: each config's own).
-        repeats: Timed epochs.
-        warmup: Untimed epochs first.
+        steps: Steps per epoch for every config (None: each config's own).
+        repeats: Timed rounds: one call of every session each (`gometal_keras.bench.measure`).
+        warmup: Untimed calls of every session first.
         seed: Weights, dropout and data seed.
         configs: Config names, in order.
         precisions: Bench precision names, in order.
         runners: Runner names, in order.
         devices: Local devices to train the data-parallel runners over (None: one).
+        epochs: Epochs per call (the first of each is not counted).
+        predict: Also time one prediction over the data per session and round.
     """
 
     quick: bool
@@ -46,6 +48,8 @@ class Settings:
     precisions: list[str]
     runners: list[str]
     devices: int | None = None
+    epochs: int = 5
+    predict: bool = True
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:

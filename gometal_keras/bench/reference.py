@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from gometal_keras.bench.measurement import RunRequest, Timing, time_epochs, timing_of
+from gometal_keras.bench.measurement import Call, RunRequest, timed, timed_epochs
 from gometal_keras.bench.precisions import compute_dtype, precision_context
 from gometal_keras.model.builder import ModelBuilder
 
@@ -48,7 +48,7 @@ def init_params(builder: ModelBuilder, seed: int) -> list[dict[str, Any]]:
     return params
 
 
-def _layer(spec: Any, p: dict[str, Any], h: Any, key: Any, cdt: Any) -> Any:
+def _layer(spec: Any, p: dict[str, Any], h: Any, key: Any, cdt: Any, training: bool) -> Any:
     """One layer's forward pass in the compute dtype `cdt` (NHWC images)."""
     import jax
     import jax.numpy as jnp
@@ -73,19 +73,28 @@ def _layer(spec: Any, p: dict[str, Any], h: Any, key: Any, cdt: Any) -> Any:
     if spec.kind == "relu":
         return jax.nn.relu(h)
     if spec.kind == "dropout":
+        if not training:
+            return h
         keep = jax.random.bernoulli(key, 1 - a["rate"], h.shape)
         return jnp.where(keep, h / (1 - a["rate"]), 0).astype(cdt)
     raise ValueError(f"The reference loop has no {spec.kind} layer.")
 
 
-def forward(builder: ModelBuilder, params: list[dict[str, Any]], x: Any, key: Any, cdt: Any) -> Any:
+def forward(
+    builder: ModelBuilder,
+    params: list[dict[str, Any]],
+    x: Any,
+    key: Any,
+    cdt: Any,
+    training: bool = True,
+) -> Any:
     """The model's float32 logits of a batch, computed in `cdt` (dropout keys from `key`)."""
     import jax
     import jax.numpy as jnp
 
     h = x.astype(cdt)
     for i, (spec, p) in enumerate(zip(builder.layers, params, strict=True)):
-        h = _layer(spec, p, h, jax.random.fold_in(key, i), cdt)
+        h = _layer(spec, p, h, jax.random.fold_in(key, i), cdt, training)
     return h.astype(jnp.float32)
 
 
@@ -150,35 +159,61 @@ def make_epoch(
     return epoch
 
 
-def run_reference(request: RunRequest) -> Timing:
-    """Train and time the hand-written loop (the ``jax-reference`` runner).
+class ReferenceSession:
+    """The hand-written loop of a request, its state and data on the device (a `Session`).
 
-    Args:
-        request: The config, precision, data, epochs and seed.
-
-    Returns:
-        The `Timing` of the timed epochs, with the loss of the last.
+    Each `call` runs the request's epochs, one jitted ``lax.scan`` epoch each, timed on
+    the host clock after the epoch's losses are read back; `predict` runs the forward
+    pass (jitted, in the compute dtype, dropout off) over the data's batches from the host
+    and reads the outputs back, as `Trainer.predict` does.
     """
-    import jax
-    import jax.numpy as jnp
 
-    cfg, (x, y) = request.config, request.data
-    builder = cfg.builder()
-    with precision_context(request.precision):
-        params = jax.device_put(init_params(builder, request.seed))
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        state = (params, zeros, zeros, jnp.float32(0), jax.random.key(request.seed))
-        steps = len(x) // cfg.batch
-        xs = jax.device_put(x[: steps * cfg.batch].reshape(steps, cfg.batch, *x.shape[1:]))
-        ys = jax.device_put(y[: steps * cfg.batch].reshape(steps, cfg.batch))
-        epoch = make_epoch(builder, request.precision)
+    def __init__(self, request: RunRequest):
+        import jax
+        import jax.numpy as jnp
 
-        def one_epoch() -> np.ndarray:
-            nonlocal state
-            state, losses = epoch(state, xs, ys)
-            return np.asarray(losses)  # waits for the device
+        cfg, (x, y) = request.config, request.data
+        builder = cfg.builder()
+        self._context = precision_context(request.precision)
+        self.request, self.precision = request, ""
+        with self._context:
+            params = jax.device_put(init_params(builder, request.seed))
+            zeros = jax.tree.map(jnp.zeros_like, params)
+            self.state = (params, zeros, zeros, jnp.float32(0), jax.random.key(request.seed))
+            steps = len(x) // cfg.batch
+            self.x = x[: steps * cfg.batch].reshape(steps, cfg.batch, *x.shape[1:])
+            self.xs = jax.device_put(self.x)
+            self.ys = jax.device_put(y[: steps * cfg.batch].reshape(steps, cfg.batch))
+            self.epoch = make_epoch(builder, request.precision)
+            cdt = jnp.dtype(compute_dtype(request.precision))
+            # Dropout off at inference: a forward pass without the builder's dropout layers.
+            self._forward = jax.jit(
+                lambda p, xb: jax.lax.map(
+                    lambda b: forward(builder, p, b, jax.random.key(0), cdt, training=False), xb
+                )
+            )
+        scaled = compute_dtype(request.precision) == "float16"
+        scale = f", static loss scale {STATIC_LOSS_SCALE:g}" if scaled else ""
+        self.detail = f"hand-written lax.scan epoch, Adam{scale}"
 
-        times, losses = time_epochs(one_epoch, request.warmup, request.repeats)
-    scaled = compute_dtype(request.precision) == "float16"
-    scale = f", static loss scale {STATIC_LOSS_SCALE:g}" if scaled else ""
-    return timing_of(times, cfg.steps, losses, f"hand-written lax.scan epoch, Adam{scale}")
+    def _one_epoch(self) -> np.ndarray:
+        self.state, losses = self.epoch(self.state, self.xs, self.ys)
+        return np.asarray(losses)  # waits for the device
+
+    def call(self) -> Call:
+        with self._context:
+            return timed_epochs(self._one_epoch, self.request.epochs)
+
+    def predict(self) -> float:
+        import jax
+
+        def run() -> np.ndarray:
+            return np.asarray(self._forward(self.state[0], jax.device_put(self.x)))
+
+        with self._context:
+            return timed(run)
+
+
+def prepare_reference(request: RunRequest) -> ReferenceSession:
+    """The ``jax-reference`` runner: the hand-written loop's `ReferenceSession`."""
+    return ReferenceSession(request)

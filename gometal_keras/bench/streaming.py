@@ -1,8 +1,9 @@
-"""The streaming configuration: a CNN trained from a folder of PNG files on disk.
+"""The ``streaming`` configuration: a CNN trained from a folder of PNG files on disk.
 
-``python -m gometal_keras.bench streaming`` writes N 32x32 RGB PNGs in 10 class folders
-(50,000 by default; ``--quick`` 2,000), then times, epoch against epoch in interleaved
-rounds, in images per second:
+``python -m gometal_keras.bench --configs streaming`` writes N 32x32 RGB PNGs in 10 class
+folders (50,000 by default, ``--images``; ``--quick`` 2,000), then, per precision
+(``--precisions``, default float32 and mixed_bfloat16), times epoch against epoch in
+`ROUNDS` interleaved rounds, in images per second:
 
 - ``trainer-stream-epoch1``: the Trainer streaming from a `DataLoader`, decoding every
   file (its first epoch, compilation included);
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import json
 import os
 import platform
 import statistics
@@ -238,28 +238,42 @@ def _row(name: str, images: int, seconds: list[float], pipeline: float | None, h
     )
 
 
-def main(argv: list[str]) -> int:
-    """``python -m gometal_keras.bench streaming [--images N] [--quick] [--json PATH]``."""
-    p = argparse.ArgumentParser(prog="python -m gometal_keras.bench streaming")
-    p.add_argument("--images", type=int, default=None, help="PNGs (default 50000; quick 2000)")
-    p.add_argument("--batch-size", type=int, default=None, help="default 128; quick 64")
-    p.add_argument("--precision", default="float32", help="float32, mixed_bfloat16, ...")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved timed epochs of each")
-    p.add_argument("--folder", help="where the PNGs go (default a temporary folder)")
-    p.add_argument("--quick", action="store_true", help="small sizes, for a CPU")
-    p.add_argument("--json", metavar="PATH", help="write the result as JSON here")
-    args = p.parse_args(argv)
-    if args.rounds < 1:
-        p.error(f"--rounds is {args.rounds}; expected at least 1 timed round.")
-    args.images = args.images or (2000 if args.quick else 50000)
-    args.batch_size = args.batch_size or (64 if args.quick else 128)
-    result = run(args, log=lambda m: print(m, file=sys.stderr, flush=True))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(result, fh, indent=2)
+#: Interleaved rounds of the streaming configuration (each a two-epoch ``fit`` per row).
+ROUNDS = 3
+
+
+def run_all(args: argparse.Namespace, log: Any = print) -> list[dict[str, Any]]:
+    """Run the configuration once per precision of ``args.streaming_precisions``; print each.
+
+    Args:
+        args: The benchmark's flags (`gometal_keras.bench.__main__.parse_args`): ``images``,
+            ``folder``, ``quick``, ``streaming_precisions``.
+        log: Called with lines of progress.
+
+    Returns:
+        One JSON-ready result per precision (schema ``gometal_keras.bench.streaming/1``).
+    """
+    out = []
+    for precision in args.streaming_precisions:
+        one = argparse.Namespace(
+            images=args.images or (2000 if args.quick else 50000),
+            batch_size=64 if args.quick else 128,
+            precision=precision,
+            rounds=ROUNDS,
+            folder=args.folder,
+            quick=args.quick,
+        )
+        result = run(one, log)
+        show(result)
+        out.append(result)
+    return out
+
+
+def show(result: dict[str, Any]) -> None:
+    """Print a streaming result: one line per row, then the two ratios."""
     print(
-        f"{result['images']} images, batch {result['batch_size']}, {result['precision']}, "
-        f"{result['backend']}; {result['cache']}"
+        f"streaming: {result['images']} images, batch {result['batch_size']}, "
+        f"{result['precision']}, {result['backend']}; {result['cache']}"
     )
     for row in result["rows"]:
         bound = row["bound"] or "-"
@@ -268,4 +282,3 @@ def main(argv: list[str]) -> int:
         f"cached streaming / in-memory Trainer: {result['stream_vs_arrays']:.2f}; "
         f"/ Keras fit: {result['stream_vs_keras']:.2f}"
     )
-    return 0

@@ -10,11 +10,12 @@ HEADERS = (
     "precision",
     "runner",
     "ms/step",
+    "vs ref (p10-p90)",
     "TFLOP/s",
-    "floor ms",
-    "bound",
     "x floor",
     "vs fp32",
+    "call ms",
+    "predict/s",
     "loss",
 )
 
@@ -23,6 +24,18 @@ def _num(value: Any, fmt: str) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
     return format(value, fmt)
+
+
+def _ratio(value: dict[str, float] | None) -> str:
+    """``"1.043 (0.98-1.10)"`` of a ``vs_reference`` entry, or ``"-"``.
+
+    Example:
+        >>> _ratio({"ratio": 1.0431, "p10": 0.981, "p90": 1.1, "rounds": 20}), _ratio(None)
+        ('1.043 (0.98-1.10)', '-')
+    """
+    if not value:
+        return "-"
+    return f"{value['ratio']:.3f} ({value['p10']:.2f}-{value['p90']:.2f})"
 
 
 def rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -40,17 +53,19 @@ def rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
                 )
             )
             continue
+        overhead = r["call_overhead_seconds"]
         out.append(
             (
                 r["config"],
                 r["precision"],
                 r["runner"],
-                _num(r["seconds_per_step"] * 1e3, ".3f"),
+                _num(r["seconds_per_step"] * 1e3, ".4f"),
+                _ratio(r["vs_reference"]),
                 _num(r["tflops"], ".3g"),
-                _num(r["floor_seconds"] * 1e3, ".3f"),
-                r["bound"],
                 _num(r["ratio_to_floor"], ".1f"),
                 _num(r["speedup_vs_float32"], ".2f"),
+                _num(None if overhead is None else overhead * 1e3, ".1f"),
+                _num(r["predict_samples_per_s"], ",.0f"),
                 _num(r["loss"], ".4f"),
             )
         )
@@ -60,8 +75,11 @@ def rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
 def header_lines(result: dict[str, Any]) -> list[str]:
     rates = result["rates"]
     flops = ", ".join(f"{k} {v / 1e12:.3g}" for k, v in rates["matmul_flops"].items())
+    s = result["settings"]
     return [
-        f"device: {result['device']['description']}   backend: {result['backend']}",
+        f"device: {result['device']['description']}   backend: {result['backend']}   "
+        f"{s['repeats']} interleaved rounds of {s['epochs']} epochs a call "
+        f"(the first of each not counted), {s['warmup']} warm-up call(s)",
         f"measured matrix rate (TFLOP/s, n={rates['matmul_n']}): {flops};"
         f" copy bandwidth {rates['bandwidth'] / 1e9:.3g} GB/s",
     ]
@@ -79,12 +97,13 @@ def markdown(result: dict[str, Any]) -> str:
     Example:
         >>> result = {
         ...     "device": {"description": "CPU"}, "backend": "jax", "skipped": [],
+        ...     "settings": {"repeats": 3, "epochs": 5, "warmup": 1},
         ...     "rates": {"matmul_flops": {"float32": 2e12}, "bandwidth": 5e10, "matmul_n": 512},
         ...     "results": [{"config": "seed", "precision": "float32", "runner": "keras",
         ...                  "error": "ValueError: no"}],
         ... }
         >>> print(markdown(result).splitlines()[-1])
-        | seed | float32 | keras | error: ValueError: no |  |  |  |  |  |  |
+        | seed | float32 | keras | error: ValueError: no |  |  |  |  |  |  |  |
     """
     lines = [f"{line}  " for line in header_lines(result)] + [""]
     lines.append("| " + " | ".join(HEADERS) + " |")

@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from gometal_keras.bench.measurement import RunRequest, Timing, time_epochs, timing_of
+import numpy as np
+
+from gometal_keras.bench.measurement import Call, RunRequest, timed, timed_epochs
 from gometal_keras.bench.precisions import FULL, compute_dtype, torch_float32
 
 
@@ -47,44 +49,81 @@ def torch_module(builder: Any) -> Any:
     return nn.Sequential(*mods)
 
 
-def run_torch(request: RunRequest, compiled: bool = False, device: str = "cuda") -> Timing:
-    """Train and time a hand-written PyTorch AMP loop (eager, or with `torch.compile`).
+class TorchSession:
+    """A hand-written PyTorch AMP loop of a request, eager or compiled (a `Session`).
 
     Args:
         request: The config, precision, data, epochs and seed.
         compiled: Compile the model and loss with `torch.compile` (``torch-compile``).
         device: The torch device.
-
-    Returns:
-        The `Timing` of the timed epochs, with the loss of the last.
     """
-    import torch
 
-    cfg, precision = request.config, request.precision
-    amp = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(compute_dtype(precision))
-    image = len(cfg.builder().input_shape) == 3
-    fmt = torch.channels_last if image else torch.contiguous_format
-    forks = [0] if device == "cuda" else []
-    with torch.random.fork_rng(devices=forks), torch_float32(full=precision == FULL):
-        torch.manual_seed(request.seed)
-        model = torch_module(cfg.builder()).to(device, memory_format=fmt)
-        xs, ys = _device_batches(request, device, fmt)
-        opt = torch.optim.Adam(model.parameters(), 1e-3, (0.9, 0.999), 1e-8, fused=device == "cuda")
-        scaler = torch.amp.GradScaler(
-            device, 65536.0, growth_interval=2000, enabled=amp is torch.float16
+    def __init__(self, request: RunRequest, compiled: bool = False, device: str = "cuda"):
+        import torch
+
+        cfg, precision = request.config, request.precision
+        self.request, self.device, self.precision = request, device, ""
+        self.amp = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(
+            compute_dtype(precision)
         )
-        step = _make_step(model, opt, scaler, amp, device, compiled)
+        image = len(cfg.builder().input_shape) == 3
+        self.fmt = torch.channels_last if image else torch.contiguous_format
+        self._full = precision == FULL
+        forks = [0] if device == "cuda" else []
+        with torch.random.fork_rng(devices=forks), torch_float32(full=self._full):
+            torch.manual_seed(request.seed)
+            self.model = torch_module(cfg.builder()).to(device, memory_format=self.fmt)
+            self.xs, self.ys = _device_batches(request, device, self.fmt)
+            opt = torch.optim.Adam(
+                self.model.parameters(), 1e-3, (0.9, 0.999), 1e-8, fused=device == "cuda"
+            )
+            scaler = torch.amp.GradScaler(
+                device, 65536.0, growth_interval=2000, enabled=self.amp is torch.float16
+            )
+            self.step = _make_step(self.model, opt, scaler, self.amp, device, compiled)
+        self.detail = ("torch.compile" if compiled else "eager") + (
+            ", GradScaler" if scaler.is_enabled() else ""
+        )
 
-        def epoch() -> list[float]:
-            losses = [step(xs[i], ys[i]) for i in range(cfg.steps)]
-            return torch.stack(losses).cpu().tolist()  # waits for the device
+    def _epoch(self) -> list[float]:
+        import torch
 
-        model.train()
-        times, losses = time_epochs(epoch, request.warmup, request.repeats)
-    detail = ("torch.compile" if compiled else "eager") + (
-        ", GradScaler" if scaler.is_enabled() else ""
-    )
-    return timing_of(times, cfg.steps, losses, detail)
+        losses = [self.step(self.xs[i], self.ys[i]) for i in range(self.request.config.steps)]
+        return torch.stack(losses).cpu().tolist()  # waits for the device
+
+    def call(self) -> Call:
+        with torch_float32(full=self._full):
+            self.model.train()
+            return timed_epochs(self._epoch, self.request.epochs)
+
+    def predict(self) -> float:
+        import torch
+
+        x = self.request.data[0]
+
+        def run() -> np.ndarray:
+            xs = torch.as_tensor(x).to(self.device)
+            if xs.ndim == 4:
+                xs = xs.permute(0, 3, 1, 2).contiguous(memory_format=self.fmt)
+            batch, outs = self.request.config.batch, []
+            with (
+                torch.no_grad(),
+                torch.autocast(
+                    self.device, dtype=self.amp or torch.float32, enabled=self.amp is not None
+                ),
+            ):
+                for i in range(0, len(xs) - batch + 1, batch):
+                    outs.append(self.model(xs[i : i + batch]).float())
+            return torch.cat(outs).cpu().numpy()  # waits for the device
+
+        with torch_float32(full=self._full):
+            self.model.eval()
+            return timed(run)
+
+
+def prepare_torch(request: RunRequest, compiled: bool = False, device: str = "cuda") -> Any:
+    """The ``torch-eager`` / ``torch-compile`` runners: a `TorchSession`."""
+    return TorchSession(request, compiled, device)
 
 
 def _device_batches(request: RunRequest, device: str, fmt: Any) -> tuple[Any, Any]:
