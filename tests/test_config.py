@@ -21,7 +21,9 @@ from gometal_keras.core.config import (
     DISTRIBUTIONS,
     LOOPS,
     LOSSES,
+    LR_MODES,
     LR_SCHEDULES,
+    LR_THRESHOLD_MODES,
     OPTIMIZERS,
     PROBLEM_TYPES,
     REGRESSION_LOSSES,
@@ -40,6 +42,8 @@ CHOICES = {
     "precision": (PRECISION_NAMES, True),
     "loop": (LOOPS, False),
     "lr_schedule": (LR_SCHEDULES, True),
+    "lr_mode": (LR_MODES, False),
+    "lr_threshold_mode": (LR_THRESHOLD_MODES, False),
     "distribution": (DISTRIBUTIONS, True),
     "decision_cache": (DECISION_CACHES, False),
 }
@@ -150,6 +154,12 @@ STRATEGIES = {
     "lr_factor": _in_range(0.0, 1.0, True),
     "lr_min": _in_range(0.0, math.inf, False),
     "devices": _positive_int(optional=True),
+    "lr_threshold": _in_range(0.0, math.inf, False),
+    "lr_monitor": (
+        st.sampled_from(["loss", "val_loss", "accuracy", "mae", "my metric"]),
+        _bad(st.one_of(st.integers(), st.none(), st.lists(st.text(), max_size=1)), TypeError)
+        | _bad(st.sampled_from(["", " ", "\t"]), ValueError),
+    ),
     **{field: _choice(names, optional) for field, (names, optional) in CHOICES.items()},
 }
 PROBLEM_AND_LOSS = st.sampled_from(

@@ -2,9 +2,13 @@
 
 import math
 
+import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from helpers import float32_config, tiny_builder
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gometal_keras import Trainer, TrainerConfig, demo_dataset
 from gometal_keras.training.schedules import LearningRateSchedule, scheduled_rate
@@ -79,3 +83,47 @@ class TrainerScheduleTest(tf.test.TestCase):
         self.assertFalse(all(np.array_equal(a, b) for a, b in zip(before, after_one, strict=True)))
         for a, b in zip(after_one, frozen.model.get_weights(), strict=True):
             self.assertAllEqual(a, b)
+
+
+@settings(max_examples=60, deadline=None)
+@given(mode=st.sampled_from(["min", "max"]), threshold_mode=st.sampled_from(["rel", "abs"]),
+       threshold=st.sampled_from([0.0, 1e-4, 0.01, 0.1]), patience=st.integers(1, 3),
+       factor=st.sampled_from([0.1, 0.5, 0.9]), min_lr=st.sampled_from([0.0, 1e-3, 0.02]),
+       values=st.lists(st.floats(-2.0, 2.0), min_size=1, max_size=25),
+       monitor=st.sampled_from(["val_loss", "accuracy"]))
+def test_plateau_matches_pytorchs_reduce_lr_on_plateau(mode, threshold_mode, threshold,
+                                                       patience, factor, min_lr, values, monitor):
+    torch = pytest.importorskip("torch")
+    cfg = TrainerConfig(learning_rate=0.1, lr_schedule="plateau", lr_mode=mode,
+                        lr_threshold=threshold, lr_threshold_mode=threshold_mode,
+                        lr_patience=patience, lr_factor=factor, lr_min=min_lr, lr_monitor=monitor)
+    ours = LearningRateSchedule(cfg, keras.optimizers.SGD(learning_rate=0.1))
+    weight = torch.nn.Parameter(torch.zeros(1))
+    sgd = torch.optim.SGD([weight], lr=0.1)
+    oracle = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        sgd, mode=mode, factor=factor, patience=patience, threshold=threshold,
+        threshold_mode=threshold_mode, min_lr=min_lr)
+    for epoch, value in enumerate(values):
+        ours.on_epoch_begin(epoch)
+        assert ours.rates[-1] == pytest.approx(sgd.param_groups[0]["lr"], rel=1e-12), epoch
+        ours.on_epoch_end(epoch, {"loss": 9.0, monitor: value})
+        oracle.step(value)
+
+
+def test_plateau_names_a_watched_value_the_logs_do_not_hold():
+    cfg = TrainerConfig(lr_schedule="plateau", lr_monitor="val_loss")
+    schedule = LearningRateSchedule(cfg, keras.optimizers.SGD())
+    with pytest.raises(ValueError, match=r"lr_monitor is 'val_loss'.*hold accuracy, loss"):
+        schedule.on_epoch_end(0, {"loss": 1.0, "accuracy": 0.5})
+
+
+def test_a_plateau_watching_accuracy_for_its_maximum_resumes_from_a_checkpoint(tmp_path):
+    trainer = _trainer(lr_schedule="plateau", lr_monitor="accuracy", lr_mode="max",
+                       lr_patience=1, lr_factor=0.5)
+    x, y = demo_dataset(samples=64, features=16, classes=10, seed=0)
+    trainer.fit(x, y, epochs=3)
+    path = str(tmp_path / "run.gmk")
+    trainer.save(path)
+    back = Trainer.load(path)
+    assert back.schedule.get_state() == trainer.schedule.get_state()
+    assert back.schedule.best == max(trainer.schedule.best, -math.inf)

@@ -95,6 +95,8 @@ LOSSES = CLASSIFICATION_LOSSES + REGRESSION_LOSSES
 PRECISIONS = PrecisionSetting.names()
 LOOPS = LoopSetting.names()
 LR_SCHEDULES = ("step", "exponential", "cosine", "plateau")
+LR_MODES = ("min", "max")
+LR_THRESHOLD_MODES = ("rel", "abs")
 DISTRIBUTIONS = Distribution.names()
 DECISION_CACHES = CachePolicy.names()
 
@@ -200,10 +202,15 @@ class TrainerConfig:
             ``"step"`` (StepLR: times `lr_gamma` every `lr_step_size` epochs),
             ``"exponential"`` (ExponentialLR: times `lr_gamma` every epoch), ``"cosine"``
             (CosineAnnealingLR: from the learning rate to `lr_eta_min` over `lr_t_max`
-            epochs) or ``"plateau"`` (ReduceLROnPlateau: times `lr_factor` after
-            `lr_patience` epochs without a lower loss, never below `lr_min`).
+            epochs) or ``"plateau"`` (ReduceLROnPlateau: times `lr_factor` after more than
+            `lr_patience` epochs without the watched value improving, never below `lr_min`).
         lr_step_size, lr_gamma, lr_t_max, lr_eta_min, lr_patience, lr_factor, lr_min: The
             schedules' settings (PyTorch's names and defaults).
+        lr_monitor: The value ReduceLROnPlateau watches: ``"loss"``, ``"val_loss"`` (needs
+            validation data) or a metric of the epoch's logs (``"accuracy"``, ``"mae"``, ...).
+        lr_mode: ``"min"`` (lower is better: losses) or ``"max"`` (higher: accuracy).
+        lr_threshold, lr_threshold_mode: How much better counts as better: ``"rel"`` (by the
+            fraction `lr_threshold` of the best so far) or ``"abs"`` (by `lr_threshold`).
         distribution: None (one device), ``"data_parallel"`` (replicas on this host's
             devices: TensorFlow's MirroredStrategy, Keras' DataParallel on JAX) or
             ``"multi_worker"`` (several hosts: MultiWorkerMirroredStrategy via TF_CONFIG,
@@ -248,6 +255,10 @@ class TrainerConfig:
     lr_patience: int = 10
     lr_factor: float = 0.1
     lr_min: float = 0.0
+    lr_monitor: str = "loss"
+    lr_mode: str = "min"
+    lr_threshold: float = 1e-4
+    lr_threshold_mode: str = "rel"
     distribution: Distribution | str | None = None
     devices: int | None = None
     decision_cache: CachePolicy | str = "cache"
@@ -295,6 +306,15 @@ class TrainerConfig:
         _in_range("lr_factor", self.lr_factor, 0.0, 1.0, high_open=True)
         _in_range("lr_eta_min", self.lr_eta_min, 0.0, math.inf)
         _in_range("lr_min", self.lr_min, 0.0, math.inf)
+        if not isinstance(self.lr_monitor, str) or not self.lr_monitor.strip():
+            error = TypeError if not isinstance(self.lr_monitor, str) else ValueError
+            raise error(
+                f"TrainerConfig.lr_monitor is {self.lr_monitor!r}; expected the name of a "
+                "value in the epoch's logs, e.g. 'loss', 'val_loss' or 'accuracy'."
+            )
+        _choice("lr_mode", self.lr_mode, LR_MODES)
+        _in_range("lr_threshold", self.lr_threshold, 0.0, math.inf)
+        _choice("lr_threshold_mode", self.lr_threshold_mode, LR_THRESHOLD_MODES)
         if self.distribution is not None:
             _choice("distribution", self.distribution, DISTRIBUTIONS)
         if self.devices is not None:

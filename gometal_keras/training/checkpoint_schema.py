@@ -71,8 +71,9 @@ def _positive_float32(v: Any) -> bool:
 
 
 def _best(v: Any) -> bool:
-    """The plateau schedule's best loss: at least 0 (every loss is), or +inf before any."""
-    return _real(v) and not math.isnan(_as_float(v)) and _as_float(v) >= 0
+    """The plateau schedule's best watched value: any number but NaN (±inf before any); a
+    loss watched for its minimum is also at least 0 (`check`)."""
+    return _real(v) and not math.isnan(_as_float(v))
 
 
 def _seconds(v: Any) -> bool:
@@ -176,7 +177,15 @@ def check(meta: dict[str, Any], path: str) -> None:
     if meta.get("schedule") is not None:
         schedule = meta["schedule"]
         _fields(schedule, SCHEDULE, {}, "trainer.json's schedule", path)
-        patience = _patience(meta["config"])
+        config = meta["config"]
+        watches_loss = config.get("lr_monitor", "loss") in ("loss", "val_loss")
+        if watches_loss and config.get("lr_mode", "min") == "min" and schedule["best"] < 0:
+            raise _fail(
+                path,
+                f"trainer.json's schedule field 'best' is {schedule['best']!r}, a loss below 0; "
+                "expected a loss of at least 0 (or Infinity before any epoch)",
+            )
+        patience = _patience(config)
         if patience is not None and schedule["wait"] > patience:
             raise _fail(
                 path,

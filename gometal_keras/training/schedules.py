@@ -2,9 +2,11 @@
 
 `LearningRateSchedule` is a Keras callback bound to an optimizer: at the start of each
 epoch it sets the learning rate (StepLR, ExponentialLR, CosineAnnealingLR), and at the end
-of each epoch it watches the loss (ReduceLROnPlateau). Setting the rate between epochs
-assigns the optimizer's learning-rate variable, which the compiled epoch reads, so the
-whole-epoch loop needs no retracing. Its state is small and saved with checkpoints.
+of each epoch it watches a value of the epoch's logs (ReduceLROnPlateau, as PyTorch's with
+its `mode`, `threshold` and `threshold_mode`: the training or validation loss, or a metric).
+Setting the rate between epochs assigns the optimizer's learning-rate variable, which the
+compiled epoch reads, so the whole-epoch loop needs no retracing. Its state is small and
+saved with checkpoints.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ class LearningRateSchedule(keras.callbacks.Callback):
         super().__init__()
         self.config, self.optimizer = config, optimizer
         self.rates: list[float] = []
-        self.best = math.inf
+        self.best = math.inf if config.lr_mode == "min" else -math.inf
         self.wait = 0
         self.current = float(config.learning_rate)
 
@@ -82,16 +84,39 @@ class LearningRateSchedule(keras.callbacks.Callback):
         self.rates.append(self.current)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if self.config.lr_schedule != "plateau" or not logs or "loss" not in logs:
+        if self.config.lr_schedule != "plateau":
             return
-        loss = float(logs["loss"])
-        if loss < self.best * (1 - 1e-4):  # PyTorch's default relative threshold
-            self.best, self.wait = loss, 0
+        name = self.config.lr_monitor
+        if not logs or name not in logs:
+            shown = ", ".join(sorted(logs or {})) or "none"
+            raise ValueError(
+                f"TrainerConfig.lr_monitor is {name!r}, which this epoch's logs do not hold "
+                f"(they hold {shown}); expected one of them (val_loss needs validation_data)."
+            )
+        value = float(logs[name])
+        if self.improves(value):
+            self.best, self.wait = value, 0
             return
         self.wait += 1
         if self.wait > self.config.lr_patience:
             self.current = max(self.current * self.config.lr_factor, self.config.lr_min)
             self.wait = 0
+
+    def improves(self, value: float) -> bool:
+        """Whether `value` is better than the best so far by the threshold (PyTorch's rule).
+
+        Example:
+            >>> cfg = TrainerConfig(lr_schedule="plateau", lr_mode="max", lr_threshold=0.1,
+            ...                     lr_threshold_mode="abs")
+            >>> s = LearningRateSchedule(cfg, keras.optimizers.SGD()); s.best = 0.5
+            >>> s.improves(0.55), s.improves(0.65)
+            (False, True)
+        """
+        threshold, best = self.config.lr_threshold, self.best
+        relative = self.config.lr_threshold_mode == "rel"
+        if self.config.lr_mode == "min":
+            return value < (best * (1 - threshold) if relative else best - threshold)
+        return value > (best * (1 + threshold) if relative else best + threshold)
 
     def get_state(self) -> dict[str, float]:
         """The state a checkpoint keeps (plateau's best loss, wait count, current rate)."""
