@@ -7,7 +7,9 @@ these, streamed (`streaming`):
 - a `keras.utils.PyDataset` (indexed ``0..len-1``, then ``on_epoch_end``);
 - a PyTorch ``DataLoader``, a grain data set or loader, or any iterable of batches;
 - a Python generator or iterator (one pass continues across epochs);
-- a `gometal_keras.vision.DataLoader` (its epoch order follows the epoch number).
+- a `gometal_keras.vision.DataLoader` (its epoch order follows the epoch number; its
+  files are checked by their first and last bytes when it is wrapped, before any step,
+  and each batch can name the file of each row, `BatchSource.named_batches`).
 
 An element is ``(x, y)``, or ``x`` alone / ``(x,)`` for `predict`; tensors of any backend
 become numpy arrays. A re-iterable input starts over each epoch; an epoch ends when it is
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import keras
@@ -98,6 +100,27 @@ class BatchSource:
         if isinstance(self.value, keras.utils.PyDataset):
             self.value.on_epoch_end()
 
+    @property
+    def files(self) -> bool:
+        """Whether the input names each row's file (`vision.DataLoader.file_batches`)."""
+        return callable(getattr(self.value, "file_batches", None))
+
+    def named_batches(self, epoch: int) -> Iterator[tuple[np.ndarray, Any, list[str] | None]]:
+        """`batches` as ``(x, y, files)``: each row's file where the input names them
+        (an image loader, which may skip unreadable files), else None.
+
+        Example:
+            >>> src = as_source([(np.ones((2, 3)), np.zeros(2))])
+            >>> [(x.shape, files) for x, _, files in src.named_batches(0)]
+            [((2, 3), None)]
+        """
+        if not self.files:
+            for x, y in self.batches(epoch):
+                yield x, y, None
+            return
+        for x, y, files in self.value.file_batches(epoch):
+            yield np.asarray(x), np.asarray(y), list(files)
+
     def _elements(self) -> Iterator[Any]:
         value = self.value
         if isinstance(value, keras.utils.PyDataset):
@@ -117,12 +140,72 @@ class BatchSource:
         return None if labels is None else np.asarray(labels)
 
 
+class FileOutputs(np.ndarray):
+    """A model's outputs over image files: an array, one row per file read, tied to its file.
+
+    What `Trainer.predict` and `Predictor.predict_files` return for a folder: the outputs
+    as a numpy array (``shape``, ``argmax``, slicing work as usual), with the file each row
+    belongs to. A file left out as unreadable (``on_error="skip"``) has no row and is
+    listed in `skipped`, so the rows never shift onto another file without a word.
+    `files`, `labels` and `skipped` belong to this array; an array computed from it
+    (a slice, a product, ``argmax``) is a plain array, or carries empty `files`.
+
+    Attributes:
+        files: The file of each row, in row order.
+        labels: The label the input gave each row (an image folder's class), or None.
+        skipped: The input's files that have no row.
+
+    Example:
+        >>> out = FileOutputs(np.array([[0.1, 0.9], [0.8, 0.2]]), ["a.png", "b.png"], ["c.png"])
+        >>> dict(zip(out.files, out.argmax(axis=1).tolist())), out.skipped
+        ({'a.png': 1, 'b.png': 0}, ('c.png',))
+    """
+
+    files: tuple[str, ...]
+    labels: np.ndarray | None
+    skipped: tuple[str, ...]
+
+    def __new__(
+        cls,
+        outputs: Any,
+        files: Sequence[str],
+        skipped: Sequence[str] = (),
+        labels: Any = None,
+    ) -> FileOutputs:
+        arr = np.asarray(outputs)
+        if len(files) != len(arr) or (labels is not None and len(labels) != len(arr)):
+            raise ValueError(
+                f"{len(arr)} output rows were given {len(files)} files and "
+                f"{'no' if labels is None else len(labels)} labels; expected one of each per row."
+            )
+        obj = arr.view(cls)
+        obj.files, obj.skipped = tuple(str(f) for f in files), tuple(str(f) for f in skipped)
+        obj.labels = None if labels is None else np.asarray(labels)
+        return obj
+
+    def __array_finalize__(self, obj: Any) -> None:
+        self.files, self.labels, self.skipped = (), None, ()  # set by __new__ only
+
+    def __array_wrap__(self, arr: Any, context: Any = None, return_scalar: bool = False) -> Any:
+        arr = np.asarray(arr)
+        return arr[()] if return_scalar else arr
+
+    def __getitem__(self, key: Any) -> Any:
+        return np.asarray(self)[key]
+
+    def __reduce__(self) -> tuple:
+        return FileOutputs, (np.asarray(self), self.files, self.skipped, self.labels)
+
+
 def as_source(x: Any, y: Any = None) -> BatchSource:
     """Wrap a stream input as a `BatchSource`; TypeError for what is not one.
 
     Args:
         x: The input (see the module's list).
         y: Must be None: a stream carries its own labels.
+
+    An input with a ``check_files`` method (a `gometal_keras.vision.DataLoader`) has it
+    called here: its unreadable files raise, or are left out, before any batch is read.
 
     Example:
         >>> src = as_source(iter([(np.ones((2, 3)), np.zeros(2))]))
@@ -136,6 +219,9 @@ def as_source(x: Any, y: Any = None) -> BatchSource:
         raise ValueError(
             f"y was given with a {kind}, which yields its own (x, y) batches; expected y=None."
         )
+    check_files = getattr(x, "check_files", None)
+    if callable(check_files):  # an image loader: unreadable files answered before any step
+        check_files()
     one_shot = isinstance(x, collections.abc.Iterator)  # generators: one pass only
     samples = getattr(x, "samples", None) if hasattr(x, "set_epoch") else None
     return BatchSource(kind, x, one_shot=one_shot, samples=samples)

@@ -1,30 +1,76 @@
 """Input checks run before any training or inference step touches the model.
 
 Every check raises `ValueError` or `TypeError` with one sentence that says what was wrong
-and what was expected, so a bad call can never leave half-updated weights behind.
+and what was expected, so a bad call can never leave half-updated weights behind. One
+thing is only warned of, since a model may want it: 8-bit pixels 0-255 given as an array
+(`PixelScaleWarning`), which the model takes as they are.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from typing import Any
 
 import numpy as np
+
+#: This package's folder: warnings name the first line outside it.
+PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 SPARSE_LOSSES = ("sparse_categorical_crossentropy",)
 ONE_HOT_LOSSES = ("categorical_crossentropy",)
 BINARY_LOSSES = ("binary_crossentropy", "bce_with_logits")
 
 
-def as_features(x: Any, sample_shape: tuple[int, ...], what: str = "x") -> np.ndarray:
+def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
+    """`warnings.warn` at the first line outside this package (the user's call), so the
+    warning names it, and repeats of one message from one line are shown once.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_caller("careful")
+        >>> str(caught[0].message), caught[0].filename.startswith(PACKAGE)
+        ('careful', False)
+    """
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(PACKAGE):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(message, category, stacklevel=level + 1)
+
+
+class PixelScaleWarning(UserWarning):
+    """8-bit or 16-bit pixel values (above 1) given as an array, which no one rescales."""
+
+
+def as_features(
+    x: Any, sample_shape: tuple[int, ...], what: str = "x", warn_pixels: bool = True
+) -> np.ndarray:
     """Return `x` as a finite float32 array of samples shaped `sample_shape`.
+
+    Values are never rescaled: a ``uint8`` (or ``uint16``) array of pixels 0-255 reaches
+    the model as 0-255 (a first loss in the tens, not the ~2 of [0, 1] inputs), so it
+    gets a `PixelScaleWarning` saying to divide by 255, as the image loader does.
 
     Args:
         x: Array-like of shape ``(n, *sample_shape)``.
         sample_shape: The model's per-sample input shape (channels-last for images).
         what: Name used in error messages.
+        warn_pixels: Warn of unscaled 8/16-bit pixels (False for a model that rescales
+            its input itself).
 
     Returns:
         A float32 numpy array (a copy only when a conversion is needed).
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     _ = as_features(np.full((2, 3), 255, np.uint8), (3,))
+        >>> print(caught[0].message)
+        x is uint8 pixels up to 255, which the model takes as they are, not scaled to ...
     """
     arr = _numeric(x, what)
     _not_scalar(arr, what)
@@ -34,6 +80,14 @@ def as_features(x: Any, sample_shape: tuple[int, ...], what: str = "x") -> np.nd
         raise ValueError(
             f"{what} has samples of shape {tuple(arr.shape[1:])}; the model expects "
             f"{tuple(sample_shape)} (images channels-last: height, width, channels)."
+        )
+    if warn_pixels and arr.dtype in (np.uint8, np.uint16) and arr.max() > 1:
+        warn_caller(
+            f"{what} is {arr.dtype} pixels up to {int(arr.max())}, which the model takes as "
+            "they are, not scaled to [0, 1] (so the first losses are large); expected "
+            f"{what}.astype('float32') / {255 if arr.dtype == np.uint8 else 65535}, as the "
+            "image DataLoader scales its images, unless the model rescales them itself.",
+            PixelScaleWarning,
         )
     with np.errstate(over="ignore"):  # too-large values become inf and are reported below
         arr = arr.astype(np.float32, copy=False)

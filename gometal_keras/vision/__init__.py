@@ -12,11 +12,12 @@ Example:
 """
 
 from gometal_keras.vision.cache import CacheStats, ImageCache
+from gometal_keras.vision.check import unreadable_files
 from gometal_keras.vision.dataloader import (
     DataLoader,
     create_shared_data_loaders,
 )
-from gometal_keras.vision.dataset import CatsDogsDataset, ImageFolderDataset
+from gometal_keras.vision.dataset import CatsDogsDataset, ImageFolderDataset, image_files
 from gometal_keras.vision.decode import UnreadableImageError, decode_image
 
 __all__ = [
@@ -28,4 +29,6 @@ __all__ = [
     "UnreadableImageError",
     "create_shared_data_loaders",
     "decode_image",
+    "image_files",
+    "unreadable_files",
 ]

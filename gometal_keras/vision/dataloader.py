@@ -16,7 +16,6 @@ same order in every run, and a run resumed at epoch ``e`` (`set_epoch`) sees epo
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import os
 from collections.abc import Iterator
 from typing import Any, Protocol
@@ -24,7 +23,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from gometal_keras.core import pixels
+from gometal_keras.data.validation import warn_caller
 from gometal_keras.vision.cache import CacheStats, ImageCache
+from gometal_keras.vision.check import unreadable_files
 from gometal_keras.vision.decode import UnreadableImageError
 from gometal_keras.vision.decoder import CHUNK, Decoder
 from gometal_keras.vision.reader import POLICIES, BatchReader
@@ -34,6 +35,8 @@ from gometal_keras.vision.reader import POLICIES, BatchReader
 READ_BYTES = 4 * 2**20
 #: Most reads whose files are submitted ahead of the one handed out.
 MAX_AHEAD = 8
+#: Unreadable files a message names (the rest are counted).
+NAMED = 3
 
 
 class Dataset(Protocol):
@@ -62,7 +65,9 @@ class DataLoader:
         seed: Seed of the epoch orders.
         on_error: ``"raise"`` (default): a file that cannot be decoded raises
             `UnreadableImageError` naming it; ``"skip"``: it is left out of its batch,
-            counted in `skipped` and never read again.
+            counted in `skipped` and never read again. Before the first batch, every
+            file's first and last bytes are checked (`check_files`), so an empty, cut
+            or non-image file is answered before any is decoded.
         cache: An `ImageCache` to share; default a new one of `max_cache_size`.
 
     Example:
@@ -118,6 +123,7 @@ class DataLoader:
         self._reader = BatchReader(items, self.cache, decoder, image_size, channels, on_error)
         self.epoch, self._position = 0, 0
         self._order = self._epoch_order(0)
+        self._checked = False
 
     @property
     def skipped(self) -> list[str]:
@@ -126,8 +132,8 @@ class DataLoader:
 
     @property
     def samples(self) -> int:
-        """Images per epoch (before any skipped file)."""
-        return len(self.dataset)
+        """Images per epoch: the data set's, less the files skipped as unreadable so far."""
+        return len(self.dataset) - len(self._reader.skipped)
 
     @property
     def num_classes(self) -> int | None:
@@ -161,6 +167,7 @@ class DataLoader:
         Raises:
             UnreadableImageError: A file cannot be decoded and `on_error` is ``"raise"``.
         """
+        self.check_files()
         while self._position < len(self._order):
             take = self._order[self._position : self._position + self.batch_size]
             self._position += len(take)
@@ -189,6 +196,39 @@ class DataLoader:
         Raises:
             UnreadableImageError: A file cannot be decoded and `on_error` is ``"raise"``.
         """
+        for images, labels, _ in self._reads(epoch):
+            yield images, labels
+
+    def file_batches(
+        self, epoch: int | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
+        """The batches of epoch `epoch` as ``(images, labels, files)``: each row's file.
+
+        The batches `iter(loader)` gives (float32 in [0, 1]), with the path of the file
+        each row was decoded from: a file skipped as unreadable has no row, so rows and
+        files stay tied. What `Trainer.predict` reads to name each output's file.
+
+        Example:
+            >>> import os, tempfile
+            >>> from PIL import Image
+            >>> from gometal_keras.vision import ImageFolderDataset
+            >>> root = tempfile.mkdtemp()
+            >>> for name in ("a/1.png", "a/2.png", "b/3.png"):
+            ...     os.makedirs(os.path.join(root, os.path.dirname(name)), exist_ok=True)
+            ...     Image.new("L", (5, 5), 9).save(os.path.join(root, name))
+            >>> with open(os.path.join(root, "b/4.png"), "w") as fh:
+            ...     _ = fh.write("not an image")
+            >>> loader = DataLoader(ImageFolderDataset(root), 2, False, 4, on_error="skip")
+            >>> import warnings; warnings.simplefilter("ignore")
+            >>> [[os.path.basename(f) for f in files] for _, _, files in loader.file_batches()]
+            [['1.png', '2.png'], ['3.png']]
+        """
+        for images, labels, items in self._reads(epoch):
+            yield pixels.to_unit(images), labels, self._reader.paths(items)
+
+    def _reads(self, epoch: int | None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``(pixels, labels, items)`` batches of an epoch (see `pixel_batches`)."""
+        self.check_files()
         if epoch is not None:
             self.set_epoch(epoch)
         order, b, ahead = self._order, self.batch_size, collections.deque()
@@ -201,9 +241,9 @@ class DataLoader:
                 ahead.append(self._reader.start(order[start : start + unit]))
             if len(ahead) > depth or (start >= len(order) and ahead):
                 started = ahead.popleft()
-                read = self._reader.finish(started)
+                read = self._reader.finish_items(started)
                 for i in range(0, 0 if read is None else len(read[1]), b):
-                    batch = read[0][i : i + b], read[1][i : i + b]
+                    batch = read[0][i : i + b], read[1][i : i + b], read[2][i : i + b]
                     self._position += len(batch[1])
                     yield batch
                 self._position += started.size - (0 if read is None else len(read[1]))
@@ -217,6 +257,7 @@ class DataLoader:
             IndexError: `index` is not below ``len(loader)``.
             UnreadableImageError: A file cannot be decoded and `on_error` is ``"raise"``.
         """
+        self.check_files()
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} is outside an epoch of {len(self)} batches.")
         take = self._order[index * self.batch_size : (index + 1) * self.batch_size]
@@ -229,24 +270,55 @@ class DataLoader:
         return self._reader.finish(self._reader.start(take))
 
     def verify(self) -> list[str]:
-        """Open every file's header (no decoding): the ones that are not images, listed.
+        """The files that cannot be decoded, found by their first and last bytes.
 
-        Cheap enough to run before training, so a folder with a stray non-image file is
-        answered before any step; a file whose header is good but whose body is broken
-        is only found when decoded (raised or skipped then, by `on_error`).
+        Each file's head and tail are read (`gometal_keras.vision.check`: a few
+        microseconds a file, about a second for 100,000); a file that fails is decoded
+        once to confirm. Empty, cut and non-image files are found; a file whose ends are
+        good but whose body is broken is found only when decoded (raised or skipped then,
+        by `on_error`). Nothing is left out or raised: `check_files` does that.
+
+        Returns:
+            The unreadable files, in the data set's order.
         """
-        from PIL import Image
+        return list(self._unreadable())
 
-        def bad(path: str) -> bool:
-            try:
-                with Image.open(path):
-                    return False
-            except Exception:
-                return True
-
+    def _unreadable(self) -> dict[str, str]:
         paths = [self.dataset.get_item(i)[0] for i in range(len(self.dataset))]
-        with concurrent.futures.ThreadPoolExecutor(self.num_workers) as pool:
-            return [p for p, b in zip(paths, pool.map(bad, paths), strict=True) if b]
+        return unreadable_files(paths, min(self.image_size, 8), self.channels)
+
+    def check_files(self) -> list[str]:
+        """Answer the unreadable files before any is decoded (once per loader; the
+        Trainer calls it before the first step of `fit`, `evaluate` and `predict`).
+
+        With ``on_error="raise"`` they raise one sentence naming them; with ``"skip"``
+        they are left out (listed in `skipped`), and a warning says so once.
+
+        Returns:
+            The files found unreadable and left out (empty when all look readable).
+
+        Raises:
+            UnreadableImageError: Files cannot be decoded and `on_error` is ``"raise"``
+                (the check runs again on the next call, so a fixed folder passes).
+        """
+        if self._checked:
+            return []
+        found = self._unreadable()
+        total = len(self.dataset)
+        if found and self.on_error == "raise":
+            raise UnreadableImageError(
+                f"{_count(found, total)} cannot be decoded, found by their first and last "
+                f"bytes before any step: {_named(found)}; expected readable images, or "
+                'on_error="skip" to leave them out.'
+            )
+        self._checked = True
+        if found:
+            self._reader.leave_out(list(found))
+            warn_caller(
+                f"{_count(found, total)} cannot be decoded and are left out "
+                f'(on_error="skip"): {_named(found)}; loader.skipped lists them.'
+            )
+        return list(found)
 
     def cache_stats(self) -> CacheStats:
         """The cache's size, hits, misses and hit rate (shared caches count every loader)."""
@@ -264,6 +336,18 @@ class DataLoader:
     Reset = reset
     Progress = progress
     Stats = stats
+
+
+def _count(found: dict[str, str], total: int) -> str:
+    """``"1 of 24 image files"``."""
+    return f"{len(found)} of {total} image file{'s' if total != 1 else ''}"
+
+
+def _named(found: dict[str, str]) -> str:
+    """The first `NAMED` files with their reasons, and how many more."""
+    named = [f"{path!r} ({reason})" for path, reason in list(found.items())[:NAMED]]
+    more = len(found) - len(named)
+    return ", ".join(named) + (f" and {more} more" if more else "")
 
 
 def create_shared_data_loaders(

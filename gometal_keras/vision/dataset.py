@@ -202,6 +202,58 @@ class CatsDogsDataset(ImageFolderDataset):
         self._set(root, paths, labels, ["cat", "dog"])
 
 
+def image_files(
+    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    extensions: Sequence[str] = EXTENSIONS,
+) -> list[str]:
+    """The image files a user points at: files as given, folders' images under every sub-folder.
+
+    Args:
+        inputs: A file, a folder, or a list of them. A file is taken whatever its ending
+            (it is decoded later); a folder gives its `extensions` files (case-insensitive),
+            its sub-folders' too (hidden ones left out), in sorted order.
+        extensions: File endings a folder's images have.
+
+    Returns:
+        The paths, in the order given (each folder's sorted), each once.
+
+    Raises:
+        ValueError: A path does not exist, or a folder holds no image (named).
+
+    Example:
+        >>> import os, tempfile
+        >>> root = tempfile.mkdtemp()
+        >>> for name in ("b.png", "cat/a.JPG", "cat/notes.txt"):
+        ...     os.makedirs(os.path.join(root, os.path.dirname(name)), exist_ok=True)
+        ...     open(os.path.join(root, name), "wb").close()
+        >>> [os.path.relpath(p, root) for p in image_files(root)]
+        ['b.png', 'cat/a.JPG']
+    """
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    ends, found = tuple(e.lower() for e in extensions), {}
+    for item in items:
+        path = os.fspath(item)
+        if os.path.isfile(path):
+            found.setdefault(path, None)
+            continue
+        if not os.path.isdir(path):
+            raise ValueError(
+                f"{path!r} does not exist; expected an image file or a folder of images."
+            )
+        inside = []
+        for folder, subfolders, _ in os.walk(path):
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+            inside += _images(folder, ends)
+        if not inside:
+            raise ValueError(
+                f"Folder {path!r} holds no {'/'.join(ends)} image; expected at least one image."
+            )
+        found.update(dict.fromkeys(sorted(inside)))
+    if not found:
+        raise ValueError("No image file was given; expected an image file or a folder of images.")
+    return list(found)
+
+
 def _images(folder: str, ends: tuple[str, ...]) -> list[str]:
     """Image files directly in `folder`, sorted."""
     return sorted(

@@ -120,8 +120,14 @@ class BatchReader:
         Raises:
             UnreadableImageError: A file cannot be decoded and `on_error` is ``"raise"``.
         """
+        read = self.finish_items(started)
+        return None if read is None else (read[0], read[1])
+
+    def finish_items(self, started: Started) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """`finish`, with the items (positions in the data set) of the rows read."""
         if not started.missing and started.hits is not None:
-            return started.hits, started.labels  # every image cached: read in order already
+            # every image cached: read in order already
+            return started.hits, started.labels, started.items
         parts = [] if started.hits is None else [(started.found.tolist(), started.hits)]
         for i, image in zip(started.missing, started.pending.result(), strict=True):
             item = started.items[i]
@@ -129,8 +135,7 @@ class BatchReader:
             if isinstance(image, UnreadableImageError):
                 if self.on_error == "raise":
                     raise image
-                self._bad.add(path)
-                self.skipped.append(path)
+                self.leave_out([path])
                 continue
             self.cache.put(self._keys[item], image)
             parts.append(([i], image[None]))
@@ -138,6 +143,17 @@ class BatchReader:
             return None
         out = pixels.assemble(parts, len(started.items))  # 16-bit among 8-bit: float32
         if sum(len(at) for at, _ in parts) == len(out):
-            return out, started.labels
+            return out, started.labels, started.items
         keep = sorted(i for at, _ in parts for i in at)
-        return out[keep], started.labels[keep]
+        return out[keep], started.labels[keep], started.items[keep]
+
+    def leave_out(self, paths: Sequence[str]) -> None:
+        """Never read `paths` again: listed in `skipped` (once each), left out of batches."""
+        for path in paths:
+            if path not in self._bad:
+                self._bad.add(path)
+                self.skipped.append(path)
+
+    def paths(self, items: np.ndarray) -> list[str]:
+        """The files of `items` (positions in the data set)."""
+        return self._paths[np.asarray(items, dtype=np.intp)].tolist()
