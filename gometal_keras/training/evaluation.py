@@ -213,21 +213,30 @@ def regression_report(
 def evaluation_report(
     trainer: Any,
     x: Any,
-    y: Any,
+    y: Any = None,
     run: TrainingRun | None = None,
     class_names: Sequence[str] | None = None,
 ) -> EvaluationReport:
     """The report of a `Trainer` on ``(x, y)`` (what ``Trainer.evaluate(x, y, report=True)`` gives).
 
+    Every input `fit` takes gives a report: arrays with their labels `y`, or a stream of
+    ``(x, y)`` batches (an image `DataLoader`, a `tf.data.Dataset`, a `PyDataset`, a
+    generator, ...), read once, its labels gathered as it is read, so each label stays
+    with its row even where a loader skips unreadable files.
+
     Args:
         trainer: A trained `Trainer` (its config says classification or regression).
-        x: Samples.
-        y: Labels (class indices or one-hot) or regression targets.
+        x: Samples, or a stream of ``(x, y)`` batches.
+        y: Labels (class indices or one-hot) or regression targets; None for a stream.
         run: The `TrainingRun` of its `fit`, for the training curves.
-        class_names: Names of the classes, in output order.
+        class_names: Names of the classes, in output order; an image folder's own
+            ``class_names`` by default.
 
     Returns:
         An `EvaluationReport`.
+
+    Raises:
+        ValueError: Arrays without `y`, a stream with `y`, or a stream batch without labels.
 
     Example:
         >>> from gometal_keras import ModelBuilder, Trainer, TrainerConfig
@@ -237,10 +246,36 @@ def evaluation_report(
         >>> report = t.evaluate(x, np.arange(30) % 3, report=True)
         >>> len(report.confusion), len(report.roc)
         (3, 3)
+        >>> batches = [(x[:16], np.arange(16) % 3), (x[16:], np.arange(16, 30) % 3)]
+        >>> t.evaluate(batches, report=True).confusion == report.confusion
+        True
     """
+    from gometal_keras.data.inputs import is_stream
     from gometal_keras.engines.objectives import outputs_probabilities
+    from gometal_keras.training.inference import read_stream
 
-    outputs = trainer.predict(x)
+    if is_stream(x):
+        read = read_stream(trainer.model, x) if y is None else None
+        if read is None:
+            raise ValueError(
+                "y was given with a stream, which yields its own (x, y) batches; expected y=None."
+            )
+        if read.labels is None:
+            raise ValueError(
+                f"A batch of the {read.kind} has no labels; expected (x, y) batches for an "
+                "evaluation report."
+            )
+        outputs, y = read.outputs, read.labels
+        folder = list(getattr(getattr(x, "dataset", None), "class_names", None) or [])
+        if class_names is None and len(folder) == outputs.reshape(len(outputs), -1).shape[1]:
+            class_names = folder  # an image folder's classes, where they match the outputs
+    elif y is None:
+        raise ValueError(
+            "y is None with array samples; expected one label per sample of x "
+            "(or a stream of (x, y) batches)."
+        )
+    else:
+        outputs = trainer.predict(x)
     if trainer.config.problem_type == "regression":
         return regression_report(outputs, y, run)
     probs = outputs_probabilities(trainer.model)
