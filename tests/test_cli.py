@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import runpy
 import sys
 
+import numpy as np
 import pytest
 
 from gometal_keras.cli import commands as cli
@@ -115,3 +117,66 @@ def test_tune_stores_a_decision_that_info_lists(capsys):
     info = capsys.readouterr().out
     assert "Decision cache: " in info and "(1 cached)" in info
     assert "dense(16)-relu-dropout-dense(10), input (784,), batch 16" in info
+
+
+# `predict` / `export`: every path is checked while the arguments are parsed (exit 2),
+# before the command imports Keras or TensorFlow (tests/test_image_folder_workflow.py runs
+# predict on an image folder; tests/test_predictor.py on .npy samples).
+BLOCK_BACKEND = (
+    "import sys; sys.modules['tensorflow'] = sys.modules['keras'] = None\n"
+    "from gometal_keras.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["predict", "{model}", "{missing}.npy"], "argument INPUT: no file or folder at"),
+        (["predict", "{missing}.onnx", "{folder}"], "argument model: no file at"),
+        (["predict", "{model}", "{folder}", "--output", "result"], "does not end in .csv or .npy"),
+        (["predict", "{model}", "{folder}", "--output", "{missing}/r.csv"], "does not exist"),
+        (["predict", "{model}", "{folder}", "{model}.npy"], "a .npy file among 2 inputs"),
+        (["predict", "{model}", "{folder}", "--batch-size", "0"], "at least 1, got 0"),
+        (["export", "{missing}.gmk", "{folder}/m.onnx"], "argument checkpoint: no file at"),
+    ],
+)
+def test_ship_commands_check_paths_before_the_backend_starts(argv, message, tmp_path):
+    import subprocess
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"")
+    (tmp_path / "m.onnx.npy").write_bytes(b"")
+    paths = {"model": str(model), "missing": str(tmp_path / "missing"), "folder": str(tmp_path)}
+    args = [a.format(**paths) for a in argv]
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCK_BACKEND, *args], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2, proc.stderr  # a usage error, with no backend importable
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_predict_output_is_the_path_it_says(tmp_path, capsys):
+    from gometal_keras.shipping import predictor as predictor_module
+
+    class Fixed:  # a model that gives each sample its index as its one output
+        are_probabilities = False
+
+        def predict(self, x):
+            return np.arange(len(x), dtype=np.float32)[:, None]
+
+    np.save(tmp_path / "x.npy", np.zeros((3, 2), np.float32))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(predictor_module.Predictor, "load", classmethod(lambda *a: Fixed()))
+        for name in ("result.npy", "result.csv"):
+            out = tmp_path / name
+            argv = ["predict", str(tmp_path / "x.npy"), str(tmp_path / "x.npy")]
+            assert cli.main([*argv, "--output", str(out), "--mode", "raw"]) == 0
+            assert capsys.readouterr().out == f"3 results written to {out}\n"
+            assert out.is_file() and sorted(os.listdir(tmp_path)) == sorted(
+                ["x.npy", "result.npy", *(["result.csv"] if name.endswith("csv") else [])]
+            )
+    np.testing.assert_array_equal(np.load(tmp_path / "result.npy"), [[0.0], [1.0], [2.0]])
+    assert (tmp_path / "result.csv").read_text().splitlines() == [
+        "index,result", "0,0", "1,1", "2,2"
+    ]  # fmt: skip

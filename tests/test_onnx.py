@@ -268,3 +268,21 @@ def test_a_layer_outside_the_table_is_named():
     )
     with pytest.raises(ValueError, match=r"^Layer 'ln' \(LayerNormalization\) is not one"):
         to_onnx(model)
+
+
+def test_an_import_trains_at_the_trainers_batch_size(tmp_path):
+    # The file's batch is dynamic; the imported builder's is left to the trainer (it was 32,
+    # which a TrainerConfig(batch_size=16) refused without naming import_onnx's argument).
+    model = ModelBuilder([32, 1, 6, 6]).add_conv2d(2, 3).add_relu().add_dense(3).compile()
+    path = export_onnx(model, str(tmp_path / "m.onnx"))
+    imported = import_onnx(path)
+    assert imported.batch_size is None and "(None, 1, 6, 6)" in imported.summary()
+    config = TrainerConfig(batch_size=16, precision="float32", jit_compile=False, seed=0)
+    trainer = Trainer(imported, config)
+    x = np.random.default_rng(0).random((32, 6, 6, 1), dtype=np.float32)
+    np.testing.assert_allclose(trainer.predict(x), model.predict(x, verbose=0), atol=1e-6)
+    assert trainer.arrange(x, np.arange(32) % 3).steps == 2  # batches of 16
+    assert trainer.fit(x, np.arange(32) % 3).epochs_run == 1
+    assert import_onnx(path, batch_size=16).batch_size == 16
+    with pytest.raises(ValueError, match=r"^batch_size is 0; expected None or a positive int\.$"):
+        import_onnx(path, batch_size=0)

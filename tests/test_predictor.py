@@ -121,3 +121,58 @@ def test_export_and_predict_commands(trained, tmp_path, capsys):
     assert main(["predict", out, str(tmp_path / "bad.npy")]) == 1
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("gometal-keras: error: Input of shape (5, 3) does not fit")
+
+
+def _nchw_onnx(path: str) -> str:
+    """An ONNX file as PyTorch writes them, channels first: Conv on the input, then Gemm."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [
+        numpy_helper.from_array(rng.normal(size=(2, 3, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.normal(size=(3, 8)).astype(np.float32), "k"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["c"], "conv"),
+        helper.make_node("Flatten", ["c"], ["f"], "flat"),
+        helper.make_node("Gemm", ["f", "k"], ["output"], "fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "nchw",
+        [helper.make_tensor_value_info("input", 1, ["batch", 3, 4, 4])],
+        [helper.make_tensor_value_info("output", 1, ["batch", 3])],
+        weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, path)
+    return path
+
+
+def test_image_models_say_which_layout_they_take(tmp_path):
+    from imagefolders import image_file, pillow_pixels
+
+    from gometal_keras.model.builder import ModelBuilder
+    from gometal_keras.model.onnx_export import export_onnx
+
+    ours = ModelBuilder([4, 3, 4, 4]).add_conv2d(2, 3).add_dense(3).compile()
+    p_ours = Predictor.load(export_onnx(ours, str(tmp_path / "ours.onnx")))
+    p_torch = Predictor.load(_nchw_onnx(str(tmp_path / "torch.onnx")))
+    assert (p_ours.layout, p_ours.input_shape) == ("NHWC", (4, 4, 3))
+    assert (p_torch.layout, p_torch.input_shape) == ("NCHW", (3, 4, 4))
+    nhwc = np.random.default_rng(1).random((5, 4, 4, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"expected \(batch, 3, 4, 4\) with batch at least 1: "
+                       r"NCHW, channels first .* \(these samples look NHWC: pass "
+                       r"x\.transpose\(0, 3, 1, 2\)\)\.$"):  # fmt: skip
+        p_torch.predict(nhwc)
+    with pytest.raises(ValueError, match=r"\(batch, 4, 4, 3\) with batch at least 1: NHWC, "
+                       r"channels last .*x\.transpose\(0, 2, 3, 1\)\)\.$"):  # fmt: skip
+        p_ours.predict(nhwc.transpose(0, 3, 1, 2))
+    # Image files go in each model's own layout: the same pixels, the same outputs.
+    files = [image_file(tmp_path / f"{i}.png", mode, seed=i) for i, mode in enumerate("L" * 3)]
+    pixels = np.stack([pillow_pixels(f, 4) for f in files])
+    got = p_torch.predict_files(tmp_path)
+    assert list(got.files) == [str(f) for f in files]
+    np.testing.assert_allclose(got, p_torch.predict(pixels.transpose(0, 3, 1, 2)), atol=1e-6)
+    np.testing.assert_allclose(p_ours.predict_files(files), p_ours.predict(pixels), atol=1e-6)

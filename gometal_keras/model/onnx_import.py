@@ -36,13 +36,24 @@ class ImportedModel(ModelBuilder):
     takes it); `compile` loads the imported weights into the layers they belong to, so a
     trainer made from it starts from them. Layers added afterwards start fresh.
 
+    An ONNX file keeps its batch dimension dynamic, so unless `import_onnx` was given a
+    ``batch_size`` the model's batch is left open (``batch_size`` None, shown as ``None`` in
+    ``summary()``): a `Trainer` takes it at its own ``TrainerConfig.batch_size``.
+
     Attributes:
         weights: Keras layer name -> that layer's weights in ``get_weights()`` order.
     """
 
-    def __init__(self, input_shape: list[int]) -> None:
-        super().__init__(input_shape)
+    def __init__(self, input_shape: list[int | None]) -> None:
+        batch = input_shape[0]
+        super().__init__([1 if batch is None else batch, *input_shape[1:]])
+        self._batch_size = batch  # None: the trainer's batch size
         self.weights: dict[str, list[np.ndarray]] = {}
+
+    @property
+    def batch_size(self) -> int | None:  # type: ignore[override]
+        """The batch size `import_onnx` was given, or None: the trainer's."""
+        return self._batch_size
 
     def compile(self, dtype_policy: PolicyLike = None, seed: int | None = None) -> keras.Sequential:
         """`ModelBuilder.compile`, then the imported weights are loaded.
@@ -148,20 +159,38 @@ def _unmappable(node: Any, why: str = "") -> ValueError:
     )
 
 
-def import_onnx(path: str | os.PathLike[str], batch_size: int = 32) -> ImportedModel:
+def import_onnx(path: str | os.PathLike[str], batch_size: int | None = None) -> ImportedModel:
     """Rebuild the builder chain and weights of an ONNX file (see the module docstring).
 
     Args:
         path: The ``.onnx`` file.
-        batch_size: The builder's batch size (ONNX files keep the batch dynamic).
+        batch_size: The builder's batch size; None (default) leaves it open, as the ONNX
+            file does: ``Trainer(import_onnx(path), TrainerConfig(batch_size=16))`` trains
+            in batches of 16. A number must then equal the trainer's.
 
     Returns:
         An `ImportedModel` (a `ModelBuilder`); ``.compile()`` gives the Keras model with the
         file's weights.
 
     Raises:
-        ValueError: Not a readable ONNX file, or a node the builder cannot map (named).
+        ValueError: Not a readable ONNX file, a node the builder cannot map (named), or
+            a `batch_size` that is not a positive int.
+
+    Example:
+        >>> import tempfile, os
+        >>> from gometal_keras import Trainer, TrainerConfig
+        >>> from gometal_keras.model.onnx_export import export_onnx
+        >>> m = ModelBuilder([32, 3]).add_dense(2).compile("float32")
+        >>> path = export_onnx(m, os.path.join(tempfile.mkdtemp(), "m.onnx"))
+        >>> imported = import_onnx(path)
+        >>> config = TrainerConfig(batch_size=16, precision="float32", jit_compile=False)
+        >>> imported.batch_size, Trainer(imported, config).model.count_params()
+        (None, 8)
     """
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise ValueError(f"batch_size is {batch_size!r}; expected None or a positive int.")
     proto = read_onnx(path)
     chain = _Chain(proto)
     inp = next(i for i in proto.graph.input if i.name not in chain.const)
