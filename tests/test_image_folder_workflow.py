@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+import traceback
 import warnings
 
 import keras
@@ -185,7 +186,9 @@ def test_fit_answers_an_unreadable_file_before_the_first_step(tmp_path):
         np.testing.assert_array_equal(a, b)  # not one step ran
     assert trainer.epoch == 0
     assert loader.cache_stats().misses == 0  # nothing was decoded either
-    message = str(caught.value)  # one sentence, not a traceback through the reader thread
+    frames = [frame.filename for frame in traceback.extract_tb(caught.tb)]
+    assert not any("prefetch" in f or "streaming" in f for f in frames)  # not the reader thread
+    message = str(caught.value)  # one sentence
     assert "zzz.png' (not an image)" in message and "before any step" in message
     assert "\n" not in message and message.count("; expected") == 1
     assert 'on_error="skip"' in message
@@ -300,3 +303,16 @@ def test_the_command_refuses_an_unreadable_file_naming_its_flag(user_folder, tmp
     err = capsys.readouterr().err
     assert "corrupt.jpg' (not an image)" in err and "--on-error skip" in err
     assert os.path.basename(str(user_folder)) in err
+
+
+def test_file_outputs_tie_only_their_own_rows():
+    import pickle
+
+    out = FileOutputs(np.eye(3, dtype=np.float32), ["a", "b", "c"], ["d"], labels=[0, 1, 2])
+    assert (out.files, out.skipped, out.labels.tolist()) == (("a", "b", "c"), ("d",), [0, 1, 2])
+    again = pickle.loads(pickle.dumps(out))
+    assert again.files == out.files and np.array_equal(again, out)
+    for derived in (out[:2], out[::-1], out * 2, out.argmax(axis=1), out.copy()):
+        assert getattr(derived, "files", ()) == ()  # a slice or a product claims no files
+    with pytest.raises(ValueError, match=r"^3 output rows were given 2 files and no labels"):
+        FileOutputs(np.eye(3), ["a", "b"])

@@ -295,7 +295,8 @@ class DataLoader:
         they are left out (listed in `skipped`), and a warning says so once.
 
         Returns:
-            The files found unreadable and left out (empty when all look readable).
+            The files found unreadable and left out (empty when all look readable, and
+            on every call after the first that passed).
 
         Raises:
             UnreadableImageError: Files cannot be decoded and `on_error` is ``"raise"``
