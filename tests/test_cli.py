@@ -42,7 +42,7 @@ def test_bench_help_is_the_benchmarks(capsys, monkeypatch):
         ([], "required"),
         (["nonsense"], "invalid choice"),
         (["demo", "--bogus"], "unrecognized arguments"),
-        (["demo", "--epochs", "0"], "--epochs must be a positive integer"),
+        (["demo", "--epochs", "0"], "argument --epochs: expected an integer of at least 1"),
         (["demo", "--plot", "curves.txt"], "no image suffix"),
         (["demo", "--json", "/no/such/folder/r.json"], "does not exist"),
     ],
@@ -101,7 +101,7 @@ def test_python_dash_m_runs(capsys, monkeypatch):
     with pytest.raises(SystemExit) as done:
         runpy.run_module("gometal_keras", run_name="__main__", alter_sys=True)
     assert done.value.code == 2
-    assert "python -m gometal_keras demo: error: --epochs must be a positive integer" in (
+    assert "python -m gometal_keras demo: error: argument --epochs: expected an integer" in (
         capsys.readouterr().err
     )
 

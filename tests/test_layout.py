@@ -45,7 +45,7 @@ def test_imports_run_one_way_down_the_layers():
         if len(parts) == 1:  # the top level (the public face) may import anything
             continue
         for line, module in imports(path):
-            other = (module.split(".") + [""])[1]  # "" for the package itself
+            other = [*module.split("."), ""][1]  # "" for the package itself
             if rank.get(other, -1) > rank[parts[0]]:
                 back.append(f"{path.relative_to(PACKAGE)}:{line} imports {module}")
     assert not back, "imports that run back up the layers:\n" + "\n".join(back)

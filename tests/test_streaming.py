@@ -267,12 +267,14 @@ def test_unreadable_file_raises_naming_it_or_is_skipped(tmp_path):
     assert run.loop.endswith("; 1 unreadable files skipped")  # reported in the run record
 
 
-@pytest.mark.parametrize("position,kind", [(0, "text"), (5, "truncated"), (11, "text")])
+@pytest.mark.parametrize("position,kind", [(0, "text"), (5, "body"), (11, "body")])
 def test_a_broken_file_mid_epoch_is_named_and_the_steps_before_it_are_kept(
     tmp_path, monkeypatch, position, kind
 ):
-    # A file is known to be broken only once read: the epoch stops at its batch, with the
-    # weights of the batches before it trained (the oracle: those batches as arrays).
+    # A file whose header is whole but whose pixels are broken ("body") is known to be
+    # broken only once decoded: the epoch stops at its batch, with the weights of the
+    # batches before it trained (the oracle: those batches as arrays). Files that fail the
+    # header check are refused before the first step (tests/test_image_folder_workflow.py).
     monkeypatch.setattr(dataloader, "READ_BYTES", 1)  # a read per batch, as with big images
     root = write_folder(tmp_path, per_class=4, classes=3)
     ds = ImageFolderDataset(root)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from gometal_keras.reporting.demo_flags import _count  # an int of at least N, for argparse
+from gometal_keras.reporting.demo_flags import integer_at_least
 
 #: The commands this module adds.
 COMMANDS = ("export", "predict")
@@ -117,7 +117,7 @@ def add_ship_commands(commands: argparse._SubParsersAction, debug: argparse.Argu
         help="auto: classes for several outputs or a probability head, else raw outputs",
     )
     predict.add_argument("--classes", help="class names, comma-separated, in output order")
-    predict.add_argument("--batch-size", type=_count(1), default=256)
+    predict.add_argument("--batch-size", type=integer_at_least(1), default=256)
     predict.add_argument(
         "--on-error",
         choices=("raise", "skip"),

@@ -15,6 +15,7 @@ import struct
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,19 @@ NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 MnistArrays = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def _read_at_most(fh: Any, limit: int, chunk: int = 1 << 24) -> bytes:
+    """Up to `limit` bytes of `fh`, read a chunk at a time (memory follows the data, not
+    `limit`: a damaged header declaring terabytes costs what the file holds)."""
+    parts, got = [], 0
+    while got < limit:
+        part = fh.read(min(chunk, limit - got))
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
@@ -68,7 +82,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
             shape = struct.unpack(f">{ndim}I", dims)
             dtype = np.dtype(_IDX_TYPES[head[2]])
             need = math.prod(shape) * dtype.itemsize
-            body = fh.read(need + 1)
+            body = _read_at_most(fh, need + 1)  # a header's size is never trusted to allocate
     except (OSError, EOFError, zlib.error) as err:  # unreadable, or a damaged gzip stream
         raise ValueError(f"{path} could not be read as an IDX file ({err}).") from None
     if len(body) != need:

@@ -69,7 +69,7 @@ class DemoSettings:
         } | ({"Devices": f"{self.devices} (data parallel)"} if self.devices else {})
 
 
-def _count(low: int) -> Any:
+def integer_at_least(low: int) -> Any:
     """An argparse type: an integer of at least `low` (argparse names the flag on error)."""
 
     def parse(text: str) -> int:
@@ -87,7 +87,7 @@ def _count(low: int) -> Any:
 
 def _seed(text: str) -> int:
     """An argparse type: a seed in [0, SEED_MAX]."""
-    value = _count(0)(text)
+    value = integer_at_least(0)(text)
     if value > SEED_MAX:
         raise argparse.ArgumentTypeError(f"expected a seed in [0, {SEED_MAX}], got {text}")
     return value
@@ -120,12 +120,12 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         (64, 32)
     """
     d = DemoSettings()
-    parser.add_argument("--hidden", type=_count(1), default=d.hidden,
+    parser.add_argument("--hidden", type=integer_at_least(1), default=d.hidden,
                         help="first hidden layer size")
     parser.add_argument("--layers", type=_layers, help="hidden sizes, e.g. 1024,512,256")
-    parser.add_argument("--batch-size", type=_count(1), default=d.batch_size)
-    parser.add_argument("--epochs", type=_count(1), default=d.epochs)
-    parser.add_argument("--samples", type=_count(1), default=d.samples)
+    parser.add_argument("--batch-size", type=integer_at_least(1), default=d.batch_size)
+    parser.add_argument("--epochs", type=integer_at_least(1), default=d.epochs)
+    parser.add_argument("--samples", type=integer_at_least(1), default=d.samples)
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
@@ -142,12 +142,12 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--devices",
-        type=_count(1),
+        type=integer_at_least(1),
         default=None,
         help="train data-parallel over N local devices (the batch size stays global)",
     )
     parser.add_argument(
-        "--rounds", type=_count(0), default=d.rounds,
+        "--rounds", type=integer_at_least(0), default=d.rounds,
         help="interleaved epochs per phase to compare"
     )
 
