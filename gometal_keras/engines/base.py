@@ -18,6 +18,7 @@ import numpy as np
 from gometal_keras.core.device import DeviceInfo
 from gometal_keras.core.plan import Precision, RunPlan
 from gometal_keras.engines import guard
+from gometal_keras.engines.commit import StepCommit, both
 from gometal_keras.engines.placement import Placement
 
 LossFn = Callable[[Any, Any], Any]
@@ -52,10 +53,17 @@ class Program(abc.ABC):
             asked for; e.g. a `tf.distribute` strategy runs without XLA and the guard).
             With ``plan.guard``, a step whose loss, gradients or new weights are not
             finite leaves every variable as it was and reports a NaN loss, and so does
-            every later step of the same device call (`gometal_keras.engines.guard`).
+            every later step of the same device call (`gometal_keras.engines.commit`).
     """
 
     plan: RunPlan
+    #: The step-commit rule the steps run under, written once for every engine (None: a
+    #: program whose steps commit as they come, as a `tf.distribute` strategy's do).
+    _commit: StepCommit | None
+    #: A loss-scaled program's latch: its epochs stop at a divergence.
+    _latch: guard.EpochLatch | None = None
+    #: What a call's flag that is Python's True becomes on the device (`_start`).
+    _true: Any = True
 
     def __init__(
         self,
@@ -66,16 +74,20 @@ class Program(abc.ABC):
         placement: Placement,
     ):
         self.plan = plan
+        self._commit = StepCommit.of(plan)
         if not optimizer.built:
             with placement.scope():
                 optimizer.build(model.trainable_variables)
         self._compile(model, objective, optimizer, placement)
+        if self._commit is not None and self._commit.scaled:
+            self._latch = guard.EpochLatch(optimizer)
 
     @abc.abstractmethod
     def _compile(
         self, model: keras.Model, objective: Objective, optimizer: Any, placement: Placement
     ) -> None:
-        """Build the step and the epoch for ``self.plan`` (the optimizer is built)."""
+        """Build the step and the epoch for ``self.plan`` (the optimizer is built), their
+        steps committed by ``self._commit`` (`StepCommit.keep` given the engine's select)."""
 
     @abc.abstractmethod
     def step(self, x: Any, y: Any) -> Any:
@@ -120,12 +132,12 @@ class Program(abc.ABC):
         """Settle every ``read_late`` call not confirmed (the epoch ended or stopped)."""
         return None
 
-    #: A loss-scaled program's latch, set by `_compile`: its epochs stop at a divergence.
-    _latch: guard.EpochLatch | None = None
-
-    def _held(self) -> Any:
-        """The flag the open epoch's last call ended with (under the latch), or None."""
-        return self._latch.held() if self._latch is not None else None
+    def _start(self, going: Any = True) -> Any:
+        """The flag a call starts from: `going`, and under the latch no divergence yet in
+        the open epoch; `_true` where that is Python's True."""
+        held = self._latch.held() if self._latch is not None else None
+        going = going if held is None else both(held, going)
+        return self._true if going is True else going
 
     def _hold(self, going: Any) -> None:
         """Keep the flag a call ended with for the epoch's next call (under the latch)."""

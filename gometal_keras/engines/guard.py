@@ -1,21 +1,16 @@
-"""The non-finite guard: which values must be finite for a training step to be committed,
-and the epoch transaction that puts every variable back when an epoch is interrupted.
+"""The non-finite guard: which values are finite, and the epoch transaction that stops an
+epoch at a divergence and puts every variable back when an epoch is interrupted.
 
 A step is a transaction. Its forward pass moves BatchNorm statistics and random-generator
-state, its update moves the weights and the optimizer's slots. Under a guarded plan
-(``plan.guard``, float32 and mixed_bfloat16) the step is committed only when its loss, every
-gradient, every new weight and every new optimizer value is finite; otherwise every
-variable (trainable, non-trainable, optimizer) is left as it was and the step's reported
-loss is NaN, so the loop and `objectives.epoch_logs` see where it stopped. Under loss
-scaling (mixed_float16) Keras' `LossScaleOptimizer` skips a step whose gradients are not
-finite; the engines then also put back the forward pass's non-trainable state, so a skipped
-step leaves every variable as it was (`scaled_verdict`). A step whose loss is not finite but
-whose gradients are is skipped too, by the engine: nothing of it is applied. A step whose
-loss and gradients are finite but whose update is not (a learning rate that overflows
-float32) is a divergence that backing off the scale cannot fix: it is not committed, it
-reports `DIVERGED` as its loss, and so does every later step of its epoch transaction
-(`rolled_back_on_interrupt`), however the epoch is split into device calls
-(`epoch_token`), none of them committed; so `fit` stops as under the guard.
+state, its update moves the weights and the optimizer's slots. What a step keeps, and what
+it reports, is the step-commit rule (`gometal_keras.engines.commit`), written once for
+every engine with the check here (`all_finite`): under the guard a step is committed only
+when its loss, every gradient and every value it wrote is finite, else its loss is NaN;
+under loss scaling a step whose loss and gradients are finite but whose update is not is
+a divergence: not committed, it reports `DIVERGED` as its loss, and so does every later
+step of its epoch transaction (`rolled_back_on_interrupt`), however the epoch is split
+into device calls (`epoch_token`, `EpochLatch`), none of them committed; so `fit` stops as
+under the guard.
 
 The checks are written with `keras.ops`, so each engine's compiled step (TensorFlow graph,
 JAX jit, PyTorch eager) runs the same test; integer variables (iteration counters) are
@@ -64,6 +59,9 @@ def is_float(value: Any) -> bool:
 def all_finite(values: Iterable[Any]) -> Any:
     """A scalar boolean tensor: every floating-point value in `values` is finite.
 
+    One ``all(isfinite)`` per value (``isfinite`` alone for a scalar), and-ed: no values
+    are joined or copied.
+
     Args:
         values: Tensors, arrays or variables; None entries (a variable without a gradient)
             and integer ones are skipped.
@@ -72,85 +70,16 @@ def all_finite(values: Iterable[Any]) -> Any:
         A boolean scalar of the backend in use (True for no values).
     """
     ops = keras.ops
-    checks = [ops.all(ops.isfinite(v)) for v in values if v is not None and is_float(v)]
+    checks = [
+        ops.isfinite(v) if len(v.shape) == 0 else ops.all(ops.isfinite(v))
+        for v in values
+        if v is not None and is_float(v)
+    ]
     if not checks:
         return ops.convert_to_tensor(True)
+    if len(checks) == 1:
+        return checks[0]
     return ops.all(ops.stack(checks))
-
-
-def reported(values: Any, committed: Any) -> Any:
-    """The step's values as reported: the loss (column 0) is NaN when not `committed`.
-
-    Args:
-        values: The float32 vector ``[loss, *metrics]`` of one step.
-        committed: Scalar boolean: whether the guard committed the step.
-
-    Returns:
-        `values`, its loss replaced by NaN where the step was rolled back.
-
-    Example:
-        >>> import numpy as np
-        >>> keras.ops.convert_to_numpy(reported(np.array([0.5, 1.0], "float32"), False))
-        array([nan,  1.], dtype=float32)
-    """
-    ops = keras.ops
-    values = ops.convert_to_tensor(values)
-    loss = values[:1]
-    loss = ops.where(committed, loss, ops.full_like(loss, float("nan")))
-    return ops.concatenate([loss, values[1:]])
-
-
-def scaled_verdict(going: Any, loss_ok: Any, grads_ok: Any, written: Iterable[Any]) -> Any:
-    """What a loss-scaled step keeps: ``(keep_update, keep_forward, going)``, device booleans.
-
-    Under loss scaling the optimizer (a `LossScaleOptimizer`) has computed the step's
-    update: `written`, the new weights and optimizer values (on TensorFlow and PyTorch
-    already assigned, so the engine puts the old ones back where the update is not kept).
-
-    - gradients not finite: the loss scaler skipped the step; its update only backs off
-      the scale, and is kept; the forward pass's state is not;
-    - loss not finite, gradients finite: the step is skipped, nothing of it is kept (the
-      engine need not run the update: ``going and (loss_ok or not grads_ok)`` says when);
-    - loss and gradients finite, `written` not: a divergence; nothing is kept, and the
-      returned `going` is False, so no later step commits (`scaled_reported`);
-    - otherwise the step is committed.
-
-    Args:
-        going: Scalar boolean: no step before this one diverged (in this epoch).
-        loss_ok: Scalar boolean: the step's loss is finite.
-        grads_ok: Scalar boolean: its (scaled) gradients are finite (`all_finite`).
-        written: The values its update writes: new weights and optimizer variables.
-
-    Example:
-        >>> import numpy as np
-        >>> one, inf = np.ones(2, "float32"), np.array([np.inf], "float32")
-        >>> [bool(v) for v in scaled_verdict(True, True, True, [one, inf])]
-        [False, False, False]
-        >>> [bool(v) for v in scaled_verdict(True, True, False, [one, one])]
-        [True, False, True]
-    """
-    ops = keras.ops
-    sound = ops.logical_and(loss_ok, grads_ok)
-    written_ok = all_finite(written)
-    going = ops.logical_and(going, ops.logical_or(ops.logical_not(sound), written_ok))
-    keep_update = ops.logical_and(going, ops.logical_or(loss_ok, ops.logical_not(grads_ok)))
-    keep_forward = ops.logical_and(going, sound)
-    return keep_update, keep_forward, going
-
-
-def scaled_reported(values: Any, going: Any) -> Any:
-    """A loss-scaled step's values as reported: the loss is `DIVERGED` when not `going`.
-
-    Example:
-        >>> import numpy as np
-        >>> keras.ops.convert_to_numpy(scaled_reported(np.array([0.5, 1.0], "float32"), False))
-        array([-inf,   1.], dtype=float32)
-    """
-    ops = keras.ops
-    values = ops.convert_to_tensor(values)
-    loss = values[:1]
-    loss = ops.where(going, loss, ops.full_like(loss, DIVERGED))
-    return ops.concatenate([loss, values[1:]])
 
 
 def diverged(losses: Any) -> np.ndarray:

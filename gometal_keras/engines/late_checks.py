@@ -1,11 +1,12 @@
 """Optimistic calls: their verdict read from their values, and their reruns when it fails.
 
-An optimistic epoch call (JAX's, see `engines.jax_program`) commits every update and
-checks the weights once, at its end. Its verdict is all or nothing, and its values carry
-it: a call that was not committed reports every step as not committed (`call_committed`),
-and so does the next call, dispatched before anyone looked (its flag says the epoch stopped).
-Such a call leaves its unchecked state in the model; the program puts back the state
-the call started from and runs it again with each step checked.
+An optimistic epoch call (JAX's, see `engines.jax.program`; the strategy is the step
+commit's, `engines.commit.StepCommit.optimistic`) commits every update and checks the
+weights once, at its end. Its verdict is all or nothing, and its values carry it: a call
+that was not committed reports every step as not committed (`StepCommit.committed` reads
+it), and so does the next call, dispatched before anyone looked (its flag says the epoch
+stopped). Such a call leaves its unchecked state in the model; the program puts back the
+state the call started from and runs it again with each step checked.
 
 A caller that reads each call's values only after dispatching the next (a streamed
 epoch) must not wait for the verdict at the call, or the device would idle between
@@ -23,43 +24,6 @@ import collections
 import dataclasses
 from collections.abc import Callable
 from typing import Any
-
-import keras
-import numpy as np
-
-from gometal_keras.engines import guard
-
-
-def call_committed(values: Any, scaled: bool) -> bool:
-    """On the host: whether an all-or-nothing call committed its steps, from its values.
-
-    A call that commits none of its steps reports every loss as not committed: NaN under
-    the guard (`guard.reported`), `guard.DIVERGED` under loss scaling
-    (`guard.scaled_reported`). A committed guarded call reports finite losses only; a
-    committed loss-scaled one may report any loss (a step the loss scaler skipped), so
-    one whose every loss is `DIVERGED` reads as not committed: running it again, each
-    step checked, then costs time only.
-
-    Args:
-        values: The call's values, ``(steps, width)``, loss in column 0 (any array).
-        scaled: Whether the call ran under loss scaling (else under the guard).
-
-    Returns:
-        True when the call committed its steps.
-
-    Example:
-        >>> call_committed(np.array([[0.5], [0.4]]), scaled=False)
-        True
-        >>> call_committed(np.array([[np.nan], [np.nan]]), scaled=False)
-        False
-        >>> call_committed(np.array([[np.inf], [guard.DIVERGED]]), scaled=True)
-        True
-    """
-    if not isinstance(values, np.ndarray):
-        values = keras.ops.convert_to_numpy(values)
-    losses = values[:, 0]
-    stopped = losses == guard.DIVERGED if scaled else np.isnan(losses)
-    return not stopped.all()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +46,7 @@ class LateChecks:
             with (`end`) back, and return it with the values and the flag.
         hold: ``hold(after)``: keep the flag an epoch goes on with (the program's latch),
             called after a rerun once no later call is waiting.
-        committed: ``committed(values) -> bool``, the host verdict (`call_committed`).
+        committed: ``committed(values) -> bool``, the host verdict (`StepCommit.committed`).
 
     Example:
         >>> runs = []

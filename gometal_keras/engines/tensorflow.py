@@ -14,7 +14,6 @@ import tensorflow as tf
 from gometal_keras.core import pixels
 from gometal_keras.core.device import DeviceInfo, cpu_device
 from gometal_keras.core.plan import HOST, Precision, RunPlan
-from gometal_keras.engines import guard
 from gometal_keras.engines.base import (
     Engine,
     Objective,
@@ -49,10 +48,9 @@ class TensorFlowProgram(Program):
         strategy = placement.strategy if isinstance(placement, MirroredPlacement) else None
         variables = model.trainable_variables
         replicas = strategy.num_replicas_in_sync if strategy else 1
-        # Loss scaling without the guard: a divergent update stops the epoch (see below).
-        scaled = self._scaled = (
-            plan.loss_scaling is not None and not plan.guard and strategy is None
-        )
+        if strategy is not None:  # its steps commit as they come (see `MirroredPlacement`)
+            self._commit = None
+        rule = self._commit
 
         def forward_backward(x, y):
             x = pixels.to_model_input(x)
@@ -76,86 +74,59 @@ class TensorFlowProgram(Program):
             optimizer.apply(grads, variables)  # all-reduces the gradients (sum)
             return values
 
-        def train_step(x, y, ok):
-            if strategy is not None:
+        def train_step(x, y, going):
+            if rule is None:
                 values = strategy.run(replica_step, args=(x, y))
-                return strategy.reduce(tf.distribute.ReduceOp.MEAN, values, axis=None), ok
-            # A step is a transaction (`gometal_keras.engines.guard`): keep a copy of what it may
-            # change, to put back if it is not committed.
+                return strategy.reduce(tf.distribute.ReduceOp.MEAN, values, axis=None), going
+            # The step commit (`StepCommit`): keep a copy of what the step may write, and put
+            # it back where the verdict does not keep it.
             forward = model.non_trainable_variables
-            update = [*variables, *optimizer.variables] if plan.guard or scaled else []
-            forward_saved = [(v, tf.identity(v.value)) for v in forward]
-            update_saved = [(v, tf.identity(v.value)) for v in update]
-
-            def put_back(saved):
-                for v, old in saved:
-                    v.assign(old)
-
-            def restore():
-                put_back([*forward_saved, *update_saved])
-
+            update = [*variables, *optimizer.variables] if rule.checked else []
+            saved = [[tf.identity(v.value) for v in group] for group in (update, forward)]
             grads, values = forward_backward(x, y)
-            if scaled:
-                # The loss scaler skips a step whose gradients are not finite (and backs
-                # off the scale); an update that is not finite with finite gradients is
-                # a divergence: not committed, and no later step is (`guard.scaled_verdict`).
-                loss_ok, grads_ok = tf.math.is_finite(values[0]), guard.all_finite(grads)
-                run = tf.logical_and(ok, tf.logical_or(loss_ok, tf.logical_not(grads_ok)))
-                tf.cond(run, lambda: optimizer.apply(grads, variables), lambda: None)
-                keep_update, keep_forward, ok = guard.scaled_verdict(
-                    ok, loss_ok, grads_ok, [*variables, *optimizer.variables]
-                )
-                tf.cond(keep_update, lambda: None, lambda: put_back(update_saved))
-                tf.cond(keep_forward, lambda: None, lambda: put_back(forward_saved))
-                return guard.scaled_reported(values, ok), ok
-            update_ok = guard.all_finite([values[0], *grads])
-            if not plan.guard:
-                # Without the guard and a loss scaler, the update is applied; the forward
-                # pass's BatchNorm statistics and random-generator state are put back.
-                tf.cond(update_ok, lambda: None, restore)
-                optimizer.apply(grads, variables)
-                return values, ok
-            ok = tf.logical_and(ok, update_ok)
-            tf.cond(ok, lambda: optimizer.apply(grads, variables), lambda: None)
-            ok = tf.logical_and(ok, guard.all_finite([*variables, *optimizer.variables]))
-            tf.cond(ok, lambda: None, restore)
-            return guard.reported(values, ok), ok
+            optimizer.apply(grads, variables)
+            verdict = rule.verdict(going, values, grads, update, forward)
+            rule.keep(verdict, (update, saved[0]), (forward, saved[1]), _put_back_unless)
+            return rule.report(values, verdict.going), verdict.going
 
-        def one_step(x, y, ok):
-            return train_step(x, y, ok)
+        def one_step(x, y, going):
+            return train_step(x, y, going)
 
-        def train_epoch(xs, ys, ok):
+        def train_epoch(xs, ys, going):
             steps = tf.shape(xs)[0]
             out = tf.TensorArray(tf.float32, size=steps, element_shape=[objective.width])
             for i in tf.range(steps):
-                values, ok = train_step(xs[i], ys[i], ok)
+                values, going = train_step(xs[i], ys[i], going)
                 out = out.write(i, values)
-            return out.stack(), ok
+            return out.stack(), going
 
         self._step = tf.function(one_step, jit_compile=plan.xla, reduce_retracing=True)
         self._epoch = tf.function(train_epoch, jit_compile=plan.xla, reduce_retracing=True)
         # A CPU placement pins every call (and so its trace) to the CPU, in any thread.
         self._where = placement.scope if isinstance(placement, CPUPlacement) else None
-        self._latch = guard.EpochLatch(optimizer) if scaled else None
-
-    def _going(self, going: Any) -> Any:
-        """The flag a call starts from: under loss scaling, no divergence yet this epoch."""
-        held = self._held()
-        if held is None:
-            return tf.convert_to_tensor(going, tf.bool)
-        return held if going is True else tf.logical_and(held, going)
+        self._true = tf.constant(True)
 
     def step(self, x: Any, y: Any) -> Any:
         with self._where() if self._where else contextlib.nullcontext():
-            values, going = self._step(x, y, self._going(True))
+            values, going = self._step(x, y, self._start())
             self._hold(going)
             return values
 
     def epoch(self, xs: Any, ys: Any, going: Any = True, read_late: bool = False) -> Any:
         with self._where() if self._where else contextlib.nullcontext():
-            values, going = self._epoch(xs, ys, self._going(going))
+            values, going = self._epoch(xs, ys, self._start(going))
             self._hold(going)
             return values
+
+
+def _put_back_unless(keep: Any, variables: list, saved: list) -> None:
+    """Under a tf.cond: put `saved` back into `variables` unless `keep` holds."""
+
+    def put_back() -> None:
+        for variable, value in zip(variables, saved, strict=True):
+            variable.assign(value)
+
+    tf.cond(keep, lambda: None, put_back)
 
 
 class MirroredPlacement(Placement):

@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import keras
 
 from gometal_keras.core import pixels
-from gometal_keras.engines import guard
 from gometal_keras.engines.base import Objective, Placement, Program
-from gometal_keras.engines.late_checks import LateCall, LateChecks, call_committed
+from gometal_keras.engines.commit import select
+from gometal_keras.engines.late_checks import LateCall, LateChecks
 
 #: The largest state (model variables, bytes) an optimistic call keeps until the next call.
 KEEP_BYTES = 64 * 2**20
@@ -40,15 +40,14 @@ class JaxProgram(Program):
             tuple(model.non_trainable_variables),
             tuple(optimizer.variables),
         )
-        # Loss scaling without the guard: a divergent update stops the epoch (see below).
-        scaled = self._scaled = plan.loss_scaling is not None and not plan.guard
+        rule = self._commit
         # Commit every value where it lives now (replicated under data parallelism): the
         # program's outputs are committed, and a first call on uncommitted inputs would
         # otherwise compile the program twice.
         self._write_back(tuple([jax.device_put(v, v.sharding) for v in g] for g in self._state()))
         # A first call's `going`, a scalar committed where the state's scalars are (the
         # step counter's place), as a later call's is.
-        self._going = jax.device_put(True, optimizer.iterations.value.sharding)
+        self._true = jax.device_put(True, optimizer.iterations.value.sharding)
 
         def scaled_loss(trainable, non_trainable, opt_vars, x, y):
             x = pixels.to_model_input(x)
@@ -67,53 +66,23 @@ class JaxProgram(Program):
 
         grad_fn = jax.value_and_grad(scaled_loss, has_aux=True)
 
-        def select(keep_new, new, old):
-            # An element-wise select (a lax.cond choosing the state measured the same on an
-            # H200: bench/RESULTS.md, session 7).
-            return jax.tree.map(lambda n, o: jnp.where(keep_new, n, o), new, old)
-
         def train_step(carry, batch, optimistic=False):
-            # `optimistic`: commit every update, and carry instead whether each step so far
-            # passed the checks that need no pass over the new weights (`optimistic_epoch`).
-            (trainable, non_trainable, opt_vars), ok = carry
-            (_, (values, new_non_trainable)), grads = grad_fn(
-                trainable, non_trainable, opt_vars, *batch
-            )
-            new_trainable, new_opt = optimizer.stateless_apply(opt_vars, grads, trainable)
-            if scaled:
-                # The loss scaler skips a step whose gradients are not finite (and backs
-                # off the scale); an update that is not finite with finite gradients is
-                # a divergence: not committed, and no later step is (`guard.scaled_verdict`).
-                loss_ok, grads_ok = jnp.isfinite(values[0]), guard.all_finite(grads)
-                written = [] if optimistic else [*new_trainable, *new_opt]
-                keep_update, keep_forward, going = guard.scaled_verdict(
-                    ok, loss_ok, grads_ok, written
-                )
-                new_non_trainable = select(keep_forward, new_non_trainable, non_trainable)
-                if optimistic:
-                    new = (new_trainable, new_non_trainable, new_opt)
-                    return (new, keep_update & going), values
-                new_trainable, new_opt = select(
-                    keep_update, (new_trainable, new_opt), (trainable, opt_vars)
-                )
-                new = (new_trainable, new_non_trainable, new_opt)
-                return (new, going), guard.scaled_reported(values, going)
-            new = (new_trainable, new_non_trainable, new_opt)
+            # The step commit (`StepCommit`), its state selected (an element-wise select: a
+            # lax.cond choosing the state measured the same on an H200, bench/RESULTS.md,
+            # session 7). `optimistic`: every update stays, and the flag carried is whether
+            # each step so far passed (`optimistic_epoch`).
+            (trainable, non_trainable, opt_vars), going = carry
+            (_, (values, forward)), grads = grad_fn(trainable, non_trainable, opt_vars, *batch)
+            update = optimizer.stateless_apply(opt_vars, grads, trainable)
             if optimistic:
-                # Not the gradients either: a non-finite gradient makes the update, so the
-                # weights or optimizer values, non-finite too.
-                step_ok = jnp.isfinite(values[0]) & guard.all_finite(new_non_trainable)
-                return (new, ok & step_ok), values
-            update_ok = guard.all_finite([values[0], *grads])
-            if not plan.guard:
-                # Without the guard and a loss scaler, the update is applied; the forward
-                # pass's BatchNorm statistics and random-generator state are put back.
-                new_non_trainable = select(update_ok, new_non_trainable, non_trainable)
-                return ((new_trainable, new_non_trainable, new_opt), ok), values
-            # A guarded step is committed only when everything it writes is finite.
-            ok = ok & update_ok & guard.all_finite([*new_trainable, *new_non_trainable, *new_opt])
-            state = select(ok, new, (trainable, non_trainable, opt_vars))
-            return (state, ok), guard.reported(values, ok)
+                verdict = rule.optimistic(going, values, grads, forward)
+            else:
+                verdict = rule.verdict(going, values, grads, [*update[0], *update[1]], forward)
+                values = rule.report(values, verdict.going)
+            (new_trainable, new_opt), forward = rule.keep(
+                verdict, (update, (trainable, opt_vars)), (forward, non_trainable), select
+            )
+            return ((new_trainable, forward, new_opt), verdict.going), values
 
         def plain_epoch(state, xs, ys, going):
             (state, going), values = jax.lax.scan(train_step, (state, going), (xs, ys))
@@ -136,9 +105,8 @@ class JaxProgram(Program):
                 return train_step(carry, batch, optimistic=True)
 
             (new, all_ok), values = jax.lax.scan(optimistic, (state, jnp.bool_(True)), (xs, ys))
-            committed = going & all_ok & guard.all_finite([*new[0], *new[2]])
-            report = guard.scaled_reported if scaled else guard.reported
-            values = jax.vmap(report, in_axes=(0, None))(values, committed)
+            committed = rule.call_verdict(going, all_ok, [*new[0], *new[2]])
+            values = jax.vmap(rule.report, in_axes=(0, None))(values, committed)
             return new, values, committed
 
         def one_step(state, x, y, going):
@@ -147,7 +115,7 @@ class JaxProgram(Program):
 
         # Calls that run optimistically: compiled ones (run eagerly, a call traces its
         # scan anew, and the optimistic one would only add to that).
-        self._optimistic = (plan.guard or scaled) and plan.xla
+        self._optimistic = rule.checked and plan.xla
         # An optimistic call holds the state it started from until its verdict is read.
         # Releasing those buffers costs the host a few microseconds each (70 us for the
         # seed MLP's state on an H200's host), after the device is done; a small state is
@@ -158,8 +126,7 @@ class JaxProgram(Program):
         wrap = jax.jit if plan.xla else (lambda f: f)
         self._step, self._epoch = wrap(one_step), wrap(plain_epoch)
         self._optimistic_epoch = wrap(optimistic_epoch)
-        self._latch = guard.EpochLatch(optimizer) if scaled else None
-        self._late = LateChecks(self._again, self._hold, self._committed)
+        self._late = LateChecks(self._again, self._hold, rule.committed)
 
     def _state(self) -> tuple[list, list, list]:
         return tuple([v.value for v in group] for group in self._variables)
@@ -169,15 +136,8 @@ class JaxProgram(Program):
             for variable, value in zip(variables, values, strict=True):
                 variable.assign(value)
 
-    def _start(self, going: Any) -> Any:
-        """The flag a call starts from: under loss scaling, no divergence yet this epoch."""
-        held = self._held()
-        if held is None:
-            return self._going if going is True else going
-        return held if going is True else jnp.logical_and(held, going)
-
     def step(self, x: Any, y: Any) -> Any:
-        state, values, going = self._step(self._state(), x, y, self._start(True))
+        state, values, going = self._step(self._state(), x, y, self._start())
         self._write_back(state)
         self._hold(going)
         return values
@@ -203,16 +163,13 @@ class JaxProgram(Program):
         except BaseException:  # e.g. Ctrl-C: the model keeps the state it had
             self._write_back(first)
             raise
-        if self._committed(host):
+        if self._commit.committed(host):
             if self._keep_after_call:
                 self._kept = first, values
             return host
         values, after, _ = self._again(xs, ys, going, first)
         self._hold(after)
         return values
-
-    def _committed(self, values: Any) -> bool:
-        return call_committed(values, scaled=self._scaled)
 
     def _again(self, xs: Any, ys: Any, going: Any, start: Any = None) -> tuple[Any, Any, Any]:
         """The batches from `start` (None: the current state), each step checked: the
