@@ -38,8 +38,10 @@ def test_settings_from_flags():
     s = demo_settings(_parse("--layers", "64,32", "--epochs", "3", "--timing", "total"))
     assert s.hidden_stack == (64, 32) and s.epochs == 3 and s.timing == "total"
     assert s.to_dict()["layers"] == [64, 32]
-    with pytest.raises(ValueError, match="--samples must be a positive integer"):
-        demo_settings(_parse("--samples", "0"))
+    with pytest.raises(SystemExit):  # argparse refuses it, naming the flag
+        _parse("--samples", "0")
+    with pytest.raises(ValueError, match="--batch-size 64 is larger than --samples 8"):
+        demo_settings(_parse("--samples", "8"))
     with pytest.raises(SystemExit):
         _parse("--layers", "64,-1")
 

@@ -142,6 +142,11 @@ def test_regression_plots_and_trainer_hook(tmp_path):
     np.testing.assert_allclose(report.y_pred, trainer.predict(x)[:, 0], rtol=1e-6)
     figs = report_figures(regression_report(trainer.predict(x), y, run=run))
     assert list(figs) == ["training_curves", "scatter", "residuals", "qq"]  # no LR schedule
+    curves = figs["training_curves"].axes[0]
+    curves.figure.canvas.draw()
+    ticks = [t for t in curves.get_xticks() if curves.get_xlim()[0] <= t <= curves.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks  # whole epochs only
+    assert "units of the targets fit was given" in curves.get_ylabel()
     assert figs["scatter"].axes[0].collections[0].get_offsets().shape == (24, 2)
     residuals = figs["residuals"].axes[0].collections[0].get_offsets()
     np.testing.assert_allclose(residuals[:, 1], y[:, 0] - trainer.predict(x)[:, 0], rtol=1e-5)

@@ -126,3 +126,15 @@ def test_debug_leaves_native_logs_on():
 )
 def test_native_noise_honours_the_level(line, level, noise):
     assert is_native_noise(line, level) is noise
+
+
+@pytest.mark.parametrize("module", ["gometal_keras.reporting.environment",
+                                    "gometal_keras.model.builder"])
+def test_importing_any_module_directly_prints_no_native_log_lines(module):
+    # docs/cli.md imports gometal_keras.reporting.environment as a user would: whichever
+    # module starts Keras, TensorFlow's C++ start-up lines stay off stderr.
+    proc = subprocess.run([sys.executable, "-c", f"import {module}"], env=_env(),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    native = [ln for ln in proc.stderr.splitlines() if NATIVE_LINE.search(ln)]
+    assert not native, "\n".join(native)

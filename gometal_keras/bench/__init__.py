@@ -68,3 +68,9 @@ results under ``"streaming"``)::
 Unknown figures are ``null``. Nothing here changes Keras' global dtype policy or seeds,
 and with ``KERAS_BACKEND=jax`` TensorFlow is never imported.
 """
+
+from gometal_keras.core.native_logs import import_backend
+
+# This folder's modules import Keras: it starts here, with TensorFlow's and XLA's C++ log
+# lines kept off stderr (`gometal_keras.core.native_logs`), whichever module is imported first.
+import_backend()

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
+from gometal_keras.cli.demo_flags import add_demo_arguments, demo_settings
 from gometal_keras.core.native_logs import import_backend
-from gometal_keras.reporting.demo_flags import add_demo_arguments, demo_settings
 
 PROG = "gometal-keras"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2

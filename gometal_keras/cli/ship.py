@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from gometal_keras.reporting.demo_flags import integer_at_least
+from gometal_keras.cli.demo_flags import integer_at_least
 
 #: The commands this module adds.
 COMMANDS = ("export", "predict")

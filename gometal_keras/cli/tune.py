@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gometal_keras.reporting.demo_flags import add_demo_arguments, demo_settings
+from gometal_keras.cli.demo_flags import add_demo_arguments, demo_settings
 
 
 def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:

@@ -142,6 +142,8 @@ def import_backend(debug: bool = False) -> None:
         >>> "keras" in sys.modules
         True
     """
+    if "keras" in sys.modules:  # started already (by us or by the user): nothing to hide
+        return
     from gometal_keras.core import metal
 
     if metal.keras_backend() == "tensorflow":

@@ -16,13 +16,15 @@ from __future__ import annotations
 import functools
 
 from gometal_keras.core import metal
+from gometal_keras.core.native_logs import import_backend
 
-if metal.keras_backend() == "tensorflow":
-    metal.require_compatible()  # `import keras` imports TensorFlow (and its plugins) here
+# Keras (and with it TensorFlow and its plugins) starts here: the plugin's version checked
+# first, and TensorFlow's and XLA's C++ log lines kept off stderr (`core.native_logs`).
+import_backend()
 
-import keras
+import keras  # noqa: E402  (after the checked, quiet start above)
 
-from gometal_keras.engines.base import (
+from gometal_keras.engines.base import (  # noqa: E402
     Engine,
     Objective,
     Placement,

@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable
 
 from gometal_keras.core.config import TrainerConfig
+from gometal_keras.core.demo_settings import DemoSettings
 from gometal_keras.core.device import DeviceInfo
 from gometal_keras.data.synthetic import demo_dataset
 from gometal_keras.model.builder import ModelBuilder
 from gometal_keras.reporting.compare import Comparison, Outcome, compare_runs
-from gometal_keras.reporting.demo_flags import DemoSettings
 from gometal_keras.reporting.report import Reporter
 from gometal_keras.training.record import TrainingRun
 from gometal_keras.training.trainer import Trainer

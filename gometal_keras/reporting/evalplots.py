@@ -32,6 +32,8 @@ def _figure(title: str, panels: int = 1) -> tuple[Any, list[Any]]:
 
 
 def _training(report: EvaluationReport) -> dict[str, Any]:
+    from matplotlib.ticker import MaxNLocator
+
     run, figs = report.run, {}
     if run is None or not run.losses:
         return figs
@@ -43,11 +45,15 @@ def _training(report: EvaluationReport) -> dict[str, Any]:
         axes[0].plot(
             epochs[: len(run.val_losses)], run.val_losses, marker="s", ms=3, label="validation loss"
         )
-    axes[0].set(xlabel="epoch", ylabel="loss", title="Loss")
+    # The loss is in the units of the targets fit was given (standardized ones, say), which
+    # need not be the units of the report's metrics (RMSE of the targets evaluated).
+    axes[0].set(xlabel="epoch", ylabel="loss (units of the targets fit was given)",
+                title="Loss")
     for name, values in others.items():
         axes[1].plot(epochs[: len(values)], values, marker="o", ms=3, label=f"training {name}")
         axes[1].set(xlabel="epoch", title="Training metrics")
     for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, even for 2
         ax.grid(True, alpha=0.3)
         ax.legend()
     figs["training_curves"] = fig
@@ -56,6 +62,7 @@ def _training(report: EvaluationReport) -> dict[str, Any]:
         fig, (ax,) = _figure("Learning-rate schedule")
         ax.plot(np.arange(1, len(rates) + 1), rates, marker="o", ms=3, label="learning rate")
         ax.set(xlabel="epoch", ylabel="learning rate")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
         figs["learning_rate"] = fig
     return figs

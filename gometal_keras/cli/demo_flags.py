@@ -1,72 +1,18 @@
-"""The demo's settings (`DemoSettings`, the seed README's "Customization") and their
-command-line flags, shared by ``gometal-keras demo`` and ``gometal-keras tune``: adding them to
-a parser, and reading them back. Light: nothing here starts a backend.
+"""The demo's command-line flags (the seed README's "Customization"), shared by
+``gometal-keras demo`` and ``gometal-keras tune``: adding them to a parser, checking them
+together (`check_demo_flags`, before the backend starts) and reading them back as the
+demo's `DemoSettings` (`demo_settings`). Light: nothing here starts a backend.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 from typing import Any
 
 from gometal_keras.core.config import PRECISIONS
+from gometal_keras.core.demo_settings import DemoSettings
 from gometal_keras.core.seeds import SEED_MAX
-
-
-@dataclasses.dataclass(frozen=True)
-class DemoSettings:
-    """The demo's knobs (the seed README's "Customization"), with the seed's defaults.
-
-    Example:
-        >>> DemoSettings(layers=(1024, 512, 256)).hidden_stack
-        (1024, 512, 256)
-    """
-
-    hidden: int = 512
-    layers: tuple[int, ...] | None = None  # replaces (hidden, 256)
-    batch_size: int = 64
-    epochs: int = 20
-    samples: int = 1000
-    features: int = 784
-    classes: int = 10
-    precision: str = "auto"
-    seed: int = 42
-    early_stop_loss: float = 0.1
-    timing: str = "steady"
-    devices: int | None = None  # data parallel over this many local devices
-    rounds: int = 6  # interleaved epochs of each phase for the speed comparison (0: none)
-
-    @property
-    def hidden_stack(self) -> tuple[int, ...]:
-        """Hidden layer sizes in order."""
-        return self.layers if self.layers else (self.hidden, 256)
-
-    def to_dict(self) -> dict[str, object]:
-        """Return the settings as JSON-ready data (tuples as lists)."""
-        data = dataclasses.asdict(self)
-        data["layers"] = list(self.layers) if self.layers else None
-        data["hidden_stack"] = list(self.hidden_stack)
-        return data
-
-    def table(self) -> dict[str, object]:
-        """The configuration lines the report prints.
-
-        Example:
-            >>> DemoSettings().table()["Hidden Size"]
-            512
-        """
-        return {
-            "Batch Size": self.batch_size,
-            "Input Size": self.features,
-            "Hidden Sizes" if self.layers else "Hidden Size": (
-                ", ".join(map(str, self.hidden_stack)) if self.layers else self.hidden
-            ),
-            "Classes": self.classes,
-            "Samples": self.samples,
-            "Epochs": (f"{self.epochs} at most (stops once an epoch's loss is below "
-                       f"{self.early_stop_loss:g})" if self.early_stop_loss else self.epochs),
-        } | ({"Devices": f"{self.devices} (data parallel)"} if self.devices else {})
 
 
 def integer_at_least(low: int) -> Any:
@@ -152,22 +98,30 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_demo_flags(args: argparse.Namespace) -> None:
+    """Raise ValueError for flags that are wrong together (each alone is checked by argparse).
+
+    Example:
+        >>> p = argparse.ArgumentParser(); add_demo_arguments(p)
+        >>> check_demo_flags(p.parse_args(["--batch-size", "64", "--samples", "10"]))
+        Traceback (most recent call last):
+        ValueError: --batch-size 64 is larger than --samples 10; expected a batch size of at \
+most the sample count.
+    """
+    if args.batch_size > args.samples:
+        raise ValueError(f"--batch-size {args.batch_size} is larger than --samples "
+                         f"{args.samples}; expected a batch size of at most the sample count.")
+
+
 def demo_settings(args: argparse.Namespace) -> DemoSettings:
-    """Build `DemoSettings` from parsed demo flags, rejecting non-positive sizes.
+    """The demo's `DemoSettings` from parsed demo flags (checked as `check_demo_flags` does).
 
     Example:
         >>> p = argparse.ArgumentParser(); add_demo_arguments(p)
         >>> demo_settings(p.parse_args(["--epochs", "3"])).epochs
         3
     """
-    for flag in ("hidden", "batch_size", "epochs", "samples", "devices"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            raise ValueError(f"--{flag.replace('_', '-')} must be a positive integer.")
-    if args.rounds < 0:
-        raise ValueError("--rounds must be 0 (no interleaved comparison) or more.")
-    if args.batch_size > args.samples:
-        raise ValueError(f"--batch-size {args.batch_size} is larger than --samples "
-                         f"{args.samples}; expected a batch size of at most the sample count.")
+    check_demo_flags(args)
     return DemoSettings(
         hidden=args.hidden,
         layers=args.layers,
