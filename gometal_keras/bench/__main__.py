@@ -162,15 +162,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run_bench(settings: Settings, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_bench(
+    settings: Settings,
+    log: Callable[[str], None] = print,
+    partial: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Plan, measure and derive every selected (config, precision, runner).
 
     Args:
         settings: What to run (`Settings.from_args` of `parse_args`).
         log: Called with each line of progress.
+        partial: Called with the result so far after each configuration.
 
     Returns:
-        The JSON-ready result (schema ``gometal_keras.bench/1``, see `gometal_keras.bench`).
+        The JSON-ready result (schema ``gometal_keras.bench/2``, see `gometal_keras.bench`).
     """
     started, t0 = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
     device = engines.current().describe_device()
@@ -179,7 +184,28 @@ def run_bench(settings: Settings, log: Callable[[str], None] = print) -> dict[st
     rates = roofline.measure(
         list(plan.precisions), device.kind != "cpu", settings.quick, xla=device.xla
     )
-    results = derive.results(measure.measure_cells(plan, settings, log), rates, settings)
+
+    def result(measurements: list[measure.Measurement]) -> dict[str, Any]:
+        return _result(started, t0, device, settings, rates, plan, measurements)
+
+    def so_far(measurements: list[measure.Measurement]) -> None:
+        if partial is not None:
+            partial(result(measurements))
+
+    return result(measure.measure_cells(plan, settings, log, so_far))
+
+
+def _result(
+    started: datetime.datetime,
+    t0: float,
+    device: Any,
+    settings: Settings,
+    rates: roofline.Rates,
+    plan: planning.BenchPlan,
+    measurements: list[measure.Measurement],
+) -> dict[str, Any]:
+    """The JSON-ready result of `measurements` (schema `SCHEMA`)."""
+    results = derive.results(measurements, rates, settings)
     return dict(
         schema=SCHEMA,
         date=started.isoformat(timespec="seconds"),
@@ -208,17 +234,22 @@ def main(argv: list[str] | None = None) -> int:
     trained = [name for name in args.configs if name in TRAINED]
     if trained:
         settings = Settings.from_args(argparse.Namespace(**{**vars(args), "configs": trained}))
-        out = run_bench(settings, log=log)
+        out = run_bench(settings, log, partial=lambda so_far: _write(args.json, so_far))
         table.show(out)
         print(f"wall time {out['wall_seconds']:.1f} s")
     if "streaming" in args.configs:
         from gometal_keras.bench import streaming
 
         out["streaming"] = streaming.run_all(args, log)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(out, fh, indent=2)
+    _write(args.json, out)
     return 0
+
+
+def _write(path: str | None, result: dict[str, Any]) -> None:
+    """Write `result` as JSON to `path` (nothing when None)."""
+    if path:
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(result, fh, indent=2)
 
 
 def _max_batch(args: argparse.Namespace) -> int:

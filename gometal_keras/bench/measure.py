@@ -119,7 +119,10 @@ def measure_config(
 
 
 def measure_cells(
-    plan: BenchPlan, settings: Settings, log: Callable[[str], None] = print
+    plan: BenchPlan,
+    settings: Settings,
+    log: Callable[[str], None] = print,
+    measured: Callable[[list[Measurement]], None] | None = None,
 ) -> list[Measurement]:
     """Measure every cell of the plan, configuration by configuration.
 
@@ -127,6 +130,8 @@ def measure_cells(
         plan: The cells (from `planning.make_plan`).
         settings: The calls, epochs and seed.
         log: Called with lines of progress.
+        measured: Called after each configuration with every measurement so far (so
+            that a run cut short keeps them).
 
     Returns:
         One `Measurement` per cell, in the plan's order.
@@ -138,4 +143,6 @@ def measure_cells(
     for cells in by_config.values():
         for m in measure_config(cells, settings, log):
             found[m.cell] = m
+        if measured is not None:
+            measured([found[cell] for cell in plan.cells if cell in found])
     return [found[cell] for cell in plan.cells]
