@@ -140,6 +140,7 @@ BOUNDS = {
     "weight_decay": (0.0, math.inf, False, True),
     "lr_eta_min": (0.0, math.inf, False, True),
     "lr_min": (0.0, math.inf, False, True),
+    "lr_threshold": (0.0, math.inf, False, True),
 }
 #: The config that makes each field reach Keras (an optimizer reading it, a schedule).
 USES = {
@@ -155,6 +156,7 @@ USES = {
     "weight_decay": {"optimizer": "adamw"},
     "lr_eta_min": {"lr_schedule": "cosine", "lr_t_max": 2},
     "lr_min": {"lr_schedule": "plateau", "lr_patience": 1},
+    "lr_threshold": {"lr_schedule": "plateau", "lr_patience": 1},
 }
 EXTREME = st.sampled_from(
     [

@@ -142,12 +142,12 @@ def import_backend(debug: bool = False) -> None:
         >>> "keras" in sys.modules
         True
     """
-    if "keras" in sys.modules:  # started already (by us or by the user): nothing to hide
-        return
     from gometal_keras.core import metal
 
     if metal.keras_backend() == "tensorflow":
         metal.require_compatible()  # one sentence, not a symbol error from the plugin
+    if "keras" in sys.modules:  # started already (by us or by the user): nothing to hide
+        return
     quiet_native_logs(debug)
     with filtered_native_stderr(debug):
         importlib.import_module("keras")
