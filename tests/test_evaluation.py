@@ -60,6 +60,32 @@ def test_classification_metrics_match_hand_counts(case):
         aucs.append(wins / (len(pos) * len(neg)))
     assert report.metrics["roc_auc_ovr"] == pytest.approx(np.mean(aucs), abs=1e-9)
     assert len(report.roc) == len(report.pr) == (k if k > 2 else 1)
+    # Go-Metal's other classification metrics, from the same hand counts
+    rows, n = report.per_class, counts.sum()
+    tp = np.diag(counts).astype(float)
+    fp, fn = counts.sum(0) - tp, counts.sum(1) - tp
+    tn = n - tp - fp - fn
+
+    def ratio(a, b):
+        return np.divide(a, b, out=np.zeros_like(a), where=b > 0)
+
+    precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
+    f1 = ratio(2 * precision * recall, precision + recall)
+    m = report.metrics
+    assert m["macro_precision"] == pytest.approx(precision.mean())
+    assert m["macro_recall"] == pytest.approx(recall.mean())
+    assert m["macro_f1"] == pytest.approx(f1.mean())
+    micro = tp.sum() / n  # single-label: micro precision = micro recall = micro F1 = accuracy
+    assert m["micro_precision"] == m["micro_recall"] == pytest.approx(micro)
+    assert m["micro_f1"] == pytest.approx(micro)
+    assert [r["specificity"] for r in rows] == pytest.approx(ratio(tn, tn + fp).tolist())
+    assert [r["npv"] for r in rows] == pytest.approx(ratio(tn, tn + fn).tolist())
+    if k == 2:  # Go-Metal's binary form: class 0 negative, class 1 positive
+        tn0, fp0, fn0 = counts[0, 0], counts[0, 1], counts[1, 0]
+        assert m["specificity"] == pytest.approx(tn0 / (tn0 + fp0) if tn0 + fp0 else 0.0)
+        assert m["npv"] == pytest.approx(tn0 / (tn0 + fn0) if tn0 + fn0 else 0.0)
+    else:
+        assert "specificity" not in m and "npv" not in m
 
 
 @settings(max_examples=25, deadline=None)
@@ -74,6 +100,9 @@ def test_regression_metrics_match_numpy(y, shift, noise):
     err = y - pred
     assert m["mae"] == pytest.approx(np.abs(err).mean())
     assert m["rmse"] == pytest.approx(np.sqrt((err**2).mean()))
+    assert m["mse"] == pytest.approx((err**2).mean())
+    spread = y.max() - y.min()  # Go-Metal's NMAE: MAE over the targets' range
+    assert m["nmae"] == (pytest.approx(np.abs(err).mean() / spread) if spread > 0 else None)
     ss = ((y - y.mean()) ** 2).sum()
     if ss > 1e-9:
         assert m["r2"] == pytest.approx(1 - (err**2).sum() / ss, rel=1e-6, abs=1e-9)

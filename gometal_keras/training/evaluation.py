@@ -84,6 +84,11 @@ class EvaluationReport:
         return path
 
 
+def _ratio(part: Any, whole: Any) -> float:
+    """``part / whole`` as a float, 0.0 when `whole` is 0 (sklearn's ``zero_division=0``)."""
+    return float(part) / float(whole) if whole else 0.0
+
+
 def classification_report(
     outputs: np.ndarray,
     y: Any,
@@ -155,11 +160,25 @@ def classification_report(
             if k > 2
             else skm.roc_auc_score(labels, proba[:, 1])
         )
+    averaged = {}
+    for average in ("macro", "micro"):
+        ap_, ar_, af_, _ = skm.precision_recall_fscore_support(
+            labels, predicted, labels=classes, average=average, zero_division=0
+        )
+        averaged |= {f"{average}_precision": float(ap_), f"{average}_recall": float(ar_),
+                     f"{average}_f1": float(af_)}
+    # One-vs-rest counts per class: tn, fp / fn, tp (sklearn's multilabel confusion matrix).
+    counts = skm.multilabel_confusion_matrix(labels, predicted, labels=classes)
+    specificity = [_ratio(c[0, 0], c[0, 0] + c[0, 1]) for c in counts]
+    npv = [_ratio(c[0, 0], c[0, 0] + c[1, 0]) for c in counts]
+    binary = {"specificity": specificity[1], "npv": npv[1]} if k == 2 else {}
     return EvaluationReport(
         "classification",
         {
             "accuracy": float(skm.accuracy_score(labels, predicted)),
-            "macro_f1": float(np.mean(f1)),
+            "macro_f1": averaged["macro_f1"],
+            **averaged,
+            **binary,  # Go-Metal's: class 1 positive, class 0 negative
             "roc_auc_ovr": auc,
             "average_precision": float(np.mean([c["ap"] for c in pr])),
         },
@@ -169,9 +188,12 @@ def classification_report(
                 "precision": float(a),
                 "recall": float(b),
                 "f1": float(c),
+                "specificity": sp,
+                "npv": nv,
                 "support": int(d),
             }
-            for n, a, b, c, d in zip(names, p, r, f1, support, strict=True)
+            for n, a, b, c, sp, nv, d in zip(
+                names, p, r, f1, specificity, npv, support, strict=True)
         ],
         confusion=skm.confusion_matrix(labels, predicted, labels=classes).tolist(),
         roc=roc,
@@ -197,12 +219,17 @@ def regression_report(
         raise ValueError(
             f"y holds {y_true.size} values for {y_pred.size} predictions; expected one per output."
         )
+    mae = float(skm.mean_absolute_error(y_true, y_pred))
+    spread = float(y_true.max() - y_true.min()) if y_true.size else 0.0
     return EvaluationReport(
         "regression",
         {
-            "mae": float(skm.mean_absolute_error(y_true, y_pred)),
+            "mae": mae,
+            "mse": float(skm.mean_squared_error(y_true, y_pred)),
             "rmse": float(skm.root_mean_squared_error(y_true, y_pred)),
             "r2": float(skm.r2_score(y_true, y_pred)),
+            # Go-Metal's NMAE: MAE over the range of the targets (None for constant targets).
+            "nmae": mae / spread if spread > 0 else None,
         },
         y_true=y_true.tolist(),
         y_pred=y_pred.tolist(),
