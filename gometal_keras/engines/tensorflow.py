@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import sys
+import warnings
 from typing import Any
 
 import keras
@@ -24,14 +25,39 @@ from gometal_keras.engines.base import (
 from gometal_keras.engines.placement import rebuilt_in
 
 
-def _has_metal_plugin() -> bool:
+def _plugin_version() -> str | None:
+    """The installed tensorflow-metal's version on macOS, else None (never imported)."""
     if sys.platform != "darwin":
-        return False
+        return None
     try:
-        importlib.metadata.distribution("tensorflow-metal")
+        return importlib.metadata.version("tensorflow-metal")
     except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
+        return None
+
+
+def is_apple_gpu(details: dict[str, Any], platform: str | None = None) -> bool:
+    """Whether a TensorFlow GPU is an Apple GPU, judged by the device, not a package name.
+
+    A CUDA GPU reports its compute capability; a Metal device (tensorflow-metal names it
+    ``METAL``, and any other Metal plugin) reports none and runs on macOS.
+
+    Args:
+        details: ``tf.config.experimental.get_device_details`` of the GPU.
+        platform: ``sys.platform`` (injected by tests).
+
+    Returns:
+        True for an Apple (Metal) GPU.
+
+    Example:
+        >>> is_apple_gpu({"device_name": "METAL"}, "darwin")
+        True
+        >>> is_apple_gpu({"device_name": "NVIDIA H200", "compute_capability": (9, 0)}, "linux")
+        False
+    """
+    name = str(details.get("device_name", "")).lower()
+    on_mac = (platform or sys.platform) == "darwin"
+    named = "metal" in name or "apple" in name
+    return named or (on_mac and not details.get("compute_capability"))
 
 
 class TensorFlowProgram(Program):
@@ -179,7 +205,16 @@ class TensorFlowEngine(Engine):
 
     def __init__(self) -> None:
         self._gpus = tf.config.list_physical_devices("GPU")
-        self._metal = bool(self._gpus) and _has_metal_plugin()
+        details = tf.config.experimental.get_device_details(self._gpus[0]) if self._gpus else {}
+        self._metal = bool(self._gpus) and is_apple_gpu(details)
+        plugin = _plugin_version()
+        if plugin and not self._gpus:  # loaded, yet no GPU: training would be on the CPU
+            warnings.warn(
+                f"tensorflow-metal {plugin} is installed but TensorFlow registered no GPU, so "
+                "training runs on the CPU; expected a Metal GPU (see docs/apple-silicon.md).",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def describe_device(self) -> DeviceInfo:
         if not self._gpus:

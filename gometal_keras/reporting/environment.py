@@ -200,9 +200,13 @@ def info_lines(facts: dict[str, Any]) -> list[str]:
     if dev.get("cpu_features"):
         lines.append(f"           CPU mixed-precision flags: {', '.join(dev['cpu_features'])}")
     metal = facts["tensorflow_metal"]
-    state = "active" if metal["active"] else "installed, not driving the device"
+    idle = metal["installed"] and not metal["active"]
+    state = "active" if metal["active"] else "installed, NOT driving the device"
     lines.append(f"tensorflow-metal: {state if metal['installed'] else 'not installed'}")
-    lines.append(f"tensorflow-metal check: {facts['tensorflow_metal_check']}")
+    check = facts["tensorflow_metal_check"]
+    if idle and check.startswith("ok"):  # the versions agree, yet no Metal GPU trains
+        check = f"{check} for the versions only: no Metal GPU registered, training on the CPU"
+    lines.append(f"tensorflow-metal check: {check}")
     lines.append(f"XLA:       {'available' if facts['xla'] else 'not available'}")
     lines.append(f"Memory:    {_budget_line(facts['memory_budget'])}")
     extra = [f"{name}: {role}" for name, role in list(facts["candidate_devices"].items())[1:]]
