@@ -72,3 +72,13 @@ def test_no_plugin_and_no_gpu_says_nothing():
             warnings.catch_warnings():
         warnings.simplefilter("error")
         TensorFlowEngine()
+
+
+def test_python_without_metal_wheels_on_a_mac_is_said_at_trainer_time():
+    versions = {"python": "3.13.1", "tensorflow": "2.21.0", "tensorflow-metal": None}
+    with mock.patch.object(tf.config, "list_physical_devices", return_value=[]), \
+            mock.patch.object(tf_engine, "_plugin_version", return_value=None), \
+            mock.patch.object(tf_engine.metal, "is_apple_silicon", return_value=True), \
+            mock.patch.object(tf_engine.metal, "installed_versions", return_value=versions), \
+            pytest.warns(RuntimeWarning, match=r"no wheels for Python 3\.13\.1.*runs on the CPU"):
+        TensorFlowEngine()

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from gometal_keras.core import pixels
+from gometal_keras.core import metal, pixels
 from gometal_keras.core.device import DeviceInfo, cpu_device
 from gometal_keras.core.plan import HOST, Precision, RunPlan
 from gometal_keras.engines.base import (
@@ -208,13 +208,17 @@ class TensorFlowEngine(Engine):
         details = tf.config.experimental.get_device_details(self._gpus[0]) if self._gpus else {}
         self._metal = bool(self._gpus) and is_apple_gpu(details)
         plugin = _plugin_version()
+        why = None
         if plugin and not self._gpus:  # loaded, yet no GPU: training would be on the CPU
-            warnings.warn(
-                f"tensorflow-metal {plugin} is installed but TensorFlow registered no GPU, so "
-                "training runs on the CPU; expected a Metal GPU (see docs/apple-silicon.md).",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            why = (f"tensorflow-metal {plugin} is installed but TensorFlow registered no GPU, "
+                   "so training runs on the CPU")
+        elif not self._gpus and metal.is_apple_silicon():
+            note = metal.status()  # e.g. no wheels for this Python
+            if note.startswith("not installed ("):
+                why = f"tensorflow-metal is {note}, so training runs on the CPU"
+        if why:
+            warnings.warn(f"{why}; expected a Metal GPU (see docs/apple-silicon.md, or use the "
+                          "torch backend on MPS).", RuntimeWarning, stacklevel=2)
 
     def describe_device(self) -> DeviceInfo:
         if not self._gpus:
