@@ -35,6 +35,10 @@ class Placement:
 
     replicas = 1
     description = "one device"
+    #: Processes that share this placement (several hosts' workers: > 1) and this one's index.
+    #: Every worker must build the same programs, so a plan is never timed per worker.
+    processes = 1
+    worker = 0
 
     def __init__(self, engine: ToDevice):
         self._engine = engine

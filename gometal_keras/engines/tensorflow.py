@@ -167,6 +167,11 @@ class MirroredPlacement(Placement):
         self.strategy = strategy
         self.replicas = strategy.num_replicas_in_sync
         self.description = f"{type(strategy).__name__} over {self.replicas} replicas"
+        resolver = getattr(strategy, "cluster_resolver", None)
+        if resolver is not None:  # several workers (TF_CONFIG): every task of the cluster
+            spec = resolver.cluster_spec()
+            self.processes = max(sum(spec.num_tasks(job) for job in spec.jobs), 1)
+            self.worker = int(resolver.task_id or 0)
 
     def scope(self) -> Any:
         return self.strategy.scope()

@@ -192,6 +192,9 @@ def select(
         with place.scope() if place is not placement else contextlib.nullcontext():
             return Selection(place.adapt(plan), decision, given or factory(plan.precision), place)
 
+    if placement.processes > 1:  # several workers: one plan, the same on each, untimed
+        return _by_rule(config, engine, device, options, given, trial, verified, selected,
+                        workers=(placement, verifier))
     if config.decision_cache is CachePolicy.NEVER and (timing or auto):
         return _by_rule(config, engine, device, options + on_cpu, given, trial, verified,
                         selected)
@@ -258,14 +261,31 @@ def _untimed_xla(config: TrainerConfig) -> bool:
     return config.decision_cache is CachePolicy.NEVER
 
 
-def _by_rule(config, engine, device, options, given, trial, verified, selected) -> Selection:
+def _by_rule(config, engine, device, options, given, trial, verified, selected,
+             workers: tuple[Placement, Verifier] | None = None) -> Selection:
     """The plan by rule, without timing (``decision_cache="never"``): `decision.by_rule`'s
     precision under ``"auto"``, else the first option; where it fails its verification (on a
-    device with known faults) the next option, then the CPU's, as trials would fall back."""
+    device with known faults) the next option, then the CPU's, as trials would fall back.
+
+    With `workers` (a placement shared by several processes, and the verifier) every worker
+    takes the rule's plan, checked only for admissibility: per-worker trials, cache entries
+    or checks would build different programs on different workers, whose collectives then
+    stop matching."""
     if given is None and config.resolved_precision is PrecisionSetting.AUTO:
         rule = plans(config, engine, device, preferred(device))[0]
-        first = [(rule, options[0][1])] + [o for o in options if o[0] != rule]
-        options = first
+        first = (rule, options[0][1])  # the rule's plan on the device asked for, first
+        options = [first, *(o for o in options if o != first)]
+    if workers is not None:
+        (plan, place), (shared, verifier) = options[0], workers
+        _check(verifier, plan, place)
+        why = (f"By rule on every worker alike (worker {shared.worker} of "
+               f"{shared.processes}; a multi-worker run is never timed per worker).")
+        if given is None and config.resolved_precision is PrecisionSetting.AUTO:
+            decision = by_rule(device, plan)
+            decision = dataclasses.replace(decision, reason=f"{decision.reason} {why}")
+        else:
+            decision = Decision(plan, why, (), origin="rule")
+        return selected(plan, decision, place)
     for plan, place in options:
         if verified(plan, place, "rule's") is not None:
             continue

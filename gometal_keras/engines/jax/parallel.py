@@ -23,6 +23,9 @@ class JaxDataParallel(Placement):
         mesh = distribution.device_mesh
         self.replicas = int(np.prod(mesh.shape))
         self.description = f"data parallel over {self.replicas} devices (keras.distribution)"
+        import jax
+
+        self.processes, self.worker = jax.process_count(), jax.process_index()
 
     def scope(self) -> Any:
         return self.distribution.scope()
