@@ -7,6 +7,7 @@ import pytest
 #: on short tests instead of one worker finishing a long one while the other waits. Only
 #: the order changes; a class or module named here moves whole (its class set-up runs once).
 SLOW_FIRST = (
+    "tests/test_multi_worker.py",
     "tests/test_backends.py::JaxTest",
     "tests/test_backends.py::TorchTest",
     "tests/test_device_counts.py::TensorFlowDeviceCountTest",
