@@ -1,6 +1,6 @@
 """Tests for gometal_keras.core.config.TrainerConfig: Go-Metal's defaults and its validation.
 
-The name tables (`OPTIMIZERS`, `LOSSES`, ..., and `gometal_keras.core.plan.PRECISION_NAMES`) are
+The name tables (`OPTIMIZERS`, `LOSSES`, ..., and `PRECISIONS`) are
 the source of truth and are not re-asserted here: the tests draw values inside and outside
 them (with hypothesis) and check what the config does with each.
 """
@@ -25,11 +25,11 @@ from gometal_keras.core.config import (
     LR_SCHEDULES,
     LR_THRESHOLD_MODES,
     OPTIMIZERS,
+    PRECISIONS,
     PROBLEM_TYPES,
     REGRESSION_LOSSES,
     TrainerConfig,
 )
-from gometal_keras.core.plan import PRECISION_NAMES
 from gometal_keras.core.seeds import SEED_MAX
 
 PROPERTY = settings(max_examples=300, deadline=None)
@@ -39,7 +39,7 @@ CHOICES = {
     "optimizer": (OPTIMIZERS, False),
     "problem_type": (PROBLEM_TYPES, False),
     "loss": (LOSSES, False),
-    "precision": (PRECISION_NAMES, True),
+    "precision": (PRECISIONS, True),
     "loop": (LOOPS, False),
     "lr_schedule": (LR_SCHEDULES, True),
     "lr_mode": (LR_MODES, False),
@@ -218,7 +218,7 @@ class DefaultsTest(tf.test.TestCase):
             self.assertEqual(TrainerConfig(problem_type="classification", loss=loss).loss, loss)
         for loss in REGRESSION_LOSSES:
             self.assertEqual(TrainerConfig(problem_type="regression", loss=loss).loss, loss)
-        for p in PRECISION_NAMES:
+        for p in PRECISIONS:
             self.assertEqual(TrainerConfig(precision=p).precision, p)
         for loop in LOOPS:
             self.assertEqual(TrainerConfig(loop=loop).loop, loop)

@@ -20,7 +20,8 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gometal_keras.core.plan import PRECISION_NAMES, Loop, LossScaling, Precision, RunPlan
+from gometal_keras.core.config import PRECISIONS as PRECISION_NAMES
+from gometal_keras.core.plan import Loop, LossScaling, Precision, RunPlan
 
 SETTINGS = settings(max_examples=80, deadline=None, database=None)
 

@@ -19,8 +19,8 @@ from gometal_keras.bench import configs as cfgs
 from gometal_keras.bench import roofline
 from gometal_keras.bench.measure import Measurement
 from gometal_keras.bench.planning import Settings
-from gometal_keras.bench.precisions import FULL, policy_of
-from gometal_keras.core.plan import AUTO, Precision
+from gometal_keras.bench.precisions import AUTO, FULL, policy_of
+from gometal_keras.core.plan import Precision
 
 #: The runner every other row's ``vs_reference`` is taken against.
 REFERENCE = "jax-reference"

@@ -21,7 +21,11 @@ from typing import Any
 
 import keras
 
-from gometal_keras.core.plan import AUTO, Precision
+from gometal_keras.core.config import PrecisionSetting
+from gometal_keras.core.plan import Precision
+
+#: The precision name under which the Trainer chooses (`PrecisionSetting.AUTO`).
+AUTO = PrecisionSetting.AUTO.value
 
 #: float32 with full-precision products (TF32 off), where the device would use TF32.
 FULL = "float32-full"

@@ -27,8 +27,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from gometal_keras.bench.precisions import compute_dtype, precision_context
-from gometal_keras.core.plan import AUTO, Precision
+from gometal_keras.bench.precisions import AUTO, compute_dtype, precision_context
+from gometal_keras.core.plan import Precision
 
 
 @dataclasses.dataclass(frozen=True)

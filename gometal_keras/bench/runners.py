@@ -36,9 +36,8 @@ from gometal_keras import engines
 from gometal_keras.bench import reference, torch_runner
 from gometal_keras.bench.configs import BenchConfig
 from gometal_keras.bench.measurement import Call, RunRequest, Session, timed, timed_epochs
-from gometal_keras.bench.precisions import policy_of, precision_context
+from gometal_keras.bench.precisions import AUTO, policy_of, precision_context
 from gometal_keras.core.config import TrainerConfig
-from gometal_keras.core.plan import AUTO
 from gometal_keras.engines.objectives import make_loss, make_optimizer
 from gometal_keras.training.timing import EpochTimer
 from gometal_keras.training.trainer import Trainer

@@ -66,9 +66,6 @@ class Precision(str, enum.Enum):
 #: device is an accelerator (a fallback, or a timed candidate on Apple GPUs).
 HOST = "CPU"
 
-#: Every precision name a user may ask for: the policies, and "auto" (measure and choose).
-AUTO = "auto"
-PRECISION_NAMES = (*(p.value for p in Precision), AUTO)
 
 
 class Loop(str, enum.Enum):

@@ -68,9 +68,9 @@ class JaxProgram(Program):
 
         def train_step(carry, batch, optimistic=False):
             # The step commit (`StepCommit`), its state selected (an element-wise select: a
-            # lax.cond choosing the state measured the same on an H200, bench/RESULTS.md,
-            # session 7). `optimistic`: every update stays, and the flag carried is whether
-            # each step so far passed (`optimistic_epoch`).
+            # lax.cond choosing the state measured the same on an H200: session 7 of
+            # bench/RESULTS.md at e163086). `optimistic`: every update stays, and the flag
+            # carried is whether each step so far passed (`optimistic_epoch`).
             (trainable, non_trainable, opt_vars), going = carry
             (_, (values, forward)), grads = grad_fn(trainable, non_trainable, opt_vars, *batch)
             update = optimizer.stateless_apply(opt_vars, grads, trainable)
@@ -90,7 +90,7 @@ class JaxProgram(Program):
 
         def optimistic_epoch(state, xs, ys, going):
             # Checking every new weight and optimizer value each step is a pass over all
-            # of them: about 0.12 ms a step on the wide MLP on an H200 (bench/RESULTS.md).
+            # of them: about 0.12 ms a step on the wide MLP on an H200 (RESULTS.md at e163086).
             # So the call first runs with every update committed, checking each step's
             # loss and forward-pass state (BatchNorm statistics: small), and the weights
             # and optimizer values once, at the end. A value the optimizer wrote that was
@@ -100,7 +100,7 @@ class JaxProgram(Program):
             # back the state it started from and runs it again, each step guarded, or
             # `LateChecks` does (a `lax.cond` here cost about 0.7 ms a call on an H200,
             # and selecting the first state on the device a kernel a variable: 20 on the
-            # seed MLP, bench/RESULTS.md).
+            # seed MLP, bench/RESULTS.md at e163086).
             def optimistic(carry, batch):
                 return train_step(carry, batch, optimistic=True)
 
