@@ -196,3 +196,18 @@ def test_info_keeps_working_over_a_damaged_cache():
     dc.entry_path({"other": 1}).write_text("[" * 100_000)
     lines = info_lines(environment())
     assert any(line.startswith("Decision cache:") and "(2 cached)" in line for line in lines)
+
+
+def test_info_shows_the_newest_entries_and_counts_the_rest():
+    from gometal_keras.reporting.environment import SHOWN_ENTRIES, environment, info_lines
+
+    facts = environment()
+    made = [{"summary": f"model {i}", "chosen": "float32 (XLA, fused)", "reason": "why",
+             "created": f"2026-12-{i + 1:02d}T00:00:00+00:00", "path": f"/x/{i}.json"}
+            for i in range(SHOWN_ENTRIES + 7)]
+    facts["decision_cache"] = {"folder": "/x", "entries": made}
+    lines = info_lines(facts)
+    shown = [line for line in lines if line.startswith("  model ")]
+    newest = [f"  model {i}: float32 (XLA, fused)" for i in reversed(range(len(made)))]
+    assert shown == newest[:SHOWN_ENTRIES]
+    assert "  ... and 7 older (--json lists them all)" in lines

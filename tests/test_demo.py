@@ -189,3 +189,9 @@ def test_a_batch_larger_than_the_samples_exits_2_before_the_backend_starts(comma
             contextlib.redirect_stderr(err):
         code = commands.main([command, "--batch-size", "64", "--samples", "10"])
     assert code == 2 and "--batch-size 64 is larger than --samples 10" in err.getvalue()
+
+
+def test_the_epochs_line_says_what_may_run_not_what_ran():
+    assert DemoSettings(epochs=20, early_stop_loss=0.1).table()["Epochs"] == (
+        "20 at most (stops once an epoch's loss is below 0.1)")
+    assert DemoSettings(epochs=20, early_stop_loss=0).table()["Epochs"] == 20
