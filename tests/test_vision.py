@@ -316,3 +316,41 @@ print({RESULT!r} + json.dumps([list(x.shape), "tensorflow" in sys.modules and
 """
     assert run_script(code, backend="jax") == [[4, 6, 6, 3], False]
     assert sys.modules.get("PIL") is not None
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares `width` x `height` pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+
+
+@settings(max_examples=60, deadline=None)
+@given(fmt=st.sampled_from(["PNG", "TIFF", "BMP", "GIF", "JPEG"]), at=st.integers(0, 10_000),
+       xor=st.integers(1, 255), bomb=st.one_of(st.none(), st.tuples(
+           st.integers(13_000, 60_000), st.integers(13_000, 60_000))))
+def test_any_damaged_or_bomb_file_is_unreadable_never_another_error(tmp_path_factory, fmt, at,
+                                                                    xor, bomb):
+    folder = tmp_path_factory.mktemp("damaged")
+    path = folder / f"x.{fmt.lower()}"
+    if bomb:
+        path = folder / "x.png"
+        path.write_bytes(_png_declaring(*bomb))
+    else:
+        Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3)).save(path, format=fmt)
+        data = bytearray(path.read_bytes())
+        data[at % len(data)] ^= xor  # one flipped byte
+        path.write_bytes(bytes(data))
+    try:
+        pixels = decode_image(str(path), 4)
+    except UnreadableImageError as err:
+        assert str(path) in str(err)
+        return
+    assert pixels.shape == (4, 4, 3) and not bomb  # a flip Pillow tolerates decodes

@@ -10,8 +10,10 @@ the loader caches and stages, scaled on the device) and scale by 1/255 as floats
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from gometal_keras.core.pixels import to_unit
 
@@ -64,11 +66,16 @@ def decode_pixels(path: str, size: int, channels: int = 3) -> np.ndarray:
     if channels not in (1, 3):
         raise ValueError(f"channels is {channels!r}; expected 1 (grey) or 3 (RGB).")
     try:
-        with Image.open(path) as img:
-            img.load()
-            pixels = _resized(img, size, channels)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+        with warnings.catch_warnings():  # a size past Pillow's bomb limit: unreadable, too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                pixels = _resized(img, size, channels)
+    except Exception as err:  # any way Pillow fails on a file (struct.error from a flipped
+        # TIFF byte, a decompression bomb, ...) is that file being unreadable, nothing else
         reason = str(err).split("\n")[0] or type(err).__name__
+        if isinstance(err, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+            reason = f"too many pixels to decode safely: {reason}"
         raise UnreadableImageError(
             f"Image file {path!r} cannot be decoded ({reason}); expected a readable image."
         ) from None
