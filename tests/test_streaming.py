@@ -369,3 +369,45 @@ def test_reading_the_next_epoch_ahead_changes_nothing_and_leaves_nothing(folder,
     stopped = b.fit(loader(), epochs=5, early_stop_loss=1e9)  # stops after its first epoch
     assert stopped.epochs_run == 1
     assert not [t for t in threading.enumerate() if t.name == "gometal-stage" and t.is_alive()]
+
+
+class _SourceError(Exception):
+    """An error class of the user's own source."""
+
+
+#: Errors a source may raise while giving a batch (a generator, a PyDataset's __getitem__).
+SOURCE_ERRORS = st.sampled_from([RuntimeError, KeyError, IndexError, ZeroDivisionError,
+                                 AttributeError, _SourceError])
+
+
+@settings(max_examples=12, deadline=None)
+@given(good=st.integers(0, 7), error=SOURCE_ERRORS,
+       kind=st.sampled_from(["generator", "pydataset"]))
+def test_a_source_that_fails_names_its_batch_and_keeps_the_steps_before_it(good, error, kind):
+    x, y = classification_data(samples=8 * BATCH)
+    batches = [(x[i * BATCH:(i + 1) * BATCH], y[i * BATCH:(i + 1) * BATCH]) for i in range(8)]
+
+    def generator():
+        yield from batches[:good]
+        raise error("the source broke")
+
+    class Failing(keras.utils.PyDataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            if i >= good:
+                raise error("the source broke")
+            return batches[i]
+
+    source = generator() if kind == "generator" else Failing()
+    t, oracle = (Trainer(tiny_builder(), float32_config()) for _ in range(2))
+    oracle.set_state(t.get_state())
+    if good:
+        oracle.fit(x[: good * BATCH], y[: good * BATCH])  # the oracle: the good batches alone
+    with pytest.raises(ValueError, match=rf"^Batch {good + 1} of the .*{error.__name__}"):
+        t.fit(source, epochs=2)
+    assert t.epoch == 0  # the failed epoch is not counted
+    for got, want in zip(variable_values(t.model.variables),
+                         variable_values(oracle.model.variables), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)

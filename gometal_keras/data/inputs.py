@@ -87,7 +87,8 @@ class BatchSource:
                 are (``uint8``, scaled on the device by the program) instead of floats.
 
         Raises:
-            ValueError: A batch is not ``(x, y)`` / ``x``; the message names the batch.
+            ValueError: A batch is not ``(x, y)`` / ``x``, or the source failed to give it
+                (any exception it raised); the message names the batch.
         """
         if pixels and self.pixels:
             yield from self.value.pixel_batches(epoch)
@@ -95,8 +96,23 @@ class BatchSource:
         setter = getattr(self.value, "set_epoch", None)
         if callable(setter):
             setter(epoch)
-        for index, element in enumerate(self._elements()):
-            yield split_batch(element, f"batch {index + 1} of the {self.kind}")
+        elements, index = self._elements(), 0
+        while True:
+            index += 1
+            try:
+                element = next(elements)
+            except StopIteration:
+                break
+            except Exception as err:  # the source's own failure (a generator's RuntimeError,
+                # a PyDataset's IndexError, a tf.data error): named by its batch, in one
+                # sentence, like a bad batch, so the full batches before it still train
+                lines = str(err).strip().splitlines()
+                detail = lines[0][:300] if lines else "no message"
+                raise ValueError(
+                    f"Batch {index} of the {self.kind} could not be read "
+                    f"({type(err).__name__}: {detail}); expected the source to give it."
+                ) from None
+            yield split_batch(element, f"batch {index} of the {self.kind}")
         if isinstance(self.value, keras.utils.PyDataset):
             self.value.on_epoch_end()
 
