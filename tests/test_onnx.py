@@ -286,3 +286,45 @@ def test_an_import_trains_at_the_trainers_batch_size(tmp_path):
     assert import_onnx(path, batch_size=16).batch_size == 16
     with pytest.raises(ValueError, match=r"^batch_size is 0; expected None or a positive int\.$"):
         import_onnx(path, batch_size=0)
+
+
+def _declared(kind: str):
+    """A whole exported MLP whose graph then declares something the importer cannot honour."""
+    import onnx
+
+    model = ModelBuilder([8, 4]).add_dense(3).add_relu().add_dense(2).compile("float32", seed=0)
+    proto = to_onnx(model)
+    graph = proto.graph
+    if kind == "huge input":
+        graph.input[0].type.tensor_type.shape.dim[1].dim_value = 2**40
+    elif kind == "unknown width":
+        graph.input[0].type.tensor_type.shape.dim[1].dim_param = "width"
+    elif kind == "future opset":
+        proto.opset_import[0].version = onnx.defs.onnx_opset_version() + 5
+    elif kind == "second output":
+        hidden = next(n for n in graph.node if n.op_type == "Relu").output[0]
+        graph.output.append(onnx.helper.make_tensor_value_info(
+            hidden, onnx.TensorProto.FLOAT, [None, 3]))
+    elif kind == "no data input":
+        init = onnx.numpy_helper.from_array(np.zeros((1, 4), np.float32), graph.input[0].name)
+        graph.initializer.append(init)
+    elif kind == "two data inputs":
+        graph.input.append(onnx.helper.make_tensor_value_info(
+            "extra", onnx.TensorProto.FLOAT, [None, 4]))
+    return proto
+
+
+@pytest.mark.parametrize("kind,said", [
+    ("huge input", "declares the input"), ("unknown width", "declares the input"),
+    ("future opset", "newer than the"), ("second output", "has 2 graph outputs"),
+    ("no data input", "has 0 data inputs"), ("two data inputs", "has 2 data inputs")])
+def test_what_a_file_declares_is_checked_at_import_in_one_sentence(kind, said, tmp_path):
+    import onnx
+
+    path = tmp_path / f"{kind.replace(' ', '_')}.onnx"
+    onnx.save(_declared(kind), str(path))
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=said) as refused:
+        import_onnx(path)
+    assert str(path) in str(refused.value) and "\n" not in str(refused.value)
+    assert path.read_bytes() == before  # nothing written

@@ -13,6 +13,7 @@ builder model does. A BatchNorm whose scale is all ones and bias all zeros reads
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -159,6 +160,30 @@ def _unmappable(node: Any, why: str = "") -> ValueError:
     )
 
 
+#: The largest per-sample input an ONNX file may declare: one size, and all of them together.
+MAX_DIM, MAX_SAMPLE = 1 << 24, 1 << 28
+
+
+def _check_declared(proto: Any, path: Any) -> None:
+    """Refuse what a file declares but this importer cannot honour: a newer opset than the
+    installed onnx knows, or any number of graph outputs but one (one would be dropped)."""
+    import onnx
+
+    known = onnx.defs.onnx_opset_version()
+    for opset in proto.opset_import:
+        if opset.domain in ("", "ai.onnx") and opset.version > known:
+            raise ValueError(
+                f"ONNX file {str(path)!r} uses opset {opset.version}, newer than the {known} "
+                f"this onnx {onnx.__version__} knows; expected opset {known} or older."
+            )
+    outputs = [o.name for o in proto.graph.output]
+    if len(outputs) != 1:
+        raise ValueError(
+            f"ONNX file {str(path)!r} has {len(outputs)} graph outputs ({', '.join(outputs)}); "
+            "expected exactly one (a builder chain ends in one output)."
+        )
+
+
 def import_onnx(path: str | os.PathLike[str], batch_size: int | None = None) -> ImportedModel:
     """Rebuild the builder chain and weights of an ONNX file (see the module docstring).
 
@@ -192,9 +217,22 @@ def import_onnx(path: str | os.PathLike[str], batch_size: int | None = None) -> 
     ):
         raise ValueError(f"batch_size is {batch_size!r}; expected None or a positive int.")
     proto = read_onnx(path)
+    _check_declared(proto, path)
     chain = _Chain(proto)
-    inp = next(i for i in proto.graph.input if i.name not in chain.const)
+    inputs = [i for i in proto.graph.input if i.name not in chain.const]
+    if len(inputs) != 1:
+        raise ValueError(
+            f"ONNX file {str(path)!r} has {len(inputs)} data inputs besides its initializers; "
+            "expected exactly one (a builder chain takes one input)."
+        )
+    inp = inputs[0]
     dims = [d.dim_value for d in inp.type.tensor_type.shape.dim[1:]]
+    if not dims or any(d < 1 or d > MAX_DIM for d in dims) or math.prod(dims) > MAX_SAMPLE:
+        raise ValueError(
+            f"ONNX file {str(path)!r} declares the input {inp.name!r} as [N, "
+            f"{', '.join(map(str, dims))}]; expected known sizes of 1 to {MAX_DIM} and at "
+            f"most {MAX_SAMPLE} values per sample."
+        )
     tensor, node = inp.name, chain.next(inp.name)
     if node is not None and node.op_type == "Transpose" and _attrs(node)["perm"] == [0, 3, 1, 2]:
         dims = [dims[2], dims[0], dims[1]]  # our export: channels-last input
