@@ -19,11 +19,13 @@ def imports(path: Path) -> list[tuple[int, str]]:
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             if node.module == "gometal_keras" or node.module.startswith("gometal_keras."):
-                for alias in node.names:  # `from package import module` names the module
+                if node.module != "gometal_keras":  # the root imports nothing eagerly
+                    found.append((node.lineno, node.module))  # the package runs first
+                for alias in node.names:  # `from package import module` names the module too
                     sub = f"{node.module}.{alias.name}"
                     where = PACKAGE.parent.joinpath(*sub.split("."))
-                    is_module = where.with_suffix(".py").is_file() or where.is_dir()
-                    found.append((node.lineno, sub if is_module else node.module))
+                    if where.with_suffix(".py").is_file() or where.is_dir():
+                        found.append((node.lineno, sub))
         elif isinstance(node, ast.Import):
             found += [(node.lineno, a.name) for a in node.names
                       if a.name.startswith("gometal_keras.")]

@@ -83,7 +83,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         'precision="auto" would time on it.',
     )
     info.add_argument("--json", action="store_true", help="print the facts as JSON")
-    from gometal_keras.cli import tune
+    import gometal_keras.cli.tune as tune
     from gometal_keras.cli.ship import add_ship_commands
 
     tune.add_parser(commands, [debug])
@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
 
             return run_ship_command(args)
         if args.command == "tune":
-            from gometal_keras.cli import tune
+            import gometal_keras.cli.tune as tune
 
             return tune.run(args)
         return _info(args)

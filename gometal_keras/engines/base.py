@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 import keras
 import numpy as np
 
+import gometal_keras.engines.guard as guard
 from gometal_keras.core.device import DeviceInfo
 from gometal_keras.core.plan import Precision, RunPlan
-from gometal_keras.engines import guard
 from gometal_keras.engines.commit import StepCommit, both
 from gometal_keras.engines.placement import Placement
 

@@ -55,8 +55,8 @@ from typing import Any, NamedTuple
 import keras
 import numpy as np
 
+import gometal_keras.engines.guard as guard
 from gometal_keras.core.plan import RunPlan
-from gometal_keras.engines import guard
 
 
 class Verdict(NamedTuple):

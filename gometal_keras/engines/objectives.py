@@ -9,9 +9,10 @@ from typing import Any
 import keras
 import numpy as np
 
+import gometal_keras.engines.guard as guard
 from gometal_keras.core.config import TrainerConfig
 from gometal_keras.core.plan import LossScaling, RunPlan
-from gometal_keras.engines import Objective, guard
+from gometal_keras.engines.base import Objective
 
 
 def outputs_probabilities(model: keras.Model) -> bool:

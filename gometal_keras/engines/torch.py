@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import torch
 
+import gometal_keras.engines.guard as guard
 from gometal_keras.core import pixels
 from gometal_keras.core.device import DeviceInfo, cpu_device
-from gometal_keras.engines import guard
 from gometal_keras.engines.base import (
     Engine,
     Objective,

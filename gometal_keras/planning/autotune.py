@@ -176,7 +176,8 @@ def select(
     report = KNOWN_FAULTS.get(device.kind)
     trial = TrialRunner(factory, config, engine, seed, host if fragile else None, report, MIN_GAIN)
 
-    def verified(plan: RunPlan, place: Placement, source_name: str, adapt=True) -> str | None:
+    def verified(plan: RunPlan, place: Placement, source_name: str,
+                 adapt: bool = True) -> str | None:
         """The one verification: None where `plan` may train, else why not (one clause).
 
         A stored plan is tested as stored (`adapt` False): its replicas and placement too."""

@@ -215,8 +215,12 @@ class Comparison:
         scope = "steady state" if self.timing == "steady" else "total"
         return f"{scope}, {self.basis}, phases run one after the other"
 
-    def headline(self) -> str:
+    def headline(self, verdict: bool = True) -> str:
         """The figure as every report prints it, e.g. ``"+12.3% (rounds +8.0% to +15.1%)"``.
+
+        Args:
+            verdict: Whether to end with ``": no measurable difference"`` where that is the
+                outcome (False: the figure alone, for a sentence that says it in words).
 
         Example:
             >>> a = TrainingRun("float32", [0.4], [1.0])
@@ -229,7 +233,7 @@ class Comparison:
         if self.rounds:
             low, high = self.speedup_low_percent, self.speedup_high_percent
             text += f" (rounds {low:+.1f}% to {high:+.1f}%)"
-        if self.outcome is Outcome.SAME:
+        if verdict and self.outcome is Outcome.SAME:
             text += ": no measurable difference"
         return text
 
@@ -241,11 +245,10 @@ class Comparison:
             >>> compare_runs(a, b).summary("BF16")
             'No speedup: BF16 was slower than FP32 here (-50.0%).'
         """
-        verdict, figure = self.speedup_verdict, self.headline()
+        verdict, figure = self.speedup_verdict, self.headline(verdict=False)
         if self.outcome is Outcome.UNKNOWN:
             return "No speedup: the run times could not be compared."
         if self.outcome is Outcome.SAME:
-            figure = figure.removesuffix(": no measurable difference")
             return f"No measurable difference: {figure}, inside the timing noise."
         if self.outcome is Outcome.SLOWER:
             return f"No speedup: {who} was slower than {baseline} here ({figure})."

@@ -64,8 +64,7 @@ def demo_notes(trainer: Trainer, cmp: Comparison, verdict: str | None = None) ->
         notes.append(f"Precision choice: {verdict} Phase 2 shows the fastest mixed candidate.")
     elif trainer.config.resolved_precision == "auto" and decision is not None:
         notes.append(f"Precision choice: {decision.reason}")
-    pct, figure = cmp.speedup_percent, cmp.headline()  # the figure every report prints
-    figure = figure.removesuffix(": no measurable difference")  # the notes say it in words
+    pct, figure = cmp.speedup_percent, cmp.headline(verdict=False)  # the notes say it in words
     if not cmp.candidate.precision.mixed:
         notes.append(
             f"Both phases trained FP32 (no mixed precision runs fast on this "
