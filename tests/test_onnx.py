@@ -153,8 +153,11 @@ def test_export_import_round_trip_is_exact_for_any_chain(builder, seed):
     proto = to_onnx(model)
     x = np.random.default_rng(seed).normal(size=(5, *model.input_shape[1:])).astype(np.float32)
     want = np.asarray(model(x, training=False))
+    # ONNX Runtime sums in its own order: float32 rounding is relative to the largest
+    # value an output is made from, so the absolute bound scales with the output's range.
+    scale = max(1.0, float(np.abs(want).max()))
     np.testing.assert_allclose(
-        _session(proto).run(None, {"input": x})[0], want, rtol=1e-5, atol=1e-5
+        _session(proto).run(None, {"input": x})[0], want, rtol=1e-5, atol=1e-6 * scale
     )
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(model, f"{tmp}/m.onnx")
