@@ -13,10 +13,11 @@ Example:
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
+
+from gometal_keras.core.integers import is_int
 
 #: The largest seed: Keras' PyTorch backend holds seeds as int32.
 SEED_MAX = 2**31 - 1
@@ -42,7 +43,7 @@ def check_seed(value: Any, what: str) -> int | None:
     """
     if value is None:
         return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    if not is_int(value):
         raise TypeError(f"{what} is {value!r}; expected an int or None.")
     if not 0 <= int(value) <= SEED_MAX:
         raise ValueError(f"{what} is {value!r}; expected an int in [0, {SEED_MAX}].")

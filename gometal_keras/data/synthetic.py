@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gometal_keras.core.integers import count
+
 if TYPE_CHECKING:
     import keras
 
@@ -41,9 +43,10 @@ def demo_dataset(
         >>> x.shape, y.shape, int(y.max()) < 10
         ((20, 8), (20,), True)
     """
-    for name, value in (("samples", samples), ("features", features), ("classes", classes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"demo_dataset {name} is {value!r}; expected a positive int.")
+    samples, features, classes = (
+        count(f"demo_dataset {name}", value)
+        for name, value in (("samples", samples), ("features", features), ("classes", classes))
+    )
     rng = np.random.default_rng(seed)
     labels = np.arange(samples) % classes
     j = np.arange(features)

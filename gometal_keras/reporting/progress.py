@@ -19,6 +19,8 @@ import keras
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
+from gometal_keras.core.integers import is_int
+
 
 class PhaseProgress(keras.callbacks.Callback):
     """A progress bar for one training phase, updated once per epoch.
@@ -85,7 +87,7 @@ class PhaseProgress(keras.callbacks.Callback):
         if self.planned is not None:
             return self.planned
         epochs = (self.params or {}).get("epochs")
-        return int(epochs) if isinstance(epochs, int) and epochs > 0 else None
+        return int(epochs) if is_int(epochs) and epochs > 0 else None
 
     def _fields(self, logs: dict[str, Any] | None = None) -> dict[str, str]:
         logs = logs or {}

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from gometal_keras.core.integers import count
 from gometal_keras.data.inputs import FileOutputs
 from gometal_keras.data.validation import as_features
 from gometal_keras.engines.objectives import to_probabilities
@@ -68,8 +69,7 @@ class Predictor:
         source: str = "the model",
         layout: str | None = None,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size is {batch_size!r}; expected a positive int.")
+        batch_size = count("batch_size", batch_size)
         self._run, self.input_shape = run, tuple(int(d) for d in input_shape)
         if layout not in (None, NHWC, NCHW):
             raise ValueError(f"layout is {layout!r}; expected {NHWC!r}, {NCHW!r} or None.")
@@ -109,6 +109,7 @@ class Predictor:
             (4, 4, 1)
         """
         path = os.fspath(path)
+        batch_size = count("batch_size", batch_size)  # before any file is read
         if not os.path.isfile(path):
             raise FileNotFoundError(f"No model file at {path!r}.")
         if zipfile.is_zipfile(path):

@@ -27,6 +27,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from gometal_keras.core.integers import is_int
 from gometal_keras.data.inputs import is_stream
 
 
@@ -52,10 +53,6 @@ class FitArguments:
     steps_per_epoch: int | None = None
 
 
-def _integer(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
 def fit_arguments(
     epochs: Any,
     early_stop_loss: Any,
@@ -73,7 +70,7 @@ def fit_arguments(
         ValueError: A value outside its range (epochs below 1, a NaN loss limit, a
             validation_data that is not a pair).
     """
-    if not _integer(epochs) or epochs < 1:
+    if not is_int(epochs) or epochs < 1:
         raise ValueError(f"epochs is {epochs!r}; expected an int of at least 1.")
     limit = None if early_stop_loss is None else loss_limit(early_stop_loss)
     if (
@@ -86,7 +83,7 @@ def fit_arguments(
             f"validation_data is a {kind}; expected a pair (x_val, y_val), a stream or None."
         )
     if steps_per_epoch is not None:
-        if not _integer(steps_per_epoch) or steps_per_epoch < 1:
+        if not is_int(steps_per_epoch) or steps_per_epoch < 1:
             raise ValueError(
                 f"steps_per_epoch is {steps_per_epoch!r}; expected None or an int of at least 1."
             )
@@ -95,7 +92,7 @@ def fit_arguments(
                 f"steps_per_epoch is {steps_per_epoch!r} but x is an array; expected None "
                 "(arrays train on every full batch) or x a stream of (x, y) batches."
             )
-    if not _integer(verbose) or int(verbose) not in (0, 1, 2):
+    if not is_int(verbose) or int(verbose) not in (0, 1, 2):
         raise ValueError(f"verbose is {verbose!r}; expected 0, 1 or 2.")
     return FitArguments(
         int(epochs),

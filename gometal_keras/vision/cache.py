@@ -26,6 +26,7 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 
 from gometal_keras.core import pixels
+from gometal_keras.core.integers import count
 
 #: Rows a slab starts with; it doubles up to the cache's size.
 FIRST_ROWS = 64
@@ -110,9 +111,7 @@ class ImageCache:
     """
 
     def __init__(self, max_size: int = 1000):
-        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0:
-            raise ValueError(f"max_size is {max_size!r}; expected an int of at least 0.")
-        self.max_size = max_size
+        self.max_size = count("max_size", max_size, minimum=0)
         self._lock = threading.Lock()
         self._hits = self._misses = self._clock = 0
         self._id: dict[Hashable, int] = {}  # see `ids`
