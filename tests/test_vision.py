@@ -12,7 +12,7 @@ import pytest
 from helpers import RESULT, quiet_env, run_script
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from imagefolders import broken_file, write_folder
+from imagefolders import broken_file, pillow_pixels, write_folder
 from PIL import Image
 
 from gometal_keras.vision import (
@@ -354,3 +354,55 @@ def test_any_damaged_or_bomb_file_is_unreadable_never_another_error(tmp_path_fac
         assert str(path) in str(err)
         return
     assert pixels.shape == (4, 4, 3) and not bomb  # a flip Pillow tolerates decodes
+
+
+#: Directory entries named like images that lead nowhere, or that are not images.
+LINKS = ("loop", "two_step_loop", "broken", "to_folder", "folder_named_png", "class_loop")
+
+
+@FAST
+@given(st.lists(st.sampled_from(LINKS), min_size=1, max_size=4), st.booleans())
+def test_links_that_lead_nowhere_are_skipped_or_named_never_stop_the_folder(tmp_path_factory,
+                                                                           kinds, skip):
+    root = write_folder(tmp_path_factory.mktemp("links"), per_class=2, classes=2)
+    good = sorted(str(p) for p in root.glob("c*/*.png"))
+    unreadable = []  # what the loader must name or skip: file-like entries that cannot be read
+    for i, kind in enumerate(kinds):
+        here = root / f"c{i % 2}"
+        if kind == "loop":
+            os.symlink(f"l{i}.png", here / f"l{i}.png")
+        elif kind == "two_step_loop":
+            os.symlink(f"m{i}b.png", here / f"m{i}a.png")
+            os.symlink(f"m{i}a.png", here / f"m{i}b.png")
+        elif kind == "broken":
+            os.symlink(str(root / "nowhere" / "x.png"), here / f"b{i}.png")
+        elif kind == "to_folder":  # a link to a folder is not an image, whatever its name
+            os.symlink(str(root / "c0"), here / f"d{i}.png")
+        elif kind == "folder_named_png":
+            os.makedirs(here / f"f{i}.png")
+        else:  # a looping link beside the class folders is not a class
+            os.symlink(f"z{i}", root / f"z{i}")
+        if kind in ("loop", "broken"):
+            unreadable.append(here / f"{'l' if kind == 'loop' else 'b'}{i}.png")
+        elif kind == "two_step_loop":
+            unreadable += [here / f"m{i}a.png", here / f"m{i}b.png"]
+    dataset = ImageFolderDataset(str(root))
+    assert dataset.class_names == ["c0", "c1"]
+    assert sorted(dataset.paths) == sorted(good + [str(p) for p in unreadable])
+    loader = DataLoader(dataset, batch_size=2, image_size=8, shuffle=False,
+                        on_error="skip" if skip else "raise")
+    if not skip and unreadable:
+        with pytest.raises(UnreadableImageError) as raised:
+            list(loader)
+        message = str(raised.value)  # "N of M image files ...", the first few named
+        assert message.startswith(f"{len(unreadable)} of {len(dataset)} image files")
+        assert repr(str(sorted(unreadable)[0])) in message
+        return
+    if unreadable:
+        with pytest.warns(UserWarning, match="left out"):
+            images = np.concatenate([x for x, _ in loader])
+    else:
+        images = np.concatenate([x for x, _ in loader])
+    assert sorted(loader.skipped) == sorted(str(p) for p in unreadable)
+    want = np.stack([pillow_pixels(p, 8) for p in good])
+    np.testing.assert_allclose(images, want, rtol=0, atol=1e-7)  # 1/255 scaling's last bit

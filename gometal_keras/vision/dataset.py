@@ -47,7 +47,7 @@ class ImageFolderDataset:
         root = os.fspath(root)
         if not os.path.isdir(root):
             raise ValueError(f"Image folder {root!r} does not exist; expected a folder of classes.")
-        classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and e.name[0] != ".")
+        classes = sorted(e.name for e in os.scandir(root) if _folder(e) and e.name[0] != ".")
         if not classes:
             raise ValueError(
                 f"Image folder {root!r} has no class sub-folders; expected one folder per class "
@@ -187,7 +187,7 @@ class CatsDogsDataset(ImageFolderDataset):
         paths: list[str] = []
         labels: list[int] = []
         for label, name in enumerate(("cat", "dog")):
-            folders = [e.path for e in os.scandir(root) if e.is_dir() and e.name.lower() == name]
+            folders = [e.path for e in os.scandir(root) if _folder(e) and e.name.lower() == name]
             found = sorted(p for f in folders for p in _images(f, EXTENSIONS))
             flat = re.compile(rf"{name}[._-]", re.IGNORECASE)
             found += sorted(p for p in _images(root, EXTENSIONS) if flat.match(os.path.basename(p)))
@@ -255,7 +255,30 @@ def image_files(
 
 
 def _images(folder: str, ends: tuple[str, ...]) -> list[str]:
-    """Image files directly in `folder`, sorted."""
+    """Image files directly in `folder`, sorted.
+
+    A link named like an image that leads nowhere (broken, or looping back on itself) is
+    listed too: reading it then fails like any unreadable file, so the error policy names
+    or skips it, instead of the folder scan stopping on it or passing over it unsaid.
+    """
     return sorted(
-        e.path for e in os.scandir(folder) if e.is_file() and e.name.lower().endswith(ends)
+        e.path for e in os.scandir(folder) if e.name.lower().endswith(ends) and _file_like(e)
     )
+
+
+def _folder(entry: os.DirEntry) -> bool:
+    """Whether `entry` is a folder (a link looping back on itself is not one)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _file_like(entry: os.DirEntry) -> bool:
+    """Whether `entry` is a regular file, or a link that cannot be followed to anything."""
+    try:
+        if entry.is_file():
+            return True
+    except OSError:  # a link loop: stat gives ELOOP
+        return True
+    return entry.is_symlink() and not os.path.exists(entry.path)
