@@ -45,6 +45,7 @@ _RUN_FIELDS = (
     "epoch_seconds",
     "val_losses",
     "metrics",
+    "metric_history",
     "decision",
 )
 

@@ -74,6 +74,7 @@ class EvaluationReport:
                 "loss": self.run.losses,
                 "val_loss": self.run.val_losses,
                 "metrics": self.run.metrics,
+                "metric_history": self.run.metric_history,
             }
         return json_safe({"schema": SCHEMA, "version": VERSION, **data, "training": training})
 
@@ -87,6 +88,82 @@ class EvaluationReport:
 def _ratio(part: Any, whole: Any) -> float:
     """``part / whole`` as a float, 0.0 when `whole` is 0 (sklearn's ``zero_division=0``)."""
     return float(part) / float(whole) if whole else 0.0
+
+
+def _class_labels(
+    outputs: np.ndarray, y: Any, are_probabilities: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities ``(n, classes)`` of `outputs` and class indices ``(n,)`` of `y`, checked."""
+    proba = to_probabilities(outputs, are_probabilities)
+    k = proba.shape[1]
+    labels = np.asarray(y)
+    labels = labels.argmax(axis=1) if labels.ndim == 2 and labels.shape[1] > 1 else labels
+    labels = labels.reshape(-1).astype(int)
+    if len(labels) != len(proba) or labels.min() < 0 or labels.max() >= k:
+        raise ValueError(
+            f"y must hold one class index in [0, {k}) per sample ({len(proba)}); "
+            f"got {len(labels)} labels from {labels.min()} to {labels.max()}."
+        )
+    return proba, labels
+
+
+def _scalars(
+    proba: np.ndarray, labels: np.ndarray
+) -> tuple[dict[str, float | None], list[float], list[float]]:
+    """Go-Metal's scalar classification metrics, with per-class specificity and NPV
+    (one-vs-rest), all from ``sklearn.metrics``."""
+    skm = _metrics()
+    k = proba.shape[1]
+    predicted, classes = proba.argmax(axis=1), list(range(k))
+    averaged: dict[str, float | None] = {"accuracy": float(skm.accuracy_score(labels, predicted))}
+    for average in ("macro", "micro"):
+        ap_, ar_, af_, _ = skm.precision_recall_fscore_support(
+            labels, predicted, labels=classes, average=average, zero_division=0
+        )
+        averaged |= {f"{average}_precision": float(ap_), f"{average}_recall": float(ar_),
+                     f"{average}_f1": float(af_)}
+    # One-vs-rest counts per class: tn, fp / fn, tp (sklearn's multilabel confusion matrix).
+    counts = skm.multilabel_confusion_matrix(labels, predicted, labels=classes)
+    specificity = [_ratio(c[0, 0], c[0, 0] + c[0, 1]) for c in counts]
+    npv = [_ratio(c[0, 0], c[0, 0] + c[1, 0]) for c in counts]
+    if k == 2:  # Go-Metal's: class 1 positive, class 0 negative
+        averaged |= {"specificity": specificity[1], "npv": npv[1]}
+    present = all(0 < np.sum(labels == c) < len(labels) for c in classes)
+    auc = None
+    if present:
+        auc = float(
+            skm.roc_auc_score(labels, proba, multi_class="ovr", labels=classes)
+            if k > 2
+            else skm.roc_auc_score(labels, proba[:, 1])
+        )
+    averaged["roc_auc_ovr"] = auc
+    return averaged, specificity, npv
+
+
+def classification_metrics(
+    outputs: np.ndarray, y: Any, are_probabilities: bool = False
+) -> dict[str, float | None]:
+    """Go-Metal's scalar classification metrics of `outputs` against labels `y`, no curves.
+
+    What a `classification_report` holds in ``metrics`` but ``average_precision`` (which
+    needs every precision-recall curve): ``accuracy``, ``macro_`` and ``micro_``
+    ``precision`` / ``recall`` / ``f1``, for two classes ``specificity`` and ``npv``, and
+    ``roc_auc_ovr`` (None when a class is absent from `y`).
+
+    Args:
+        outputs: ``(n, classes)`` logits or probabilities (one column: binary).
+        y: Class indices ``(n,)`` or one-hot ``(n, classes)``.
+        are_probabilities: Whether `outputs` are probabilities already.
+
+    Returns:
+        The metrics by name.
+
+    Example:
+        >>> m = classification_metrics(np.array([[2.0, 0.0], [0.0, 2.0], [1.0, 0.0]]), [0, 1, 1])
+        >>> m["accuracy"], m["specificity"], m["npv"]
+        (0.6666666666666666, 1.0, 0.5)
+    """
+    return _scalars(*_class_labels(outputs, y, are_probabilities))[0]
 
 
 def classification_report(
@@ -117,16 +194,8 @@ def classification_report(
     skm = _metrics()
     from sklearn.preprocessing import label_binarize
 
-    proba = to_probabilities(outputs, are_probabilities)
+    proba, labels = _class_labels(outputs, y, are_probabilities)
     k = proba.shape[1]
-    labels = np.asarray(y)
-    labels = labels.argmax(axis=1) if labels.ndim == 2 and labels.shape[1] > 1 else labels
-    labels = labels.reshape(-1).astype(int)
-    if len(labels) != len(proba) or labels.min() < 0 or labels.max() >= k:
-        raise ValueError(
-            f"y must hold one class index in [0, {k}) per sample ({len(proba)}); "
-            f"got {len(labels)} labels from {labels.min()} to {labels.max()}."
-        )
     names = [str(c) for c in (class_names if class_names is not None else range(k))]
     if len(names) != k:
         raise ValueError(f"{len(names)} class names were given for {k} classes; expected {k}.")
@@ -134,9 +203,10 @@ def classification_report(
     p, r, f1, support = skm.precision_recall_fscore_support(
         labels, predicted, labels=classes, zero_division=0
     )
+    scalars, specificity, npv = _scalars(proba, labels)
     onehot = label_binarize(labels, classes=classes) if k > 2 else None
     truth = [onehot[:, c] if onehot is not None else (labels == c).astype(int) for c in classes]
-    present = all(0 < t.sum() < len(t) for t in truth)
+    present = scalars["roc_auc_ovr"] is not None
     roc, pr = [], []
     for c in classes if k > 2 else [1]:
         fpr, tpr, _ = skm.roc_curve(truth[c], proba[:, c]) if present else ([], [], None)
@@ -153,35 +223,9 @@ def classification_report(
         pr.append(
             {"name": names[c], "precision": list(precision), "recall": list(recall), "ap": ap}
         )
-    auc = None
-    if present:
-        auc = float(
-            skm.roc_auc_score(labels, proba, multi_class="ovr", labels=classes)
-            if k > 2
-            else skm.roc_auc_score(labels, proba[:, 1])
-        )
-    averaged = {}
-    for average in ("macro", "micro"):
-        ap_, ar_, af_, _ = skm.precision_recall_fscore_support(
-            labels, predicted, labels=classes, average=average, zero_division=0
-        )
-        averaged |= {f"{average}_precision": float(ap_), f"{average}_recall": float(ar_),
-                     f"{average}_f1": float(af_)}
-    # One-vs-rest counts per class: tn, fp / fn, tp (sklearn's multilabel confusion matrix).
-    counts = skm.multilabel_confusion_matrix(labels, predicted, labels=classes)
-    specificity = [_ratio(c[0, 0], c[0, 0] + c[0, 1]) for c in counts]
-    npv = [_ratio(c[0, 0], c[0, 0] + c[1, 0]) for c in counts]
-    binary = {"specificity": specificity[1], "npv": npv[1]} if k == 2 else {}
     return EvaluationReport(
         "classification",
-        {
-            "accuracy": float(skm.accuracy_score(labels, predicted)),
-            "macro_f1": averaged["macro_f1"],
-            **averaged,
-            **binary,  # Go-Metal's: class 1 positive, class 0 negative
-            "roc_auc_ovr": auc,
-            "average_precision": float(np.mean([c["ap"] for c in pr])),
-        },
+        {**scalars, "average_precision": float(np.mean([c["ap"] for c in pr]))},
         per_class=[
             {
                 "name": n,
@@ -202,35 +246,62 @@ def classification_report(
     )
 
 
-def regression_report(
-    outputs: np.ndarray, y: Any, run: TrainingRun | None = None
-) -> EvaluationReport:
-    """Regression metrics (MAE, RMSE, R²) of `outputs` against targets `y`.
+def regression_metrics(outputs: np.ndarray, y: Any) -> dict[str, float | None]:
+    """Go-Metal's regression metrics (MAE, MSE, RMSE, R², NMAE) of `outputs` against `y`.
+
+    Args:
+        outputs: Predictions, one per target.
+        y: The targets.
+
+    Returns:
+        The metrics by name; ``nmae`` (MAE over the targets' range) is None for constant
+        targets.
 
     Example:
-        >>> r = regression_report(np.array([[1.0], [2.0], [4.0]]), [1.0, 3.0, 4.0])
-        >>> r.metrics["mae"], r.metrics["rmse"]
-        (0.3333333333333333, 0.5773502691896257)
+        >>> regression_metrics(np.array([[1.0], [2.0], [4.0]]), [1.0, 3.0, 4.0])["mse"]
+        0.3333333333333333
     """
-    skm = _metrics()
+    return _regression_scalars(*_regression_pairs(outputs, y))
+
+
+def _regression_pairs(outputs: np.ndarray, y: Any) -> tuple[np.ndarray, np.ndarray]:
     y_pred = np.asarray(outputs, dtype=np.float64).reshape(-1)
     y_true = np.asarray(y, dtype=np.float64).reshape(-1)
     if y_true.shape != y_pred.shape:
         raise ValueError(
             f"y holds {y_true.size} values for {y_pred.size} predictions; expected one per output."
         )
+    return y_true, y_pred
+
+
+def _regression_scalars(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float | None]:
+    skm = _metrics()
     mae = float(skm.mean_absolute_error(y_true, y_pred))
     spread = float(y_true.max() - y_true.min()) if y_true.size else 0.0
+    return {
+        "mae": mae,
+        "mse": float(skm.mean_squared_error(y_true, y_pred)),
+        "rmse": float(skm.root_mean_squared_error(y_true, y_pred)),
+        "r2": float(skm.r2_score(y_true, y_pred)),
+        # Go-Metal's NMAE: MAE over the range of the targets (None for constant targets).
+        "nmae": mae / spread if spread > 0 else None,
+    }
+
+
+def regression_report(
+    outputs: np.ndarray, y: Any, run: TrainingRun | None = None
+) -> EvaluationReport:
+    """Regression metrics (MAE, MSE, RMSE, R², NMAE) of `outputs` against targets `y`.
+
+    Example:
+        >>> r = regression_report(np.array([[1.0], [2.0], [4.0]]), [1.0, 3.0, 4.0])
+        >>> r.metrics["mae"], r.metrics["rmse"]
+        (0.3333333333333333, 0.5773502691896257)
+    """
+    y_true, y_pred = _regression_pairs(outputs, y)
     return EvaluationReport(
         "regression",
-        {
-            "mae": mae,
-            "mse": float(skm.mean_squared_error(y_true, y_pred)),
-            "rmse": float(skm.root_mean_squared_error(y_true, y_pred)),
-            "r2": float(skm.r2_score(y_true, y_pred)),
-            # Go-Metal's NMAE: MAE over the range of the targets (None for constant targets).
-            "nmae": mae / spread if spread > 0 else None,
-        },
+        _regression_scalars(y_true, y_pred),
         y_true=y_true.tolist(),
         y_pred=y_pred.tolist(),
         run=run,
@@ -277,8 +348,32 @@ def evaluation_report(
         >>> t.evaluate(batches, report=True).confusion == report.confusion
         True
     """
-    from gometal_keras.data.inputs import is_stream
     from gometal_keras.engines.objectives import outputs_probabilities
+
+    outputs, y, folder = outputs_and_labels(trainer, x, y)
+    if class_names is None and len(folder) == outputs.reshape(len(outputs), -1).shape[1]:
+        class_names = folder  # an image folder's classes, where they match the outputs
+    if trainer.config.problem_type == "regression":
+        return regression_report(outputs, y, run)
+    probs = outputs_probabilities(trainer.model)
+    return classification_report(outputs, y, probs, class_names, run)
+
+
+def outputs_and_labels(trainer: Any, x: Any, y: Any = None) -> tuple[np.ndarray, Any, list[str]]:
+    """The `trainer`'s outputs on `x` with their labels: arrays and `y`, or a stream read once.
+
+    Args:
+        trainer: A `Trainer`.
+        x: Samples, or a stream of ``(x, y)`` batches.
+        y: Labels of array samples; None for a stream.
+
+    Returns:
+        ``(outputs, labels, class_names)``: the class names of an image folder read, else [].
+
+    Raises:
+        ValueError: Arrays without `y`, a stream with `y`, or a stream batch without labels.
+    """
+    from gometal_keras.data.inputs import is_stream
     from gometal_keras.training.inference import read_stream
 
     if is_stream(x):
@@ -292,18 +387,11 @@ def evaluation_report(
                 f"A batch of the {read.kind} has no labels; expected (x, y) batches for an "
                 "evaluation report."
             )
-        outputs, y = read.outputs, read.labels
         folder = list(getattr(getattr(x, "dataset", None), "class_names", None) or [])
-        if class_names is None and len(folder) == outputs.reshape(len(outputs), -1).shape[1]:
-            class_names = folder  # an image folder's classes, where they match the outputs
-    elif y is None:
+        return read.outputs, read.labels, [str(n) for n in folder]
+    if y is None:
         raise ValueError(
             "y is None with array samples; expected one label per sample of x "
             "(or a stream of (x, y) batches)."
         )
-    else:
-        outputs = trainer.predict(x)
-    if trainer.config.problem_type == "regression":
-        return regression_report(outputs, y, run)
-    probs = outputs_probabilities(trainer.model)
-    return classification_report(outputs, y, probs, class_names, run)
+    return trainer.predict(x), y, []

@@ -55,6 +55,9 @@ class TrainingRun:
         peak_memory_bytes: Peak memory of the run (`gometal_keras.training.memory`), or None.
         memory_kind: What `peak_memory_bytes` is: ``"device peak"`` or, on a CPU,
             ``"process peak RSS growth"``.
+        metric_history: Go-Metal's metrics on the validation data, per epoch, by name
+            (``fit(..., metric_history=True)``; `gometal_keras.training.metric_history`);
+            empty when not asked for.
 
     Example:
         >>> run = TrainingRun("float32", [2.3, 1.1], [0.5, 0.1], device="CPU")
@@ -73,6 +76,7 @@ class TrainingRun:
     metrics: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     peak_memory_bytes: int | None = None
     memory_kind: str = ""
+    metric_history: dict[str, list[float | None]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.plan, RunPlan):
@@ -148,6 +152,7 @@ class TrainingRun:
             epoch_seconds=list(self.epoch_seconds),
             val_losses=list(self.val_losses),
             metrics={k: list(v) for k, v in self.metrics.items()},
+            metric_history={k: list(v) for k, v in self.metric_history.items()},
             epochs_run=self.epochs_run,
             final_loss=self.final_loss,
             total_seconds=self.total_seconds,

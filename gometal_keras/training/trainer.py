@@ -30,12 +30,13 @@ from gometal_keras.engines.objectives import epoch_logs, non_finite_message
 from gometal_keras.model.builder import ModelBuilder
 from gometal_keras.planning import autotune
 from gometal_keras.planning.decision import Decision
-from gometal_keras.training import checkpoint
+from gometal_keras.training import agreement, checkpoint
 from gometal_keras.training.arguments import check_builder_batch, fit_arguments
 from gometal_keras.training.fitting import FitSession
 from gometal_keras.training.inference import Inference
 from gometal_keras.training.loop import ArrangedData, TrainingLoop
 from gometal_keras.training.memory import MemoryWatch
+from gometal_keras.training.metric_history import metric_history_callback, with_history
 from gometal_keras.training.record import BatchResult, TrainingRun
 from gometal_keras.training.schedules import LearningRateSchedule
 from gometal_keras.training.state import TrainerState
@@ -216,6 +217,7 @@ class Trainer:
         callbacks: Sequence[keras.callbacks.Callback] | keras.callbacks.Callback | None = (),
         verbose: int = 0,
         steps_per_epoch: int | None = None,
+        metric_history: bool = False,
     ) -> TrainingRun:
         """Train for `epochs` more epochs over full batches of (x, y); return what was measured.
 
@@ -236,6 +238,8 @@ class Trainer:
             verbose: Passed to Keras' progress bar (0 = silent, the default).
             steps_per_epoch: A stream's epoch ends after this many steps (default: when
                 it is exhausted).
+            metric_history: Keep Go-Metal's metrics on `validation_data` per epoch in
+                ``run.metric_history`` (`gometal_keras.training.metric_history`).
 
         Returns:
             A `TrainingRun` with the plan, per-epoch losses, metrics and device-synchronised
@@ -260,9 +264,13 @@ class Trainer:
         )
         data = self.arrange(x, y, args.steps_per_epoch)
         val = self._inference.validator(args.validation_data, passes=args.epochs)
+        history = metric_history_callback(self, metric_history, args.validation_data)
+        check = agreement.for_fit(self, self._engine, self._placement, self.device,
+                                  self.epoch + args.epochs - 1, args.callbacks)
         session = FitSession(
             self.model,
-            [*([self.schedule] if self.schedule else []), *args.callbacks],
+            [*([check] if check else []), *([self.schedule] if self.schedule else []),
+             *history, *args.callbacks],
             sync=lambda: self._engine.sync(self.model),
             epochs=self.epoch + args.epochs,
             steps=data.steps,
@@ -288,7 +296,8 @@ class Trainer:
                     break
         session.end()
         device = self.device.describe()
-        return session.run(self.plan, device, self.decision, data.describe(), watch.peak())
+        run = session.run(self.plan, device, self.decision, data.describe(), watch.peak())
+        return with_history(run, history)
 
     def predict(self, x: Any) -> np.ndarray:
         """Return the model's float32 outputs for `x` (all samples, in batches; or a stream).
