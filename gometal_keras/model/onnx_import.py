@@ -9,6 +9,16 @@ a ``torch.onnx.export`` of an equivalent ``nn.Sequential`` (NCHW input) both qua
 are converted to the Keras layout: the imported model takes channels-last samples, as every
 builder model does. A BatchNorm whose scale is all ones and bias all zeros reads back as
 ``affine=False``; the outputs are the same either way.
+
+Go-Metal's own exports (``producer_name`` ``"go-metal"``, its ``checkpoints/onnx.go``) are read
+as Go-Metal means them, where that differs from the ONNX text: its attributes carry no type
+(each is typed from the operator's schema, a missing value being Go's zero), its ``Dropout``
+keeps ``ratio`` as an attribute (moved to the input opset 12 wants), its ``MatMul`` weights are
+stored ``[out, in]`` (read back transposed, as Go-Metal's importer does) and its BatchNorm
+``momentum`` is PyTorch's. Every weight is checked against the width that reaches it: a
+``MatMul`` fed an image with no ``Flatten`` (Go-Metal's sample ``demo_model.onnx``), or a
+declared input that disagrees with the first weight, is refused in one sentence naming the
+node and both shapes, never read into a wrong model.
 """
 
 from __future__ import annotations
@@ -79,6 +89,9 @@ class ImportedModel(ModelBuilder):
 def read_onnx(path: str | os.PathLike[str]) -> Any:
     """Load and check an ONNX file; one ValueError sentence when it is not a usable one.
 
+    External data must lie in files inside the model's folder; a Go-Metal export's untyped
+    attributes are typed first (see the module docstring), so the checker reads them.
+
     Example:
         >>> read_onnx(__file__)
         Traceback (most recent call last):
@@ -86,25 +99,91 @@ def read_onnx(path: str | os.PathLike[str]) -> Any:
         ValueError: ... is not an ONNX model; expected a .onnx file such as Trainer.export writes.
     """
     onnx = require_onnx()
+    from onnx import external_data_helper
+
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No ONNX file at {path!r}.")
     with open(path, "rb") as fh:
         head = fh.read(1)
     try:
-        proto = onnx.load(path)
+        proto = onnx.load(path, load_external_data=False)
+    except Exception:  # protobuf's DecodeError
+        raise _damaged(path, head) from None
+    _check_external_data(proto, path)
+    try:
+        external_data_helper.load_external_data_for_model(proto, os.path.dirname(path) or ".")
+        if proto.producer_name == GOMETAL:
+            _type_gometal(proto)
         onnx.checker.check_model(proto)
         if not proto.graph.node:
             raise ValueError("empty graph")
-    except Exception:  # protobuf's DecodeError, onnx's ValidationError, an empty graph
-        if head == b"\x08":  # ModelProto opens with ir_version (field 1, varint)
-            raise ValueError(
-                f"{path!r} is a truncated or corrupted ONNX file; expected a complete model."
-            ) from None
-        raise ValueError(
-            f"{path!r} is not an ONNX model; expected a .onnx file such as Trainer.export writes."
-        ) from None
+    except Exception:  # onnx's ValidationError, a short external file, an empty graph
+        raise _damaged(path, head) from None
     return proto
+
+
+def _damaged(path: str, head: bytes) -> ValueError:
+    if head == b"\x08":  # ModelProto opens with ir_version (field 1, varint)
+        return ValueError(
+            f"{path!r} is a truncated or corrupted ONNX file; expected a complete model."
+        )
+    return ValueError(
+        f"{path!r} is not an ONNX model; expected a .onnx file such as Trainer.export writes."
+    )
+
+
+def _check_external_data(proto: Any, path: str) -> None:
+    """Refuse external data that lies outside the model's folder, or in no file at all."""
+    from onnx import external_data_helper
+
+    folder = os.path.realpath(os.path.dirname(path) or ".")
+    graph = proto.graph
+    tensors = [*graph.initializer]
+    tensors += [a.t for node in graph.node for a in node.attribute if a.HasField("t")]
+    for tensor in tensors:
+        if not external_data_helper.uses_external_data(tensor):
+            continue
+        location = external_data_helper.ExternalDataInfo(tensor).location
+        target = os.path.realpath(os.path.join(folder, location))
+        if os.path.isabs(location) or os.path.commonpath([folder, target]) != folder:
+            raise ValueError(
+                f"ONNX file {path!r} keeps tensor {tensor.name!r} in external data at "
+                f"{location!r}, outside the model's folder; expected a relative path to a file "
+                f"inside {folder!r}."
+            )
+        if not os.path.isfile(target):
+            raise ValueError(
+                f"ONNX file {path!r} keeps tensor {tensor.name!r} in external data file "
+                f"{location!r}, which is missing; expected that file beside the model."
+            )
+
+
+#: The ``producer_name`` Go-Metal's exporter writes.
+GOMETAL = "go-metal"
+
+
+def _type_gometal(proto: Any) -> None:
+    """Type the attributes Go-Metal writes untyped, from the operator's schema (a value Go's
+    proto3 encoder left out is that type's zero), and move ``Dropout``'s ``ratio`` attribute
+    to the input opset 12 and later read it from."""
+    import onnx
+    from onnx import AttributeProto, numpy_helper
+
+    opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=1)
+    for node in proto.graph.node:
+        try:
+            schema = onnx.defs.get_schema(node.op_type, opset, node.domain)
+        except Exception:  # an operator onnx does not know: the checker names it
+            continue
+        for attr in [a for a in node.attribute if a.type == AttributeProto.UNDEFINED]:
+            if attr.name in schema.attributes:
+                attr.type = int(schema.attributes[attr.name].type)
+            elif node.op_type == "Dropout" and attr.name == "ratio" and len(node.input) < 2:
+                ratio = numpy_helper.from_array(np.array(attr.f, np.float32), f"{node.name}.ratio")
+                proto.graph.initializer.append(ratio)
+                node.input.append(ratio.name)
+                node.attribute.remove(attr)
 
 
 class _Chain:
@@ -126,6 +205,7 @@ class _Chain:
             for name in node.input:
                 self.users.setdefault(name, []).append(node)
         self.output = graph.output[0].name
+        self.gometal = proto.producer_name == GOMETAL  # its MatMul weights are [out, in]
 
     def next(self, tensor: str) -> Any | None:
         users = self.users.get(tensor, [])
@@ -151,6 +231,15 @@ def _attrs(node: Any) -> dict[str, Any]:
 def _g6(value: float) -> float:
     """ONNX stores float attributes as float32: read 0.8999999762 back as 0.9."""
     return float(f"{float(value):.6g}")
+
+
+def _disagrees(node: Any, b: ModelBuilder, tensor: str, shape: Any, expected: str) -> ValueError:
+    """One sentence naming the node, the shape that reaches it and its weight's shape."""
+    reach = ", ".join(["N", *map(str, b.output_shape)])
+    return ValueError(
+        f"ONNX node {node.name!r} ({node.op_type}) gets a [{reach}] input but its weight "
+        f"{tensor!r} is {list(shape)}; expected {expected}."
+    )
 
 
 def _unmappable(node: Any, why: str = "") -> ValueError:
@@ -284,8 +373,15 @@ def _map(chain: _Chain, node: Any, b: ModelBuilder, weights: dict, name: str | N
         return _conv(node, a, c, b, weights, name)
     elif op == "BatchNormalization":
         scale, bias, mean, var = (c[t] for t in node.input[1:5])
+        features = b.output_shape[0]
+        for tensor, value in zip(node.input[1:5], (scale, bias, mean, var), strict=True):
+            if value.shape != (features,):
+                raise _disagrees(node, b, tensor, value.shape, f"[{features}] (one per channel)")
         affine = not (np.all(scale == 1) and np.all(bias == 0))
-        eps, momentum = _g6(a.get("epsilon", 1e-5)), _g6(1.0 - _g6(a.get("momentum", 0.9)))
+        # ONNX's momentum keeps the old statistic (Keras'); Go-Metal writes PyTorch's
+        onnx_momentum = _g6(a.get("momentum", 0.9))
+        eps = _g6(a.get("epsilon", 1e-5))
+        momentum = onnx_momentum if chain.gometal else _g6(1.0 - onnx_momentum)
         b.add_batchnorm(None, eps, momentum, affine, name)
         weights[b.layers[-1].name] = [*([scale, bias] if affine else []), mean, var]
     elif op in ("Flatten", "Reshape", "Gemm", "MatMul"):
@@ -309,6 +405,10 @@ def _conv(node: Any, a: dict, c: dict, b: ModelBuilder, weights: dict, name: str
     ):
         raise _unmappable(node, " (grouped, dilated, asymmetric or non-constant convolution)")
     bias = c.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if len(b.output_shape) == 3 and w.shape[1] != b.output_shape[0]:
+        raise _disagrees(node, b, node.input[1], w.shape, f"{b.output_shape[0]} input channels")
+    if bias is not None and bias.shape != (w.shape[0],):
+        raise _disagrees(node, b, node.input[2], bias.shape, f"a bias of [{w.shape[0]}]")
     b.add_conv2d(w.shape[0], w.shape[2], strides[0], pads[0], bias is not None, name)
     weights[b.layers[-1].name] = [w.transpose(2, 3, 1, 0), *([] if bias is None else [bias])]
     return None, node.output[0]
@@ -322,20 +422,35 @@ def _dense(chain: _Chain, node: Any, b: ModelBuilder, weights: dict) -> tuple:
         node = chain.next(node.output[0])
         if node is None or node.op_type not in ("Gemm", "MatMul"):
             raise _unmappable(node or chain.output, " (a flatten not followed by Gemm)")
+        flattened = True
+    else:
+        flattened = False
     a, c = _attrs(node), chain.const
-    kernel = c.get(node.input[1])
-    if kernel is None or a.get("transA", 0) or a.get("alpha", 1.0) != 1 or a.get("beta", 1.0) != 1:
+    stored = c.get(node.input[1])
+    if stored is None or a.get("transA", 0) or a.get("alpha", 1.0) != 1 or a.get("beta", 1.0) != 1:
         raise _unmappable(node, " (a Gemm with non-constant or scaled operands)")
-    kernel = kernel.T if a.get("transB", 0) else kernel
-    bias = c.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    gometal = chain.gometal and node.op_type == "MatMul" and stored.ndim == 2
+    layout = " (Go-Metal's [out, in] layout)" if gometal else ""
+    if image is not None and not flattened:  # MatMul of NCHW multiplies the last axis only
+        raise _disagrees(node, b, node.input[1] + layout, stored.shape, "a Flatten before it")
+    kernel = stored.T if a.get("transB", 0) or gometal else stored
+    width = math.prod(b.output_shape)
+    if kernel.ndim != 2 or kernel.shape[0] != width:
+        raise _disagrees(node, b, node.input[1] + layout, stored.shape, f"{width} inputs")
+    bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
     out = node.output[0]
     add = chain.next(out) if node.op_type == "MatMul" else None
     if add is not None and add.op_type == "Add" and {*add.input} - {out} <= set(c):
-        bias, out = c[next(t for t in add.input if t != out)], add.output[0]
+        bias_name, out = next(t for t in add.input if t != out), add.output[0]
+    bias = None if bias_name is None else c.get(bias_name)
+    if bias is not None and bias.size != kernel.shape[1]:
+        raise _disagrees(node, b, bias_name, bias.shape, f"a bias of [{kernel.shape[1]}]")
     if image is not None:  # ONNX flattened (C, H, W); Keras flattens (H, W, C)
         ch, h, w = image
         kernel = kernel.reshape(ch, h, w, -1).transpose(1, 2, 0, 3).reshape(ch * h * w, -1)
     name = node.name if node.name and "/" not in node.name else None
+    if gometal and node.input[1].endswith(".weight"):  # Go-Metal: "<layer>.weight"
+        name = node.input[1].removesuffix(".weight")
     b.add_dense(kernel.shape[1], bias is not None, name)
     weights[b.layers[-1].name] = [kernel, *([] if bias is None else [bias.reshape(-1)])]
     return None, out
