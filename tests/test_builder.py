@@ -213,8 +213,8 @@ class ValidationTest(tf.test.TestCase):
         self.assertEqual(len(builder), 1)
 
     def test_bad_input_shapes(self):
-        for shape, error in [([64], ValueError), ([2, 3, 4], ValueError), ([0, 4], ValueError),
-                             ([2, -1], ValueError), ([2, True], ValueError),
+        for shape, error in [([64], ValueError), ([2, 3, 4, 5, 6], ValueError),
+                             ([0, 4], ValueError), ([2, -1], ValueError), ([2, True], ValueError),
                              ([2, 4.0], ValueError), ("64,784", TypeError), (None, TypeError)]:
             with self.assertRaisesRegex(error, "input_shape must be", msg=str(shape)):
                 ModelBuilder(shape)

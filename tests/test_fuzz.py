@@ -93,7 +93,7 @@ INPUT_SHAPES = st.sampled_from(["2d", "4d", "4d", "4d", "2d", "4d", "bad"]).flat
     lambda kind: {
         "2d": st.lists(st.integers(1, 12), min_size=2, max_size=2),
         "4d": st.lists(st.integers(1, 7), min_size=4, max_size=4),
-        "bad": st.sampled_from([[4], [4, 0], [2, 3, 4], [0, 1, 4, 4], [4, 1, 4, 4, 1]]),
+        "bad": st.sampled_from([[4], [4, 0], [2, 3, 0], [0, 1, 4, 4], [4, 1, 4, 4, 1]]),
     }[kind]
 )
 METHODS = {

@@ -266,10 +266,10 @@ def test_a_layer_outside_the_table_is_named():
         [
             keras.Input((3,)),
             keras.layers.Dense(2, name="d"),
-            keras.layers.LayerNormalization(name="ln"),
+            keras.layers.UnitNormalization(name="ln"),
         ]
     )
-    with pytest.raises(ValueError, match=r"^Layer 'ln' \(LayerNormalization\) is not one"):
+    with pytest.raises(ValueError, match=r"^Layer 'ln' \(UnitNormalization\) is not one"):
         to_onnx(model)
 
 

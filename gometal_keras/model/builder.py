@@ -36,8 +36,13 @@ class ModelBuilder:
     Unnamed layers are called ``f"{kind}_{n}"``, n being the layer's ordinal among layers of its
     kind (``dense_1``, ``relu_1``, ``dense_2``), bumped past names already taken.
 
+    Sequences are ``[batch, seq_len, features]`` (the same layout in Keras); ``[batch,
+    seq_len]`` of integer token ids is a ``[batch, features]`` input that an embedding, the
+    first layer, reads as ids (fed as numbers, ids below 2**24, within ``num_embeddings``).
+
     Args:
-        input_shape: ``[batch, features]`` or ``[batch, channels, height, width]``, positive ints.
+        input_shape: ``[batch, features]`` (or ``[batch, seq_len]`` token ids), ``[batch,
+            seq_len, features]`` or ``[batch, channels, height, width]``, positive ints.
 
     Example:
         >>> builder = ModelBuilder([32, 1, 28, 28]).add_conv2d(8, 3, padding=1).add_relu()
@@ -48,13 +53,13 @@ class ModelBuilder:
     def __init__(self, input_shape: Sequence[int]) -> None:
         if not isinstance(input_shape, list | tuple):
             raise TypeError(f"input_shape must be a list or tuple of ints, got {input_shape!r}.")
-        if len(input_shape) not in (2, 4) or not all(
+        if len(input_shape) not in (2, 3, 4) or not all(
             isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0
             for d in input_shape
         ):
             raise ValueError(
-                f"input_shape must be [batch, features] or [batch, channels, height, "
-                f"width] of positive ints, got {list(input_shape)!r}."
+                f"input_shape must be [batch, features], [batch, seq_len, features] or "
+                f"[batch, channels, height, width] of positive ints, got {list(input_shape)!r}."
             )
         self._batch_size = int(input_shape[0])
         self._input_shape = tuple(int(d) for d in input_shape[1:])
@@ -67,7 +72,7 @@ class ModelBuilder:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """Per-sample input shape, Go-Metal layout: ``(features,)`` or ``(C, H, W)``."""
+        """Per-sample input shape, Go-Metal layout: ``(features,)``, ``(L, F)`` or ``(C, H, W)``."""
         return self._input_shape
 
     @property
@@ -111,6 +116,11 @@ class ModelBuilder:
         index = len(self._layers) + 1
         check_name(f"Layer {index} ({kind})", name)
         label = f"layer '{name}' ({kind})" if name else f"layer {index} ({kind})"
+        if kind == "embedding" and self._layers:
+            raise ValueError(
+                f"{label.capitalize()}: an embedding reads the input's token ids, so it must be "
+                f"the first layer; expected it before layer 1 ({self._layers[0].kind})."
+            )
         spec = make_spec(kind, name or kind, args, self.output_shape, label)
         taken = {n for layer in self._layers for n in layer.keras_names}
         if name is None:
@@ -128,7 +138,7 @@ class ModelBuilder:
         return self
 
     def add_dense(self, units: int, use_bias: bool = True, name: str | None = None) -> ModelBuilder:
-        """Fully connected layer; flattens an image input itself (Keras in (H, W, C) order)."""
+        """Fully connected layer; flattens an image (Keras' (H, W, C) order) or a sequence."""
         return self._add("dense", name, units=units, use_bias=use_bias)
 
     def add_conv2d(
@@ -141,15 +151,11 @@ class ModelBuilder:
         name: str | None = None,
     ) -> ModelBuilder:
         """2-D convolution, square kernel, zero padding of ``padding`` pixels on each side."""
-        return self._add(
-            "conv2d",
-            name,
-            filters=filters,
-            kernel_size=kernel_size,
-            stride=stride,
-            padding=padding,
-            use_bias=use_bias,
-        )
+        return self._add_conv("conv2d", name, filters, kernel_size, stride, padding, use_bias)
+
+    def _add_conv(self, kind: str, name: str | None, *args: Any) -> ModelBuilder:
+        keys = ("filters", "kernel_size", "stride", "padding", "use_bias")
+        return self._add(kind, name, **dict(zip(keys, args, strict=True)))
 
     def add_maxpool2d(
         self, pool_size: int, stride: int | None = None, name: str | None = None
@@ -201,6 +207,133 @@ class ModelBuilder:
         return self._add(
             "batchnorm", name, num_features=num_features, eps=eps, momentum=momentum, affine=affine
         )
+
+    def add_embedding(
+        self, num_embeddings: int, embedding_dim: int, name: str | None = None
+    ) -> ModelBuilder:
+        """Token embedding, the first layer on a ``[batch, seq_len]`` input of token ids.
+
+        Args:
+            num_embeddings: Vocabulary size; ids must lie in ``[0, num_embeddings)``.
+            embedding_dim: Features per token: the output is ``(seq_len, embedding_dim)``.
+            name: The layer's name (None: ``embedding_N``).
+
+        Returns:
+            This builder.
+
+        Example:
+            >>> ModelBuilder([8, 12]).add_embedding(100, 16).output_shape
+            (12, 16)
+        """
+        return self._add(
+            "embedding", name, num_embeddings=num_embeddings, embedding_dim=embedding_dim
+        )
+
+    def add_conv1d(
+        self,
+        filters: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        use_bias: bool = True,
+        name: str | None = None,
+    ) -> ModelBuilder:
+        """1-D convolution over a sequence ``(seq_len, features)``, zero padding on each end.
+
+        Args:
+            filters: Output features per step.
+            kernel_size: Steps the kernel spans.
+            stride: Step of the kernel.
+            padding: Zero steps added at each end.
+            use_bias: Whether to add a bias.
+            name: The layer's name (None: ``conv1d_N``).
+
+        Returns:
+            This builder.
+
+        Example:
+            >>> ModelBuilder([4, 10, 3]).add_conv1d(8, 3, padding=1).output_shape
+            (10, 8)
+        """
+        return self._add_conv("conv1d", name, filters, kernel_size, stride, padding, use_bias)
+
+    def add_layer_norm(
+        self,
+        normalized_shape: Sequence[int] | None = None,
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        name: str | None = None,
+    ) -> ModelBuilder:
+        """Layer normalisation over the trailing dimensions ``normalized_shape`` (Go layout).
+
+        Args:
+            normalized_shape: The input's last dimensions to normalise over (None: the last).
+            eps: Added to the variance (> 0).
+            elementwise_affine: Whether to learn a scale and shift of that shape.
+            name: The layer's name (None: ``layernorm_N``).
+
+        Returns:
+            This builder.
+
+        Example:
+            >>> ModelBuilder([4, 10, 16]).add_layer_norm([16]).total_parameters
+            32
+        """
+        return self._add(
+            "layernorm",
+            name,
+            normalized_shape=normalized_shape,
+            eps=eps,
+            elementwise_affine=elementwise_affine,
+        )
+
+    def add_multi_head_attention(
+        self,
+        num_heads: int,
+        embed_dim: int | None = None,
+        dropout_rate: float = 0.0,
+        use_bias: bool = True,
+        name: str | None = None,
+    ) -> ModelBuilder:
+        """Multi-head self-attention over a sequence ``(seq_len, features)``; same shape out.
+
+        Query, key, value and output projections are ``features x features`` (each head
+        ``features / num_heads`` wide), as in Go-Metal's fork, which always projects the
+        output.
+
+        Args:
+            num_heads: Heads; must divide the features.
+            embed_dim: The input's features, checked (None: taken from the input).
+            dropout_rate: Dropout on the attention weights, in [0, 1), training only.
+            use_bias: Whether the four projections have biases.
+            name: The layer's name (None: ``multi_head_attention_N``).
+
+        Returns:
+            This builder.
+
+        Example:
+            >>> ModelBuilder([4, 10, 16]).add_multi_head_attention(4).total_parameters
+            1088
+        """
+        return self._add(
+            "multi_head_attention",
+            name,
+            num_heads=num_heads,
+            embed_dim=embed_dim,
+            dropout_rate=dropout_rate,
+            use_bias=use_bias,
+        )
+
+    def add_global_avg_pool1d(self, name: str | None = None) -> ModelBuilder:
+        """Mean over a sequence's steps: ``(seq_len, features)`` to ``(features,)``.
+
+        A dense layer after a sequence flattens it instead (as it does an image).
+
+        Example:
+            >>> ModelBuilder([4, 10, 16]).add_global_avg_pool1d().output_shape
+            (16,)
+        """
+        return self._add("global_avg_pool1d", name)
 
     def compile(self, dtype_policy: PolicyLike = None, seed: int | None = None) -> keras.Sequential:
         """Build a new Keras model from the layers (a fresh one on every call).
@@ -275,5 +408,10 @@ class ModelBuilder:
     AddSoftmax = add_softmax
     AddDropout = add_dropout
     AddBatchNorm = add_batchnorm
+    AddEmbedding = add_embedding
+    AddConv1D = add_conv1d
+    AddLayerNorm = add_layer_norm
+    AddMultiHeadAttention = add_multi_head_attention
+    AddGlobalAvgPool1D = add_global_avg_pool1d
     Compile = compile
     Summary = summary

@@ -111,6 +111,101 @@ def real(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> 
     return check
 
 
+def optional_shape(label: str, key: str, value: Any) -> tuple[int, ...] | None:
+    """None, or a non-empty list/tuple of positive ints (returned as a tuple)."""
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple) or not value:
+        raise TypeError(
+            f"{label.capitalize()}: {key} must be None or a non-empty list of ints, got {value!r}."
+        )
+    return tuple(positive_int(label, key, d) for d in value)
+
+
+def features(s: Shape) -> int:
+    """The channel or feature count normalisation works on: C of an image, else the last axis.
+
+    Example:
+        >>> features((3, 8, 8)), features((10, 16)), features((5,))
+        (3, 16, 5)
+    """
+    return s[0] if len(s) == 3 else s[-1]
+
+
+#: What an input of each per-sample rank is called, and what a layer needing it expects.
+_RANKS = {
+    1: ("token ids (seq_len,)", "it as the first layer on a [batch, seq_len] input"),
+    2: (
+        "a sequence input (seq_len, features)",
+        "[batch, seq_len, features] or an embedding before it",
+    ),
+}
+
+
+def check_sequence(label: str, s: Shape, rank: int = 2) -> None:
+    """Raise unless `s` is a sequence ``(seq_len, features)`` (rank 1: token ids)."""
+    if len(s) != rank:
+        what, expected = _RANKS[rank]
+        raise fail(label, f"needs {what} but its input shape is {s}; expected {expected}")
+
+
+def check_tokens(label: str, a: dict, s: Shape) -> None:
+    check_sequence(label, s, 1)
+
+
+def check_conv1d(label: str, a: dict, s: Shape) -> None:
+    check_sequence(label, s)
+    if (size := s[0] + 2 * a["padding"]) < a["kernel_size"]:
+        raise fail(
+            label,
+            f"kernel_size {a['kernel_size']} is longer than its {size}-step "
+            f"{'padded ' if a['padding'] else ''}sequence; expected at most {size}",
+        )
+
+
+def check_attention(label: str, a: dict, s: Shape) -> None:
+    check_sequence(label, s)
+    width, heads = s[1], a["num_heads"]
+    if a["embed_dim"] is not None and a["embed_dim"] != width:
+        raise fail(
+            label,
+            f"embed_dim is {a['embed_dim']} but its input has {width} features; "
+            f"expected {width} or None",
+        )
+    if width % heads:
+        raise fail(
+            label,
+            f"num_heads {heads} does not divide its {width} features; expected a divisor of "
+            f"{width}",
+        )
+
+
+def check_layernorm(label: str, a: dict, s: Shape) -> None:
+    shape = a["normalized_shape"]
+    if shape is not None and tuple(s[len(s) - len(shape) :]) != shape:
+        raise fail(
+            label,
+            f"normalized_shape {list(shape)} is not the end of its input shape {s}; expected "
+            f"trailing dimensions such as {[s[-1]]} or None",
+        )
+
+
+def layernorm_axes(shape: tuple[int, ...] | None, s: Shape) -> list[int]:
+    """Keras axes (batch axis 0, channels-last) of the trailing Go-Metal dims `shape` names.
+
+    Example:
+        >>> layernorm_axes(None, (10, 16)), layernorm_axes((8, 8), (3, 8, 8))
+        ([2], [1, 2])
+    """
+    count = 1 if shape is None else len(shape)
+    rank = len(s) + 1
+    return sorted(keras_axis(axis, s) for axis in range(rank - count, rank))
+
+
+def check_pool1d(label: str, a: dict, s: Shape) -> None:
+    check_sequence(label, s)
+
+
 def check_window(label: str, what: str, size: int, s: Shape, pad: int = 0) -> None:
     if len(s) != 3:
         raise fail(
@@ -128,12 +223,12 @@ def check_window(label: str, what: str, size: int, s: Shape, pad: int = 0) -> No
 
 
 def check_batchnorm(label: str, a: dict, s: Shape) -> None:
-    if a["num_features"] is not None and a["num_features"] != s[0]:
+    if a["num_features"] is not None and a["num_features"] != (n := features(s)):
         unit = "channel" if len(s) == 3 else "feature"
         raise fail(
             label,
             f"num_features is {a['num_features']} but its input's {unit} count is "
-            f"{s[0]}; expected {s[0]} or None",
+            f"{n}; expected {n} or None",
         )
 
 

@@ -1,7 +1,8 @@
 """The layer table: one spec per Go-Metal layer kind, mapped onto Keras 3 layers.
 
-Shapes here are per-sample and in Go-Metal layout: ``(features,)`` or ``(C, H, W)``. The Keras
-layers made from a spec work channels-last, ``(H, W, C)``, as Keras expects.
+Shapes here are per-sample and in Go-Metal layout: ``(features,)`` (``(seq_len,)`` token ids
+for an embedding), ``(seq_len, features)`` or ``(C, H, W)``. The Keras layers made from a spec
+work channels-last, ``(H, W, C)``, as Keras expects; sequences are the same in both.
 """
 
 from __future__ import annotations
@@ -14,17 +15,26 @@ from typing import Any
 
 import keras
 
+from gometal_keras.core.seeds import layer_seeds
 from gometal_keras.model.layer_rules import (
     Check,
     Shape,
+    check_attention,
     check_batchnorm,
+    check_conv1d,
+    check_layernorm,
+    check_pool1d,
     check_softmax,
+    check_tokens,
     check_window,
+    features,
     flag,
     integer,
     keras_axis,
+    layernorm_axes,
     non_negative_int,
     optional_positive_int,
+    optional_shape,
     positive_int,
     real,
     window_out,
@@ -36,7 +46,7 @@ def _glorot(seed: int | None) -> keras.initializers.Initializer:
 
 
 def _make_dense(name: str, a: dict, s: Shape, dtype: Any) -> list[keras.layers.Layer]:
-    head = [keras.layers.Flatten(name=f"{name}_flatten", dtype=dtype)] if len(s) == 3 else []
+    head = [keras.layers.Flatten(name=f"{name}_flatten", dtype=dtype)] if len(s) > 1 else []
     return [
         *head,
         keras.layers.Dense(
@@ -49,22 +59,110 @@ def _make_dense(name: str, a: dict, s: Shape, dtype: Any) -> list[keras.layers.L
     ]
 
 
-def _make_conv(name: str, a: dict, s: Shape, dtype: Any) -> list[keras.layers.Layer]:
-    p = a["padding"]
-    head = [keras.layers.ZeroPadding2D(p, name=f"{name}_pad", dtype=dtype)] if p else []
-    return [
-        *head,
-        keras.layers.Conv2D(
-            a["filters"],
-            a["kernel_size"],
-            strides=a["stride"],
-            padding="valid",
-            use_bias=a["use_bias"],
-            name=name,
-            dtype=dtype,
-            kernel_initializer=_glorot(a["seed"]),
-        ),
-    ]
+def _conv_maker(pad: type, conv: type) -> Callable[[str, dict, Shape, Any], list]:
+    """A conv kind's ``make``: zero padding of ``padding`` on each side, then a valid conv."""
+
+    def make(name: str, a: dict, s: Shape, dtype: Any) -> list[keras.layers.Layer]:
+        p = a["padding"]
+        head = [pad(p, name=f"{name}_pad", dtype=dtype)] if p else []
+        return [
+            *head,
+            conv(
+                a["filters"],
+                a["kernel_size"],
+                strides=a["stride"],
+                padding="valid",
+                use_bias=a["use_bias"],
+                name=name,
+                dtype=dtype,
+                kernel_initializer=_glorot(a["seed"]),
+            ),
+        ]
+
+    return make
+
+
+#: The arguments of conv2d and conv1d.
+_CONV_FIELDS = MappingProxyType(
+    {
+        "filters": positive_int,
+        "kernel_size": positive_int,
+        "stride": positive_int,
+        "padding": non_negative_int,
+        "use_bias": flag,
+    }
+)
+
+
+@keras.saving.register_keras_serializable(package="gometal_keras")
+class SelfAttention(keras.layers.Layer):
+    """Self-attention over a sequence: Keras' ``MultiHeadAttention`` with query = key = value.
+
+    A ``keras.Sequential`` hands a layer one input; this layer hands it to the attention as
+    query and value. Its dtype policy is the attention's, so Keras' own mixed-precision
+    handling applies (the softmax of ``MultiHeadAttention`` as Keras runs it).
+
+    Args:
+        num_heads: Attention heads; ``key_dim`` is the features divided by the heads.
+        key_dim: Size of each head.
+        dropout: Dropout rate on the attention weights (training only).
+        use_bias: Whether the query, key, value and output projections have biases.
+        seed: Seed of the four kernels' Glorot-uniform draws (one seed each) and of the
+            dropout; None draws fresh ones.
+        **kwargs: ``keras.layers.Layer`` arguments (``name``, ``dtype``).
+
+    Example:
+        >>> layer = SelfAttention(2, 4, seed=1)
+        >>> tuple(layer(keras.ops.ones((3, 5, 8))).shape)
+        (3, 5, 8)
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        key_dim: int,
+        dropout: float = 0.0,
+        use_bias: bool = True,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.num_heads, self.key_dim, self.rate = num_heads, key_dim, dropout
+        self.use_bias, self.seed = use_bias, seed
+        self.attention = keras.layers.MultiHeadAttention(
+            num_heads,
+            key_dim,
+            dropout=dropout,
+            use_bias=use_bias,
+            seed=seed,
+            dtype=self.dtype_policy,
+            name="attention",
+        )
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        self.attention.build(input_shape, input_shape)
+        if self.seed is not None:  # Keras would draw the four kernels from one seed alike
+            kernels = [self.attention.query_dense, self.attention.key_dense]
+            kernels += [self.attention.value_dense, self.attention.output_dense]
+            for dense, seed in zip(kernels, layer_seeds(self.seed, 4), strict=True):
+                init = keras.initializers.GlorotUniform(seed=seed)
+                dense.kernel.assign(init(dense.kernel.shape, dense.kernel.dtype))
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        return self.attention(inputs, inputs, training=training)
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "key_dim": self.key_dim,
+            "dropout": self.rate,
+            "use_bias": self.use_bias,
+            "seed": self.seed,
+        }
 
 
 @dataclass(frozen=True)
@@ -103,17 +201,11 @@ LAYER_KINDS: Mapping[str, LayerKind] = MappingProxyType(
             make=_make_dense,
             out=lambda a, s: (a["units"],),
             params=lambda a, s: math.prod(s) * a["units"] + a["units"] * a["use_bias"],
-            extra_names=lambda a, s: ("_flatten",) if len(s) == 3 else (),
+            extra_names=lambda a, s: ("_flatten",) if len(s) > 1 else (),
         ),
         "conv2d": LayerKind(
-            fields={
-                "filters": positive_int,
-                "kernel_size": positive_int,
-                "stride": positive_int,
-                "padding": non_negative_int,
-                "use_bias": flag,
-            },
-            make=_make_conv,
+            fields=_CONV_FIELDS,
+            make=_conv_maker(keras.layers.ZeroPadding2D, keras.layers.Conv2D),
             check=lambda lb, a, s: check_window(
                 lb, "kernel_size", a["kernel_size"], s, a["padding"]
             ),
@@ -170,7 +262,7 @@ LAYER_KINDS: Mapping[str, LayerKind] = MappingProxyType(
                 "affine": flag,
             },
             check=check_batchnorm,
-            params=lambda a, s: 2 * s[0] if a["affine"] else 0,
+            params=lambda a, s: 2 * features(s) if a["affine"] else 0,
             make=lambda n, a, s, d: [
                 keras.layers.BatchNormalization(
                     axis=-1,
@@ -182,6 +274,80 @@ LAYER_KINDS: Mapping[str, LayerKind] = MappingProxyType(
                     dtype=d,
                 )
             ],
+        ),
+        "embedding": LayerKind(
+            fields={"num_embeddings": positive_int, "embedding_dim": positive_int},
+            check=check_tokens,
+            out=lambda a, s: (s[0], a["embedding_dim"]),
+            params=lambda a, s: a["num_embeddings"] * a["embedding_dim"],
+            make=lambda n, a, s, d: [
+                keras.layers.Embedding(
+                    a["num_embeddings"],
+                    a["embedding_dim"],
+                    embeddings_initializer=keras.initializers.RandomUniform(seed=a["seed"]),
+                    name=n,
+                    dtype=d,
+                )
+            ],
+        ),
+        "conv1d": LayerKind(
+            fields=_CONV_FIELDS,
+            make=_conv_maker(keras.layers.ZeroPadding1D, keras.layers.Conv1D),
+            check=check_conv1d,
+            out=lambda a, s: (
+                (s[0] + 2 * a["padding"] - a["kernel_size"]) // a["stride"] + 1,
+                a["filters"],
+            ),
+            params=lambda a, s: (s[1] * a["kernel_size"] + a["use_bias"]) * a["filters"],
+            extra_names=lambda a, s: ("_pad",) if a["padding"] else (),
+        ),
+        "layernorm": LayerKind(
+            fields={
+                "normalized_shape": optional_shape,
+                "eps": real(0.0, math.inf, True, True),
+                "elementwise_affine": flag,
+            },
+            check=check_layernorm,
+            params=lambda a, s: (
+                2 * math.prod(a["normalized_shape"] or s[-1:]) if a["elementwise_affine"] else 0
+            ),
+            make=lambda n, a, s, d: [
+                keras.layers.LayerNormalization(
+                    axis=layernorm_axes(a["normalized_shape"], s),
+                    epsilon=a["eps"],
+                    center=a["elementwise_affine"],
+                    scale=a["elementwise_affine"],
+                    name=n,
+                    dtype=d,
+                )
+            ],
+        ),
+        "multi_head_attention": LayerKind(
+            fields={
+                "num_heads": positive_int,
+                "embed_dim": optional_positive_int,
+                "dropout_rate": real(0.0, 1.0, hi_open=True),
+                "use_bias": flag,
+            },
+            check=check_attention,
+            params=lambda a, s: 4 * (s[1] * s[1] + s[1] * a["use_bias"]),
+            make=lambda n, a, s, d: [
+                SelfAttention(
+                    a["num_heads"],
+                    s[1] // a["num_heads"],
+                    dropout=a["dropout_rate"],
+                    use_bias=a["use_bias"],
+                    seed=a["seed"],
+                    name=n,
+                    dtype=d,
+                )
+            ],
+        ),
+        "global_avg_pool1d": LayerKind(
+            fields={},
+            check=check_pool1d,
+            out=lambda a, s: (s[1],),
+            make=lambda n, a, s, d: [keras.layers.GlobalAveragePooling1D(name=n, dtype=d)],
         ),
     }
 )

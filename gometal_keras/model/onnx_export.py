@@ -9,6 +9,11 @@ The graph takes what `Trainer.predict` takes, channels-last (``(batch, H, W, C)`
 ``(batch, features)``) with a dynamic batch dimension, transposes images once to NCHW and
 runs ONNX's NCHW ops from there. Dropout is an inference-mode ``Dropout`` node (identity),
 BatchNorm uses its moving statistics. Opset `OPSET`.
+
+A sequence input ``(batch, seq_len, features)`` exports when its layers are ones above (a
+dense layer flattens it as Keras does). The sequence layers (`NOT_YET`: embedding, conv1d,
+layer norm, multi-head attention, the sequence pool) and a batch norm over a sequence are
+refused in one sentence naming the layer, never written wrong.
 """
 
 from __future__ import annotations
@@ -26,6 +31,17 @@ OPSET = 17
 INPUT, OUTPUT = "input", "output"
 #: What to install when onnx is missing.
 INSTALL_HINT = "pip install 'gometal_keras[onnx]'"
+
+
+#: Keras layers the builder makes that the exporter does not write yet, by builder kind.
+NOT_YET = {
+    "Embedding": "embedding",
+    "Conv1D": "conv1d",
+    "ZeroPadding1D": "conv1d",
+    "LayerNormalization": "layernorm",
+    "SelfAttention": "multi_head_attention",
+    "GlobalAveragePooling1D": "global_avg_pool1d",
+}
 
 
 def require_onnx() -> Any:
@@ -61,7 +77,7 @@ class _Graph:
         self.nodes.append(self.onnx.helper.make_node(op, inputs, [self.tensor], name, **attrs))
 
 
-def _dense(g: _Graph, layer: Any, image: tuple[int, int, int] | None) -> None:
+def _dense(g: _Graph, layer: Any, image: tuple[int, ...] | None) -> None:
     kernel = _f32(layer.kernel)
     if image is not None:  # Keras flattened (H, W, C); the graph flattens NCHW as (C, H, W)
         h, w, c = image
@@ -163,6 +179,13 @@ def to_onnx(model: keras.Model) -> Any:
         g.add("Transpose", "to_nchw", perm=[0, 3, 1, 2])
     for layer in model.layers:
         kind = type(layer).__name__
+        sequence_norm = kind == "BatchNormalization" and len(layer.input.shape) == 3
+        if kind in NOT_YET or sequence_norm:
+            what = NOT_YET.get(kind, "batchnorm over a sequence")
+            raise ValueError(
+                f"Layer {layer.name!r} ({what}): ONNX export does not support this layer yet; "
+                "expected dense, conv2d, pooling, batch norm, dropout and activation layers."
+            )
         if kind == "ZeroPadding2D" and len({*np.ravel(layer.padding)}) == 1:
             pad = int(np.ravel(layer.padding)[0])
             continue
@@ -175,8 +198,9 @@ def to_onnx(model: keras.Model) -> Any:
             rank = len(layer.output.shape)  # channels-last axis -> NCHW axis
             nchw = {1: 2, 2: 3, 3: 1}.get(axis % rank, axis % rank) if rank == 4 else axis
             g.add("Softmax", layer.name, axis=int(nchw))
-        elif kind in _SIMPLE and (kind != "Flatten" or len(layer.input.shape) == 4):
-            flat = tuple(layer.input.shape[1:]) if kind == "Flatten" else flat
+        elif kind in _SIMPLE and (kind != "Flatten" or len(layer.input.shape) in (3, 4)):
+            if kind == "Flatten":  # a sequence flattens alike in Keras and ONNX
+                flat = tuple(layer.input.shape[1:]) if len(layer.input.shape) == 4 else None
             _SIMPLE[kind](g, layer)
         else:
             raise ValueError(
