@@ -11,6 +11,7 @@ Example:
     True
 """
 
+from gometal_keras.vision.augment import Augmentation
 from gometal_keras.vision.cache import CacheStats, ImageCache
 from gometal_keras.vision.check import unreadable_files
 from gometal_keras.vision.dataloader import (
@@ -21,6 +22,7 @@ from gometal_keras.vision.dataset import CatsDogsDataset, ImageFolderDataset, im
 from gometal_keras.vision.decode import UnreadableImageError, decode_image
 
 __all__ = [
+    "Augmentation",
     "CacheStats",
     "CatsDogsDataset",
     "DataLoader",

@@ -11,6 +11,12 @@ themselves, which the Trainer stages and scales on the device (`gometal_keras.co
 
 The epoch order is a permutation drawn from ``(seed, epoch)``: the same seed gives the
 same order in every run, and a run resumed at epoch ``e`` (`set_epoch`) sees epoch e's.
+
+``augment=Augmentation(...)`` (`vision.augment`; off by default) crops, flips and jitters the
+training batches (`pixel_batches`, iteration, `next_batch`, `get_batch`), drawn from
+``(augment.seed, epoch, batch)``; they are then float32 in [0, 1]. `file_batches` (what
+`Trainer.predict` reads) and the validation loader of `create_shared_data_loaders` are never
+augmented.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import numpy as np
 
 from gometal_keras.core import pixels
 from gometal_keras.data.validation import warn_caller
+from gometal_keras.vision.augment import Augmentation
 from gometal_keras.vision.cache import CacheStats, ImageCache
 from gometal_keras.vision.check import unreadable_files
 from gometal_keras.vision.decode import UnreadableImageError
@@ -69,6 +76,8 @@ class DataLoader:
             file's first and last bytes are checked (`check_files`), so an empty, cut
             or non-image file is answered before any is decoded.
         cache: An `ImageCache` to share; default a new one of `max_cache_size`.
+        augment: An `Augmentation` of the training batches (None: off, the batches are
+            the decoded images exactly).
 
     Example:
         >>> import os, tempfile
@@ -99,6 +108,7 @@ class DataLoader:
         seed: int = 0,
         on_error: str = "raise",
         cache: ImageCache | None = None,
+        augment: Augmentation | None = None,
     ):
         for name, value in (("batch_size", batch_size), ("image_size", image_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -109,6 +119,11 @@ class DataLoader:
             raise ValueError(f"channels is {channels!r}; expected 1 (grey) or 3 (RGB).")
         if len(dataset) == 0:
             raise ValueError("The data set is empty; expected at least one image.")
+        if augment is not None and not isinstance(augment, Augmentation):
+            raise TypeError(f"augment is {augment!r}; expected None or an Augmentation.")
+        if augment is not None:
+            augment.check(image_size)
+        self.augment = augment if augment is not None and augment.active else None
         self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
         self.image_size, self.channels, self.seed, self.on_error = (
             image_size,
@@ -170,11 +185,18 @@ class DataLoader:
         self.check_files()
         while self._position < len(self._order):
             take = self._order[self._position : self._position + self.batch_size]
+            index = self._position // self.batch_size
             self._position += len(take)
             batch = self._read(take)
             if batch is not None:
-                return pixels.to_unit(batch[0]), batch[1]
+                return pixels.to_unit(self._augmented(batch[0], index)), batch[1]
         return None
+
+    def _augmented(self, images: np.ndarray, index: int) -> np.ndarray:
+        """Batch `index` of this epoch through `augment` (as it is when augment is off)."""
+        if self.augment is None:
+            return images
+        return self.augment.apply(pixels.to_unit(images), self.epoch, index)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The batches of the current epoch from its start; the next epoch follows."""
@@ -192,12 +214,13 @@ class DataLoader:
 
         Files are read about `READ_BYTES` of pixels at a time (whole batches), handed
         out as batches: a file skipped as unreadable shortens the last batch of its read.
+        With `augment` on, the batches are augmented, float32 in [0, 1].
 
         Raises:
             UnreadableImageError: A file cannot be decoded and `on_error` is ``"raise"``.
         """
-        for images, labels, _ in self._reads(epoch):
-            yield images, labels
+        for index, (images, labels, _) in enumerate(self._reads(epoch)):
+            yield self._augmented(images, index), labels
 
     def file_batches(
         self, epoch: int | None = None
@@ -264,7 +287,7 @@ class DataLoader:
         batch = self._read(take)
         if batch is None:
             raise UnreadableImageError(f"Every image of batch {index} was skipped as unreadable.")
-        return pixels.to_unit(batch[0]), batch[1]
+        return pixels.to_unit(self._augmented(batch[0], index)), batch[1]
 
     def _read(self, take: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         return self._reader.finish(self._reader.start(take))
@@ -360,13 +383,13 @@ def create_shared_data_loaders(
         train: The training data set (shuffled unless ``shuffle=False`` is given).
         validation: The validation data set (never shuffled).
         **options: `DataLoader` arguments (``batch_size``, ``image_size``,
-            ``max_cache_size``, ...), for both.
+            ``max_cache_size``, ...), for both; ``augment`` for the training loader only.
 
     Returns:
         ``(train_loader, validation_loader)``.
     """
     cache = options.pop("cache", None) or ImageCache(options.pop("max_cache_size", 1000))
     options.pop("max_cache_size", None)
-    val_options = {**options, "shuffle": False}
+    val_options = {**options, "shuffle": False, "augment": None}
     train_loader = DataLoader(train, cache=cache, **options)
     return train_loader, DataLoader(validation, cache=cache, **val_options)
