@@ -12,9 +12,11 @@ Use it as ``with mock.patch.object(engines, "current", return_value=FaultyEngine
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import threading
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import keras
@@ -36,6 +38,12 @@ CUDA = DeviceInfo("tensorflow", "cuda", "NVIDIA GPU (fake)", False, False, True)
 MISSING_KERNEL = "No registered 'TensorListReserve' OpKernel for 'GPU' devices (fake)"
 COMMAND_BUFFER = "Command buffer execution failed: kIOGPUCommandBufferCallbackError (fake)"
 NO_XLA = "Could not find an XLA device for the Apple GPU (fake)"
+#: What tensorflow-metal prints on stderr, without raising, when a command buffer fails
+#: (tensorflow#57058, apple/tensorflow_macos#202), and before it aborts the process.
+COMMAND_BUFFER_LINE = ("Error: command buffer exited with error status.\n\tThe Metal Performance "
+                       "Shaders operations encoded on it may not have completed.")
+NDARRAY_ASSERTION = ("failed assertion `[MPSNDArray initWithDevice:descriptor:] Error: total "
+                     "bytes of NDArray > 2**32' (fake)")
 
 
 class DeviceTensor:
@@ -85,7 +93,15 @@ class FaultyEngine(Engine):
         epoch_raises: Every fused epoch call on the GPU raises (a missing TensorList kernel).
         hangs: Labels of plans whose calls block until `release` (a hung command buffer).
         hang_after: Calls of a plan in `hangs` that run before it hangs (0: from the first).
+        stalls: Once a plan hangs, every later call on the GPU hangs too (a real hung command
+            buffer stalls the device's queue), until `release`.
         wrong: GPU programs report their losses times 1.5 (silently wrong numbers).
+        garbage: GPU programs print `COMMAND_BUFFER_LINE` on stderr and return finite
+            garbage (their values plus noise) without raising.
+        crashes: Labels of plans whose first call ends the process: ``"abort"`` (after
+            printing `NDARRAY_ASSERTION`, as the MPSNDArray assertion does) or ``"segv"``.
+        drift_after: GPU calls that run right before every later one reports its losses
+            times 1.5 (numbers that drift away from the CPU's during training); None: never.
         device_tensors: GPU programs return `DeviceTensor` values.
         cpu: Whether `cpu_placement` offers the (real) host CPU.
     """
@@ -100,7 +116,11 @@ class FaultyEngine(Engine):
         epoch_raises: bool = False,
         hangs: Collection[str] = (),
         hang_after: int = 0,
+        stalls: bool = False,
         wrong: bool = False,
+        garbage: bool = False,
+        crashes: Mapping[str, str] | None = None,
+        drift_after: int | None = None,
         device_tensors: bool = False,
         cpu: bool = True,
     ):
@@ -108,10 +128,19 @@ class FaultyEngine(Engine):
         self.program_class = self.real.program_class
         self.device, self.fails, self.epoch_raises = device, set(fails), epoch_raises
         self.hangs, self.wrong, self.device_tensors = set(hangs), wrong, device_tensors
-        self.hang_after = hang_after
+        self.hang_after, self.stalls, self.stalled = hang_after, stalls, False
+        self.garbage, self.crashes, self.drift_after = garbage, dict(crashes or {}), drift_after
+        self.gpu_calls = 0
         self.cpu = CPUPlacement(self.real) if cpu else None
         self.released = threading.Event()
         self.calls: list[str] = []  # labels of the plans called, in order
+
+    def __getstate__(self) -> dict:  # a child process gets the same faults (not the event)
+        return {**self.__dict__, "released": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.released = threading.Event()
 
     def release(self) -> None:
         """Let hung calls go on (they raise): the abandoned trial threads end."""
@@ -121,18 +150,32 @@ class FaultyEngine(Engine):
         """Run one call of `plan`'s program (`kind` "step" or "epoch"), faults injected."""
         label = plan.label()
         self.calls.append(label)
-        if label in self.hangs and self.calls.count(label) > self.hang_after:
+        hangs = label in self.hangs and self.calls.count(label) > self.hang_after
+        if hangs or (self.stalled and not plan.on_host):
+            self.stalled = self.stalls
             self.released.wait()
             raise RuntimeError(f"{label} was released after hanging (fake)")
         if plan.xla:
             raise tf.errors.InvalidArgumentError(None, None, NO_XLA)
         if label in self.fails:
             raise tf.errors.InternalError(None, None, COMMAND_BUFFER)
+        if label in self.crashes:
+            if self.crashes[label] == "segv":
+                os.kill(os.getpid(), signal.SIGSEGV)
+            os.write(2, NDARRAY_ASSERTION.encode() + b"\n")
+            os.abort()
         if self.epoch_raises and kind == "epoch" and not plan.on_host:
             raise tf.errors.NotFoundError(None, None, MISSING_KERNEL)
         values = run()
-        if self.wrong and not plan.on_host:
+        if not plan.on_host:
+            self.gpu_calls += 1
+        drifted = self.drift_after is not None and self.gpu_calls > self.drift_after
+        if (self.wrong or drifted) and not plan.on_host:
             values = values * 1.5
+        if self.garbage and not plan.on_host:
+            os.write(2, COMMAND_BUFFER_LINE.encode() + b"\n")
+            noise = np.random.default_rng(self.gpu_calls).uniform(0.5, 2.0, values.shape)
+            values = values + tf.constant(noise, values.dtype)
         return DeviceTensor(values) if self.device_tensors and not plan.on_host else values
 
     def program(self, model, objective, optimizer, plan, placement=None) -> Program:

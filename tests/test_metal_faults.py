@@ -154,22 +154,32 @@ class FallbackTest(MetalTestCase):
         for label in LABELS:
             self.assertIn(f"{label}: InternalError", message)
 
-    def test_a_hang_drops_the_candidate(self):
-        engine = FaultyEngine(hangs=(FUSED,), cpu=False)
-        with mock.patch.object(trial_runner, "TRIAL_TIME_LIMIT", 5.0):
+    def test_a_hang_drops_the_whole_gpu_and_the_cpu_is_tried_at_once(self):
+        # A hung command buffer stalls the device's queue: the next GPU plan would hang too.
+        engine = FaultyEngine(hangs=(FUSED,), stalls=True)
+        with mock.patch.object(trial_runner, "TRIAL_TIME_LIMIT", 5.0), \
+                self.assertWarnsRegex(RuntimeWarning, "trial time limit of 5 s"):
             trainer = self.trainer(engine)
-        self.assertEqual(trainer.plan.label(), STEP)
-        self.assertEqual(self.errors(trainer.decision)[FUSED], "did not finish within 5 s")
+        self.assertEqual(trainer.plan.label(), CPU_FUSED)
+        errors = self.errors(trainer.decision)
+        self.assertEqual(errors[FUSED], "did not finish within 5 s")
+        self.assertEqual(errors[STEP], f"dropped: {FUSED} did not finish within 5 s on this "
+                                       "device, and a hung device stalls every plan on it")
+        self.assertNotIn(STEP, engine.calls)  # never tried: one time limit, not one per plan
+        self.assertIsNone(errors[CPU_FUSED])
 
-
-    def test_a_hang_in_the_timed_rounds_drops_that_candidate_only(self):
-        # Warmed up fine, then hung in a timed round: the rounds the others finished decide.
-        engine = FaultyEngine(hangs=(FUSED,), hang_after=2, cpu=False)
-        with mock.patch.object(trial_runner, "TRIAL_TIME_LIMIT", 5.0):
+    def test_a_hang_in_the_timed_rounds_drops_every_gpu_candidate(self):
+        # Warmed up fine, then hung in a timed round: the CPU's rounds decide.
+        engine = FaultyEngine(hangs=(FUSED,), hang_after=2, stalls=True)
+        with mock.patch.object(trial_runner, "TRIAL_TIME_LIMIT", 5.0), \
+                self.assertWarnsRegex(RuntimeWarning, "trial time limit of 5 s"):
             trainer = self.trainer(engine)
-        self.assertEqual(trainer.plan.label(), STEP)
-        self.assertEqual(self.errors(trainer.decision)[FUSED], "did not finish within 5 s")
+        self.assertEqual(trainer.plan.label(), CPU_FUSED)
+        errors = self.errors(trainer.decision)
+        self.assertEqual(errors[FUSED], "did not finish within 5 s")
+        self.assertIn("a hung device stalls every plan on it", errors[STEP])
         self.assertGreater(engine.calls.count(FUSED), 2)  # it hung in a timed round
+        self.assertEqual(trainer.fit(*classification_data(), epochs=1).epochs_run, 1)
 
 
 class SilentErrorTest(MetalTestCase):

@@ -3,7 +3,9 @@
 For each candidate plan a fresh model (never the user's) is built under the plan's
 precision, its program compiled and warmed up on synthetic batches of the model's shapes,
 and, on a device with known faults, the device's float32 losses checked against the CPU's
-once (a device that fails the check loses every candidate, mixed precision included). Then
+once (a device that fails the check loses every candidate, mixed precision included). On
+such a device each plan first runs once in a child process (`isolated.first_run`), so that a
+plan that crashes its process is recorded as failed instead of ending the user's. Then
 `measure` times every warmed-up candidate together in interleaved rounds
 (`trials.interleave`) and completes their `Candidate` records.
 """
@@ -21,17 +23,23 @@ from typing import Any
 import keras
 import numpy as np
 
+from gometal_keras.core import metal
 from gometal_keras.core.config import TrainerConfig
 from gometal_keras.core.plan import Loop, Precision, RunPlan
 from gometal_keras.data.synthetic import synthetic_batches
 from gometal_keras.engines.base import Engine, Placement, run_within
 from gometal_keras.engines.build import build_program
+from gometal_keras.planning import isolated
 from gometal_keras.planning.trials import TRIAL_STEPS, Candidate, Rounds, interleave, per_step
 
 #: A warm-up (or the timed rounds together) may take up to TRIAL_TIME_LIMIT seconds in a
 #: worker thread (`run_within`: abandoned, not killed, if not). A float32 trial on a device
 #: with known faults must match the CPU's losses within CHECK_RTOL.
 TRIAL_TIME_LIMIT, CHECK_RTOL = 300.0, 1e-3
+#: Whether a plan on a device with known faults first runs once in a child process
+#: (`isolated.first_run`), so that a crash ends the child, not the user's program: None (the
+#: default) on an Apple Silicon host, where Apple GPUs are; True or False everywhere.
+ISOLATE: bool | None = None
 
 class TrialRunner:
     """Builds and warms up throw-away programs, then times them together (`measure`).
@@ -61,6 +69,8 @@ class TrialRunner:
         self._pending: list[tuple[int, Callable[[], np.ndarray]]] = []
         self._untrusted: set[int] = set()  # ids of placements whose float32 losses were wrong
         self._trusted: set[int] = set()  # ids of placements whose float32 losses were right
+        self._hung: dict[int, str] = {}  # ids of placements that hung -> why later plans skip
+        self._ran: dict[tuple[RunPlan, int], str | None] = {}  # first runs in a child process
 
     def __call__(self, plan: RunPlan, place: Placement, warm_only: bool = False) -> Candidate:
         """Build and warm up `plan` under `place`; time it in `measure` unless `warm_only`.
@@ -71,6 +81,11 @@ class TrialRunner:
         (complete after `measure` when timed).
         """
         start = time.perf_counter()
+        if id(place) in self._hung:  # a hung device stalls every plan after it: not tried
+            found = Candidate(place.adapt(plan), math.nan, False, self._hung[id(place)])
+            self.timed.append(found)
+            self.places[found.plan] = place
+            return found
         try:
             float32 = plan.precision is Precision.FLOAT32
             distrust = None if float32 else self.check_device(plan, place)
@@ -80,6 +95,8 @@ class TrialRunner:
                 found, run = self._prepare(plan, place)
         except Exception as error:  # the candidate is dropped; the next one is tried
             found, run = Candidate(place.adapt(plan), math.nan, False, _text(error)), None
+            if isinstance(error, TimeoutError):
+                self._drop_hung(found.plan, place)
         if run is not None and not warm_only:
             self._pending.append((len(self.timed), run))
         self.timed.append(found)
@@ -103,10 +120,30 @@ class TrialRunner:
             try:
                 found, _ = self._prepare(check, place)
             except Exception as error:  # the device cannot run even float32: not checked
+                if isinstance(error, TimeoutError):
+                    self._drop_hung(check, place)
                 return f"its float32 check failed to run: {_text(error)}"
-            if found.error is not None:
+            if found.error is not None and id(place) in self._untrusted:
                 return self._distrust_text()
+            if found.error is not None:  # e.g. its child process crashed
+                return f"its float32 check failed to run: {found.error}"
         return None
+
+    def _drop_hung(self, plan: RunPlan, place: Placement) -> None:
+        """`place` hung running `plan`: every later plan on it is dropped untried, said once.
+
+        A hung GPU command buffer stalls the device's queue, so the next plan there would
+        hang too and the CPU would be reached only after one time limit per plan. The host
+        CPU (the reference) is never dropped this way."""
+        if place is self.reference or plan.on_host or id(place) in self._hung:
+            return
+        limit = f"{TRIAL_TIME_LIMIT:g} s"
+        self._hung[id(place)] = (f"dropped: {plan.label()} did not finish within {limit} on "
+                                 "this device, and a hung device stalls every plan on it")
+        warnings.warn(f"{plan.label()} did not finish within the trial time limit of {limit} "
+                      "(trial_runner.TRIAL_TIME_LIMIT); every other plan on this device is "
+                      "dropped untried, and the host CPU is tried next where it is offered.",
+                      RuntimeWarning, 4)
 
     def _distrust_text(self) -> str:
         return f"this device's float32 losses disagree with the CPU ({self.report})"
@@ -131,8 +168,15 @@ class TrialRunner:
             hung = rounds.running
             times, values = [list(t) for t in rounds.times], list(rounds.values)
             errors = [error if i == hung else e for i, e in enumerate(rounds.errors)]
+            if hung is not None:  # a stalled queue: every other candidate on its device too
+                self._drop_hung(self.timed[pending[hung][0]].plan,
+                                self.places[self.timed[pending[hung][0]].plan])
         for (index, _), t, value, error in zip(pending, times, values, errors, strict=True):
             old = self.timed[index]
+            stalled = self._hung.get(id(self.places[old.plan]))
+            if stalled is not None and error is None:  # finished rounds, then the queue stalled
+                self.timed[index] = Candidate(old.plan, math.nan, False, stalled)
+                continue
             if error is not None or not t:
                 self.timed[index] = Candidate(old.plan, math.nan, False, _text(error))
                 continue
@@ -166,7 +210,26 @@ class TrialRunner:
 
         return program, model, run
 
+    def _isolates(self, place: Placement) -> bool:
+        """Whether plans on `place` first run in a child process (`ISOLATE`)."""
+        isolate = metal.is_apple_silicon() if ISOLATE is None else ISOLATE
+        return isolate and self.report is not None and place is not self.reference
+
+    def _first_run(self, plan: RunPlan, place: Placement) -> str | None:
+        """`plan` run once on `place` in a child process (once per plan and placement):
+        None where it ran, else why not; TimeoutError where it hung (the child is killed)."""
+        key = (plan, id(place))
+        if key not in self._ran:
+            job = {"model": self.factory(plan.precision), "config": self.config,
+                   "engine": self.engine, "plan": plan, "place": place, "seed": self.seed}
+            self._ran[key] = isolated.first_run(job, TRIAL_TIME_LIMIT)
+        return self._ran[key]
+
     def _prepare(self, plan: RunPlan, place: Placement) -> tuple[Candidate, Any]:
+        if self._isolates(place) and not plan.on_host:
+            why = self._first_run(plan, place)
+            if why is not None:  # it crashed or raised there: never run in this process
+                return Candidate(place.adapt(plan), math.nan, False, why), None
         program, model, run = self._runner(plan, place)
         check = None  # the same weights, batches and steps on the CPU, before the trial trains
         if self.reference not in (None, place) and plan.precision is Precision.FLOAT32:
