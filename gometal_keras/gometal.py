@@ -5,6 +5,10 @@ trainer and loader methods (``TrainBatch``, ``NextBatch``) are methods of theirs
 functions are here, each the same object as the Python name beside it:
 
 - ``checkpoints.ImportFromONNX``: `ImportFromONNX`, which is `gometal_keras.import_onnx`;
+- ``checkpoints.CheckpointSaver.LoadCheckpoint`` (a saver made with ``FormatJSON``):
+  `LoadCheckpoint`, which is
+  `gometal_keras.training.gometal_checkpoint.load_gometal_checkpoint`: a Go-Metal JSON
+  checkpoint read into a `Trainer` that resumes it;
 - ``vision/dataloader.CreateSharedDataLoaders``: `CreateSharedDataLoaders`, which is
   `gometal_keras.vision.create_shared_data_loaders`.
 
@@ -17,8 +21,11 @@ Example:
 from __future__ import annotations
 
 from gometal_keras.model.onnx_import import import_onnx as ImportFromONNX  # noqa: N812
+from gometal_keras.training.gometal_checkpoint import (
+    load_gometal_checkpoint as LoadCheckpoint,  # noqa: N812
+)
 from gometal_keras.vision.dataloader import (
     create_shared_data_loaders as CreateSharedDataLoaders,  # noqa: N812
 )
 
-__all__ = ["CreateSharedDataLoaders", "ImportFromONNX"]
+__all__ = ["CreateSharedDataLoaders", "ImportFromONNX", "LoadCheckpoint"]
