@@ -12,7 +12,7 @@ that dies is one sentence naming its signal and its last line on stderr; one tha
 time limit is killed (a thread cannot be), and counts as a hang.
 
 The child gets the model (pickled, weights and dtype policies included), the placement with
-its engine, the config, the plan and the seed; `run_child` is its whole work.
+its engine, the config, the plan and the seed; `trial_runner.run_child` is its whole work.
 """
 
 from __future__ import annotations
@@ -32,31 +32,9 @@ _CHILD = (
     "import pickle, sys\n"
     "job = open(sys.argv[1], 'rb')\n"
     "sys.path[:] = pickle.load(job)\n"
-    "from gometal_keras.planning.isolated import run_child\n"
+    "from gometal_keras.planning.trial_runner import run_child\n"
     "run_child(pickle.load(job), sys.argv[2])\n"
 )
-
-
-def run_child(job: dict[str, Any], result_path: str) -> None:
-    """In the child: build the job's program, run it once, write None or the error's text.
-
-    Args:
-        job: ``model``, ``config``, ``engine``, ``plan``, ``place``, ``seed`` (see
-            `first_run`).
-        result_path: Where the outcome is pickled: None (it ran) or the error's one line.
-    """
-    from gometal_keras.planning.trial_runner import TrialRunner, _text
-
-    model = job["model"]
-    runner = TrialRunner(lambda _: model, job["config"], job["engine"], job["seed"],
-                         None, None, 0.0)
-    try:
-        runner._runner(job["plan"], job["place"])[2]()
-        outcome = None
-    except Exception as error:  # an ordinary failure: the parent records it as the trial's
-        outcome = _text(error)
-    with open(result_path, "wb") as file:
-        pickle.dump(outcome, file)
 
 
 def first_run(job: dict[str, Any], seconds: float) -> str | None:

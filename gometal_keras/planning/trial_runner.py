@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import pickle
 import time
 import warnings
 from collections.abc import Callable
@@ -255,6 +256,27 @@ class TrialRunner:
             self._trusted.add(id(place))
         finite = bool(np.isfinite(first[:, 0]).all())
         return Candidate(program.plan, seconds / TRIAL_STEPS, finite), run
+
+
+def run_child(job: dict[str, Any], result_path: str) -> None:
+    """In a child process (`isolated.first_run`): build the job's program, run it once,
+    and write None or the error's text.
+
+    Args:
+        job: ``model``, ``config``, ``engine``, ``plan``, ``place``, ``seed`` (see
+            `isolated.first_run`).
+        result_path: Where the outcome is pickled: None (it ran) or the error's one line.
+    """
+    model = job["model"]
+    runner = TrialRunner(lambda _: model, job["config"], job["engine"], job["seed"],
+                         None, None, 0.0)
+    try:
+        runner._runner(job["plan"], job["place"])[2]()
+        outcome = None
+    except Exception as error:  # an ordinary failure: the parent records it as the trial's
+        outcome = _text(error)
+    with open(result_path, "wb") as file:
+        pickle.dump(outcome, file)
 
 
 def _text(error: BaseException | None) -> str:
