@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 WORKER = textwrap.dedent("""
     import json, os, sys
@@ -112,3 +119,222 @@ def test_two_workers_train_alike_and_match_one_process(backend, precision, tmp_p
     np.testing.assert_allclose(workers[0]["losses"], single["losses"], rtol=1e-5)
     for a, b in zip(workers[0]["weights"], single["weights"], strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+# --- TensorFlow workers from TF_CONFIG: docs/distributed.md's recipe as written, a stream,
+# checkpoints across worker counts, a lost worker. One pair of worker processes runs them all
+# in turn (a process start costs seconds); the one-process oracles run in this process.
+
+COMMON = textwrap.dedent("""
+    import keras
+    import numpy as np
+    from gometal_keras import ModelBuilder, TrainerConfig
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((64, 20)).astype("float32"), rng.integers(0, 4, 64)
+    builder = ModelBuilder([16, 20]).add_dense(32).add_relu().add_dense(4)
+    config = TrainerConfig(batch_size=16, seed=3, distribution="multi_worker")
+
+    class Stream(keras.utils.PyDataset):  # batches of 10, re-cut to global batches of 16
+        def __len__(self):
+            return 7
+        def __getitem__(self, i):
+            return x[::-1][i * 10 : (i + 1) * 10], y[::-1][i * 10 : (i + 1) * 10]
+""")
+
+SCENARIO = textwrap.dedent("""
+    import json, os, sys, time
+    role, folder, recipe = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    os.chdir(os.path.join(folder, f"host{role}"))  # the recipe, as the page shows it
+    exec(compile(recipe, "<docs/distributed.md recipe>", "exec"), {"__name__": "__main__"})
+    print("RECIPE done", flush=True)
+""") + COMMON + textwrap.dedent("""
+    from gometal_keras import Trainer
+    weights = lambda t: [w.tolist() for w in t.model.get_weights()]
+    out = {}
+    streamed = Trainer(builder, config)
+    streamed.fit(Stream(), epochs=2)
+    out["stream"] = weights(streamed)
+    resumed = Trainer.load(os.path.join(folder, "one.gmk"), distribution="multi_worker")
+    resumed.fit(x, y, epochs=1)
+    out["from_one"] = weights(resumed)
+    trainer = Trainer(builder, config)
+    trainer.fit(x, y, epochs=1)
+    if role == 0:
+        trainer.save(os.path.join(folder, "two.gmk"))
+    trainer.fit(x, y, epochs=1)
+    out["arrays"] = weights(trainer)
+    print("RESULT " + json.dumps(out), flush=True)
+
+    class Stall(keras.callbacks.Callback):  # worker 1 waits here to be killed
+        def on_epoch_begin(self, epoch, logs=None):
+            if role == 1:
+                print("STALLED", flush=True)
+                time.sleep(300)
+
+    start = time.monotonic()
+    try:
+        trainer.fit(x, y, epochs=1, callbacks=[Stall()])
+        error = None
+    except RuntimeError as err:
+        error = str(err)
+    print("STOPPED " + json.dumps({"error": error, "seconds": time.monotonic() - start}))
+""")
+
+
+class TFWorkers:
+    """Two TensorFlow worker processes on 127.0.0.1 (`TF_CONFIG` in their environment, set
+    before Python starts, as docs/distributed.md says) running `code` with `args`, their
+    output lines read as they come. Bounded: every wait has a timeout, and leaving the block
+    kills what still runs."""
+
+    def __init__(self, code: str, args: list[str], tmp_path: Path):
+        ports = free_ports(2)
+        self.lines: list[list[str]] = [[], []]
+        self.procs = []
+        self.errors = [tmp_path / f"worker{index}.err" for index in range(2)]
+        for index in range(2):
+            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow",
+                       GOMETAL_KERAS_CACHE_DIR=str(tmp_path / f"cache{index}"),
+                       TF_CONFIG=json.dumps({
+                           "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                           "task": {"type": "worker", "index": index}}))
+            with open(self.errors[index], "w") as err:  # the child keeps its own handle
+                self.procs.append(subprocess.Popen(
+                    [sys.executable, "-c", code, str(index), *args], env=env,
+                    stdout=subprocess.PIPE, stderr=err, text=True))
+        self.readers = [threading.Thread(target=self._read, args=(i,), daemon=True)
+                        for i in range(2)]
+        for reader in self.readers:
+            reader.start()
+
+    def _read(self, index: int) -> None:
+        for line in self.procs[index].stdout:
+            self.lines[index].append(line.rstrip("\n"))
+
+    def line(self, index: int, prefix: str, timeout: float = 240) -> str:
+        """The first line of worker `index` starting with `prefix` (its text after it)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [ln for ln in self.lines[index] if ln.startswith(prefix)]
+            if found:
+                return found[0][len(prefix):]
+            if not self.readers[index].is_alive():  # its output ended
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"worker {index} printed no {prefix!r}: "
+                             + self.errors[index].read_text()[-3000:])
+
+    def __enter__(self) -> TFWorkers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=30)
+
+
+def recipe() -> str:
+    """docs/distributed.md's "Several hosts" script, as the page shows it."""
+    text = (ROOT / "docs" / "distributed.md").read_text(encoding="utf-8")
+    section = text.split("\n## Several hosts", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"^```python\n(.*?)^```", section, re.S | re.M).group(1)
+
+
+def weights_of(trainer) -> list[np.ndarray]:
+    return [np.asarray(w) for w in trainer.model.get_weights()]
+
+
+def assert_same(workers: list, oracle: list[np.ndarray]) -> None:
+    """Both workers' weights alike, and equal to the oracle's within float tolerance."""
+    for a, b, ref in zip(*workers, oracle, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        np.testing.assert_allclose(np.asarray(a), ref, rtol=1e-4, atol=1e-5)
+
+
+def one_process(config):
+    """A one-process oracle's config: the plan the workers run, on this process' device."""
+    return config.replace(distribution=None, jit_compile=False, loop="fused")
+
+
+@pytest.fixture(scope="module")
+def tf_workers(tmp_path_factory) -> dict:
+    """The one-process oracles, then one pair of TensorFlow workers through `SCENARIO`."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("TensorFlow workers")
+    from gometal_keras import Trainer
+    from gometal_keras.planning.decision_cache import ENV
+
+    tmp = tmp_path_factory.mktemp("tf-workers")
+    names: dict = {}
+    exec(COMMON, names)
+    x, y, builder, config = names["x"], names["y"], names["builder"], names["config"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(ENV, str(tmp / "cache"))
+        oracles = {}
+        for name, data in (("unbroken", (x, y)), ("stream", (names["Stream"](), None))):
+            trainer = Trainer(builder, one_process(config))
+            trainer.fit(*data, epochs=2)
+            oracles[name] = weights_of(trainer)
+        one = Trainer(builder, one_process(config))
+        one.fit(x, y, epochs=1)
+        one.save(str(tmp / "one.gmk"))  # resumed by the two workers
+        for index in range(2):
+            (tmp / f"host{index}").mkdir()
+        with TFWorkers(SCENARIO, [str(tmp), recipe()], tmp) as workers:
+            results = [json.loads(workers.line(i, "RESULT ")) for i in range(2)]
+            workers.line(1, "STALLED")
+            workers.procs[1].kill()  # dies while worker 0 is in the epoch's first all-reduce
+            stopped = json.loads(workers.line(0, "STOPPED ", timeout=120))
+        # The recipe's one-process oracle: the same script, the workers' plan, one process.
+        code = recipe()
+        alone = code.replace('distribution="multi_worker"',
+                             'distribution=None, jit_compile=False, loop="fused"')
+        assert alone != code
+        (tmp / "alone").mkdir()
+        patch.chdir(tmp / "alone")
+        exec(compile(alone, "<recipe, one process>", "exec"), {"__name__": "__recipe__"})
+    return {"results": results, "stopped": stopped, "oracles": oracles, "folder": tmp,
+            "x": x, "y": y}
+
+
+def test_docs_recipe_runs_as_written_on_two_workers(tf_workers):
+    from gometal_keras import Trainer
+
+    folder = tf_workers["folder"]
+    saved = [Trainer.load(str(folder / f"host{i}" / "run.gmk"), distribution=None)
+             for i in range(2)]
+    assert "worker 0 of 2" in saved[0].decision.reason, saved[0].decision.reason
+    assert saved[0].epoch == saved[1].epoch == 2
+    oracle = weights_of(Trainer.load(str(folder / "alone" / "run.gmk")))
+    assert_same([weights_of(t) for t in saved], oracle)
+
+
+def test_a_stream_on_two_workers_matches_one_process(tf_workers):
+    """Every worker reads the whole stream and trains its slice of each global batch."""
+    results = tf_workers["results"]
+    assert_same([r["stream"] for r in results], tf_workers["oracles"]["stream"])
+    assert_same([r["arrays"] for r in results], tf_workers["oracles"]["unbroken"])
+
+
+def test_checkpoints_resume_across_worker_counts(tf_workers):
+    """One process's checkpoint on two workers, and two workers' checkpoint in one process:
+    after one more epoch, the weights of an unbroken two-epoch run."""
+    from gometal_keras import Trainer
+
+    unbroken = tf_workers["oracles"]["unbroken"]
+    assert_same([r["from_one"] for r in tf_workers["results"]], unbroken)
+    resumed = Trainer.load(str(tf_workers["folder"] / "two.gmk"), distribution=None)
+    assert resumed.epoch == 1 and resumed.plan.replicas == 1
+    resumed.fit(tf_workers["x"], tf_workers["y"], epochs=1)
+    for a, ref in zip(weights_of(resumed), unbroken, strict=True):
+        np.testing.assert_allclose(a, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_a_killed_worker_is_named_by_the_other(tf_workers):
+    """Worker 1 killed mid-run: worker 0 stops (within the wait's bound) with one sentence
+    naming it; the last checkpoint resumes (test_checkpoints_resume_across_worker_counts)."""
+    error = tf_workers["stopped"]["error"]
+    assert error and error.startswith("Worker 1 of 2 stopped answering"), error
+    assert "\n" not in error and error.endswith("(Trainer.load)."), error
+    assert error.count(". ") == 0, error  # one sentence

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.metadata
+import re
 import sys
 import warnings
 from typing import Any
@@ -132,18 +133,73 @@ class TensorFlowProgram(Program):
         # A CPU placement pins every call (and so its trace) to the CPU, in any thread.
         self._where = placement.scope if isinstance(placement, CPUPlacement) else None
         self._true = tf.constant(True)
+        self._workers = (placement.worker, placement.processes)
 
     def step(self, x: Any, y: Any) -> Any:
-        with self._where() if self._where else contextlib.nullcontext():
+        with self._call():
             values, going = self._step(x, y, self._start())
             self._hold(going)
             return values
 
     def epoch(self, xs: Any, ys: Any, going: Any = True, read_late: bool = False) -> Any:
-        with self._where() if self._where else contextlib.nullcontext():
+        with self._call():
             values, going = self._epoch(xs, ys, self._start(going))
             self._hold(going)
             return values
+
+    @contextlib.contextmanager
+    def _call(self) -> Any:
+        """Where a call runs; a worker lost in its collectives is named in one sentence."""
+        with self._where() if self._where else contextlib.nullcontext():
+            try:
+                yield
+            except tf.errors.OpError as err:
+                lost = lost_worker(err, *self._workers)
+                if lost is None:
+                    raise
+                raise RuntimeError(lost) from None
+
+
+#: Errors of a collective whose peer is gone: killed (the connection reset), hung (TF's
+#: coordination service misses its heartbeats, about 10 s), or past a collective timeout.
+_LOST = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
+         tf.errors.CancelledError)
+
+
+def lost_worker(err: Exception, worker: int, processes: int) -> str | None:
+    """The sentence for a multi-worker collective that failed because a peer is gone.
+
+    Args:
+        err: What the call raised.
+        worker: This process' worker index.
+        processes: Workers in the cluster (1: not a multi-worker run, so None).
+
+    Returns:
+        One sentence naming the lost worker (its task index, read from TensorFlow's message,
+        or the only other one of two), or None when `err` is not a lost peer.
+
+    Example:
+        >>> err = tf.errors.UnavailableError(None, None, "Collective ops is aborted by: "
+        ...     "recvmsg:Connection reset by peer ... remote target /job:worker/replica:0/task:1")
+        >>> lost_worker(err, 0, 2)[:56]
+        'Worker 1 of 2 stopped answering in a training collective'
+    """
+    message = str(getattr(err, "message", err))
+    if processes < 2 or not (isinstance(err, _LOST) or "Collective ops is aborted" in message):
+        return None
+    named = sorted({int(t) for t in re.findall(r"/job:\w+/(?:replica:\d+/)?task:(\d+)", message)}
+                   - {worker})
+    if not named and processes == 2:
+        named = [1 - worker]
+    who = (f"Worker {', '.join(map(str, named))} of {processes}" if named
+           else f"Another worker of {processes}")
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    cause = next((ln.split("aborted by:")[-1] for ln in lines if "aborted by:" in ln),
+                 lines[0] if lines else "")
+    return (f"{who} stopped answering in a training collective ({type(err).__name__}: "
+            f"{cause.strip().rstrip('.:')}), so worker {worker} stopped too; expected every "
+            "worker running: restart them all and resume from the last checkpoint "
+            "(Trainer.load).")
 
 
 def traced(fn: Any, xla: bool) -> Any:
