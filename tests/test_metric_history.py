@@ -58,7 +58,7 @@ def _classification_oracle(outputs: np.ndarray, y: np.ndarray) -> dict[str, floa
     return want
 
 
-@pytest.mark.parametrize("classes", [2, 3])
+@pytest.mark.parametrize("classes", [3])  # two classes: the callback's hypothesis test below
 def test_classification_history_matches_sklearn_every_epoch(classes):
     rng = np.random.default_rng(classes)
     x = rng.normal(size=(96, 8)).astype(np.float32)

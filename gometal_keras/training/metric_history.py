@@ -32,12 +32,10 @@ import numpy as np
 from gometal_keras.training.evaluation import (
     classification_metrics,
     outputs_and_labels,
+    predict_rows,
     regression_metrics,
 )
 from gometal_keras.training.record import TrainingRun
-
-#: Validation rows per prediction call of the history (arrays).
-CHUNK = 1024
 
 
 class MetricHistory(keras.callbacks.Callback):
@@ -130,13 +128,14 @@ def metric_history_callback(
                 "and this one-pass iterator can be read only once; expected a re-readable "
                 "input (a list of batches, a tf.data.Dataset, a keras.utils.PyDataset)."
             )
-        stream = validation_data
-    else:  # arrays: CHUNK rows per predict_on_batch call, far cheaper than Model.predict
-        x, y = (np.asarray(a) for a in validation_data)
-        stream = [(x[i : i + CHUNK], y[i : i + CHUNK]) for i in range(0, len(x), CHUNK)]
 
-    def read() -> tuple[np.ndarray, Any]:
-        return outputs_and_labels(trainer, stream)[:2]
+        def read() -> tuple[np.ndarray, Any]:
+            return outputs_and_labels(trainer, validation_data)[:2]
+    else:  # arrays: predict_on_batch on chunks, far cheaper than Model.predict
+        x, y = validation_data
+
+        def read() -> tuple[np.ndarray, Any]:
+            return predict_rows(trainer, x), y
 
     problem = trainer.config.problem_type
     return [MetricHistory(read, problem, outputs_probabilities(trainer.model))]
