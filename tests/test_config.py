@@ -154,6 +154,7 @@ STRATEGIES = {
     "lr_factor": _in_range(0.0, 1.0, True),
     "lr_min": _in_range(0.0, math.inf, False),
     "devices": _positive_int(optional=True),
+    "agreement_every": _positive_int(optional=True),
     "lr_threshold": _in_range(0.0, math.inf, False),
     "lr_monitor": (
         st.sampled_from(["loss", "val_loss", "accuracy", "mae", "my metric"]),

@@ -221,6 +221,10 @@ class TrainerConfig:
             ``"cache"`` (read a decision stored for this model and device, else time the
             candidates and store the result), ``"always"`` (time again, and store) or
             ``"never"`` (no trials: the default plan by device facts alone).
+        agreement_every: On a device with known faults (Apple GPUs: tensorflow-metal, PyTorch
+            MPS), `fit` replays a few steps in float32 on the device and on the CPU every
+            this many epochs and after its last, and stops (back at the last agreeing
+            weights) when they disagree (`gometal_keras.training.agreement`); None: never.
 
     Example:
         >>> cfg = TrainerConfig(batch_size=64, use_mixed_precision=True)
@@ -262,6 +266,7 @@ class TrainerConfig:
     distribution: Distribution | str | None = None
     devices: int | None = None
     decision_cache: CachePolicy | str = "cache"
+    agreement_every: int | None = 5
 
     def __post_init__(self) -> None:
         _positive("batch_size", self.batch_size, int)
@@ -325,6 +330,8 @@ class TrainerConfig:
                     "device); expected distribution='data_parallel' to use several devices."
                 )
         _choice("decision_cache", self.decision_cache, DECISION_CACHES)
+        if self.agreement_every is not None:
+            _positive("agreement_every", self.agreement_every, int)
         if self.use_mixed_precision and self.precision == "float32":
             raise ValueError(
                 "TrainerConfig.use_mixed_precision is True but precision is 'float32', which "

@@ -333,15 +333,23 @@ def _precisions(
                 f"The keras.Model was built under {own!r} but the config asks for {asked.value!r}; "
                 "build the model under that policy or pass a ModelBuilder."
             )
-        return [Precision(own)], lambda p: _clone(source, p), source
+        return [Precision(own)], lambda p: clone_under(source, p), source
     raise TypeError(
         f"model_or_builder is a {type(source).__name__}; expected a ModelBuilder or a keras.Model."
     )
 
 
-def _clone(model: keras.Model, precision: Precision) -> keras.Model:
+def clone_under(model: keras.Model, precision: Precision) -> keras.Model:
     """A copy of `model` with its weights: under its own policy, or (to check a device's
-    float32 against the CPU's) under `precision`, each layer's policy replaced."""
+    float32 against the CPU's) under `precision`, each mixed layer's policy replaced.
+
+    Args:
+        model: A built Keras model.
+        precision: The precision of the copy.
+
+    Returns:
+        The copy (made in the caller's placement scope), its weights equal to `model`'s.
+    """
     state = random.getstate()  # clone_model draws unseeded initializers from `random`
     try:
         if precision.value == policy_of(model):

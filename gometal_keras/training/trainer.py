@@ -30,7 +30,7 @@ from gometal_keras.engines.objectives import epoch_logs, non_finite_message
 from gometal_keras.model.builder import ModelBuilder
 from gometal_keras.planning import autotune
 from gometal_keras.planning.decision import Decision
-from gometal_keras.training import checkpoint
+from gometal_keras.training import agreement, checkpoint
 from gometal_keras.training.arguments import check_builder_batch, fit_arguments
 from gometal_keras.training.fitting import FitSession
 from gometal_keras.training.inference import Inference
@@ -265,9 +265,12 @@ class Trainer:
         data = self.arrange(x, y, args.steps_per_epoch)
         val = self._inference.validator(args.validation_data, passes=args.epochs)
         history = metric_history_callback(self, metric_history, args.validation_data)
+        check = agreement.for_fit(self, self._engine, self._placement, self.device,
+                                  self.epoch + args.epochs - 1, args.callbacks)
         session = FitSession(
             self.model,
-            [*([self.schedule] if self.schedule else []), *history, *args.callbacks],
+            [*([check] if check else []), *([self.schedule] if self.schedule else []),
+             *history, *args.callbacks],
             sync=lambda: self._engine.sync(self.model),
             epochs=self.epoch + args.epochs,
             steps=data.steps,
