@@ -1,7 +1,17 @@
-"""PyTorch engine: eager autograd steps over device-resident tensors (no XLA)."""
+"""PyTorch engine: eager autograd steps over device-resident tensors (no XLA).
+
+On an Apple GPU (MPS) the engine also offers the host CPU (`TorchCPUPlacement`), so that MPS
+gets tensorflow-metal's protections, keyed by the device kind ``"metal"``: every plan there
+is checked against the CPU's float32 losses before it trains (`planning.verify`), the CPU is
+a timed candidate, and `fit` replays a few steps on the CPU now and then
+(`training.agreement`). MPS runs float16 (mixed_float16 is a candidate); bfloat16 is never
+one: MPS has it only from macOS 14 (torch raises "MPS BFloat16 is only supported on MacOS 14
+or newer" before; pytorch#119641), and M1/M2 GPUs emulate it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import keras
@@ -11,6 +21,7 @@ import torch
 import gometal_keras.engines.guard as guard
 from gometal_keras.core import pixels
 from gometal_keras.core.device import DeviceInfo, cpu_device
+from gometal_keras.core.plan import HOST
 from gometal_keras.engines.base import (
     Engine,
     Objective,
@@ -42,6 +53,8 @@ class TorchProgram(Program):
         self._update = [*variables, *optimizer.variables]
         self._forward = model.non_trainable_variables
         self._forward_state = [v for v in self._forward if guard.is_float(v)]
+        # A CPU placement keeps every tensor a call makes on the CPU, in any thread.
+        self._where = placement.scope if isinstance(placement, TorchCPUPlacement) else None
 
     def _gradients(self, x: Any, y: Any) -> tuple[Any, list]:
         """One batch's forward and backward pass: the step's values and the gradients."""
@@ -70,11 +83,16 @@ class TorchProgram(Program):
         return rule.report(values, verdict.going), verdict.going
 
     def step(self, x: Any, y: Any) -> Any:
-        values, ok = self._train_step(x, y, bool(self._start()))
+        with self._where() if self._where else contextlib.nullcontext():
+            values, ok = self._train_step(x, y, bool(self._start()))
         self._hold(ok)
         return values
 
     def epoch(self, xs: Any, ys: Any, going: Any = True, read_late: bool = False) -> Any:
+        with self._where() if self._where else contextlib.nullcontext():
+            return self._epoch(xs, ys, going)
+
+    def _epoch(self, xs: Any, ys: Any, going: Any) -> Any:
         ok, rows = bool(self._start(going)), []
         if ok and self._commit.guarded:
             values = self._optimistic_epoch(xs, ys)
@@ -129,6 +147,25 @@ def _assign(variables: list, values: list) -> None:
         variable.assign(value)
 
 
+class TorchCPUPlacement(Placement):
+    """The host CPU beside an Apple GPU (MPS): models built, batches kept and steps run there.
+
+    Example:
+        >>> from gometal_keras.core.plan import Precision, RunPlan
+        >>> TorchCPUPlacement(None).adapt(RunPlan(Precision.FLOAT32, False)).label()
+        'float32 (no XLA, fused) on the CPU'
+    """
+
+    description = HOST
+
+    def scope(self) -> Any:
+        return keras.device("cpu")
+
+    def put(self, array: np.ndarray, batch_axis: int = 0) -> Any:
+        with keras.device("cpu"):
+            return keras.ops.convert_to_tensor(array)
+
+
 class TorchEngine(Engine):
     """Keras on PyTorch: CPU, CUDA GPUs and Apple GPUs (MPS)."""
 
@@ -151,6 +188,12 @@ class TorchEngine(Engine):
         if torch.backends.mps.is_available():
             return DeviceInfo(self.name, "metal", "Apple GPU (MPS)", False, True, False)
         return cpu_device(self.name, xla=False)
+
+    def cpu_placement(self) -> Placement | None:
+        """The host CPU beside an Apple GPU (MPS), to check it against and to time; else None."""
+        if torch.cuda.is_available() or not torch.backends.mps.is_available():
+            return None
+        return TorchCPUPlacement(self)
 
     def to_device(self, array: np.ndarray) -> Any:
         return keras.ops.convert_to_tensor(array)
