@@ -82,3 +82,25 @@ def test_python_without_metal_wheels_on_a_mac_is_said_at_trainer_time():
             mock.patch.object(tf_engine.metal, "installed_versions", return_value=versions), \
             pytest.warns(RuntimeWarning, match=r"no wheels for Python 3\.13\.1.*runs on the CPU"):
         TensorFlowEngine()
+
+
+@pytest.mark.parametrize("details", [{}, {"device_name": "Apple M3 Max"}])
+def test_the_community_tensorflow_metal_plugin_is_metal(details):
+    # tensorflow-metal-plugin 0.4.1 (TF 2.21) installs no "tensorflow-metal" distribution:
+    # its GPU is known by the device (a macOS GPU without a compute capability, or named Apple).
+    def version(dist: str) -> str:
+        if dist == "tensorflow-metal-plugin":
+            return "0.4.1"
+        raise tf_engine.importlib.metadata.PackageNotFoundError(dist)
+
+    gpu = tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")
+    with mock.patch.object(tf.config, "list_physical_devices", return_value=[gpu]), \
+            mock.patch.object(tf.config.experimental, "get_device_details",
+                              return_value=details), \
+            mock.patch.object(tf_engine.importlib.metadata, "version", side_effect=version), \
+            mock.patch.object(tf_engine.sys, "platform", "darwin"), warnings.catch_warnings():
+        warnings.simplefilter("error")  # a GPU is registered: nothing to warn about
+        engine = TensorFlowEngine()
+        device = engine.describe_device()
+    assert device.kind == "metal" and not device.xla and not device.bf16_fast
+    assert engine.cpu_placement() is not None  # the CPU check and the CPU candidate
