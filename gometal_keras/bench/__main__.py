@@ -46,9 +46,9 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
         "--configs",
         "--config",
         type=_csv(CONFIGS),
-        default=list(TRAINED),
+        default=list(cfgs.DEFAULT),
         help=f"comma list of the named configurations {','.join(CONFIGS)} (default "
-        f"{','.join(TRAINED)}; streaming: a CNN trained from a folder of PNGs, "
+        f"{','.join(cfgs.DEFAULT)}; streaming: a CNN trained from a folder of PNGs, "
         "gometal_keras.bench.streaming)",
     )
     p.add_argument(

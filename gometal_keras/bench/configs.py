@@ -4,8 +4,11 @@ Every configuration is a `ModelBuilder` chain, so all runners train the same mod
 counts are computed from the builder's layer specs (Go-Metal layout, per sample):
 
 * Forward FLOPs per sample: dense ``2 * in_features * units``; conv2d
-  ``2 * C_in * k * k * C_out * H_out * W_out`` (one multiply-add = 2 FLOPs). Bias adds,
-  activations, pooling, dropout, the loss and the optimizer are not counted.
+  ``2 * C_in * k * k * C_out * H_out * W_out``; conv1d ``2 * F_in * k * filters * L_out``;
+  multi-head attention over ``L`` steps of ``F`` features ``8 * L * F * F`` (the query,
+  key, value and output projections) ``+ 4 * L * L * F`` (scores and their weighted sum)
+  (one multiply-add = 2 FLOPs). Bias adds, activations, normalisation, the softmax,
+  pooling, dropout, embedding look-ups, the loss and the optimizer are not counted.
 * Training FLOPs per step = ``3 * batch * forward`` (forward, gradient w.r.t. inputs and
   gradient w.r.t. weights each cost one forward's matrix work).
 * Bytes per step (an estimate of the least device-memory traffic):
@@ -15,7 +18,8 @@ counts are computed from the builder's layer specs (Go-Metal layout, per sample)
   ``4 * A * c`` for the activations (A = elements of every layer output, summed over the
   batch; c = bytes of the compute dtype, 4 or 2; each output written and read back once
   in the forward pass and its gradient written and read once in the backward pass), plus
-  the input batch read once in the compute dtype.
+  the input batch read once in the compute dtype. An attention layer's inner tensors
+  (queries, keys, values, scores) are not in ``A``: its bytes are under-counted.
 """
 
 from __future__ import annotations
@@ -38,11 +42,13 @@ class BenchConfig:
     """One benchmark model.
 
     Attributes:
-        name: ``seed``, ``wide``, ``wide-4096`` or ``cnn`` (`configs`).
+        name: ``seed``, ``wide``, ``wide-4096``, ``cnn`` or ``transformer`` (`configs`).
         batch: Samples per step.
         steps: Steps per timed epoch (the data set is ``batch * steps`` samples).
         make: Returns a fresh `ModelBuilder` for the model.
         note: What was changed for ``--quick`` (empty otherwise).
+        vocab: For a model of token ids (an embedding first): ids are drawn from
+            ``[0, vocab)``; 0 for the others (inputs uniform in [0, 1]).
     """
 
     name: str
@@ -50,6 +56,7 @@ class BenchConfig:
     steps: int
     make: Callable[[int], ModelBuilder]
     note: str = ""
+    vocab: int = 0
 
     def builder(self) -> ModelBuilder:
         return self.make(self.batch)
@@ -90,17 +97,50 @@ def cnn(
     return make
 
 
+def transformer(
+    seq_len: int = 128, vocab: int = 8000, width: int = 256, heads: int = 8, ffn: int = 1024
+) -> Callable[[int], ModelBuilder]:
+    """Go-Metal's "Transformer (small)": token ids -> embedding -> one encoder block
+    (self-attention, layer norm, a position-wise feed-forward of two kernel-1 conv1d with
+    ReLU, layer norm; no residual adds, which a chain cannot write) -> mean over the
+    sequence -> dense 10 classes."""
+
+    def make(batch: int) -> ModelBuilder:
+        return (
+            ModelBuilder([batch, seq_len])
+            .add_embedding(vocab, width, "embed")
+            .add_multi_head_attention(heads, name="attention")
+            .add_layer_norm(name="norm1")
+            .add_conv1d(ffn, 1, name="ffn1")
+            .add_relu("ffn_relu")
+            .add_conv1d(width, 1, name="ffn2")
+            .add_layer_norm(name="norm2")
+            .add_global_avg_pool1d("pool")
+            .add_dense(10, True, "output")
+        )
+
+    return make
+
+
+#: What ``--configs`` runs when not given: ``transformer`` is asked for by name, since the
+#: hand-written runners (jax-reference, torch) have no sequence layers.
+DEFAULT = ("seed", "wide", "wide-4096", "cnn")
+
+
 def configs(quick: bool = False) -> dict[str, BenchConfig]:
     """The models timed through ``fit``, each at its own batch and steps per epoch.
 
     ``seed`` is Go-Metal's MLP at its batch of 64 (15 steps an epoch, about 1.6 ms on an
     H200: a per-epoch cost shows here first); ``wide`` the 784-4096-2048-10 MLP at 1024,
     ``wide-4096`` the same MLP at 4096 (the matrix units busy); ``cnn`` three conv blocks
-    on 32x32x3 images. ``quick`` scales them down for a small CPU.
+    on 32x32x3 images; ``transformer`` one encoder block over 128 tokens of width 256
+    (`transformer`). ``quick`` scales them down for a small CPU.
 
     Example:
-        >>> {name: (c.batch, c.steps) for name, c in configs().items()}
-        {'seed': (64, 15), 'wide': (1024, 64), 'wide-4096': (4096, 16), 'cnn': (256, 32)}
+        >>> {name: (c.batch, c.steps) for name, c in configs().items()}  # doctest: +ELLIPSIS
+        {'seed': (64, 15), 'wide': (1024, 64), 'wide-4096': (4096, 16), 'cnn': (256, 32), ...}
+        >>> configs()["transformer"].batch, configs()["transformer"].vocab
+        (64, 8000)
     """
     wide = mlp((784, 4096, 2048, 10))
     if not quick:
@@ -109,6 +149,7 @@ def configs(quick: bool = False) -> dict[str, BenchConfig]:
             "wide": BenchConfig("wide", 1024, 64, wide),
             "wide-4096": BenchConfig("wide-4096", 4096, 16, wide),
             "cnn": BenchConfig("cnn", 256, 32, cnn()),
+            "transformer": BenchConfig("transformer", 64, 16, transformer(), vocab=8000),
         }
     small = mlp((784, 1024, 512, 10))
     return {
@@ -117,6 +158,14 @@ def configs(quick: bool = False) -> dict[str, BenchConfig]:
         "wide-4096": BenchConfig("wide-4096", 1024, 4, small, "quick: 784-1024-512-10, batch 1024"),
         "cnn": BenchConfig(
             "cnn", 64, 4, cnn((16, 32, 64), 128), "quick: filters 16/32/64, dense 128, batch 64"
+        ),
+        "transformer": BenchConfig(
+            "transformer",
+            32,
+            8,
+            transformer(32, 1000, 64, 4, 256),
+            "quick: 32 tokens of 1000, width 64, 4 heads, feed-forward 256, batch 32",
+            vocab=1000,
         ),
     }
 
@@ -142,7 +191,12 @@ def describe(cfg: BenchConfig) -> dict[str, Any]:
 
 
 def forward_flops_per_sample(builder: ModelBuilder) -> int:
-    """Matrix FLOPs of one sample's forward pass (dense and conv2d layers only)."""
+    """Matrix FLOPs of one sample's forward pass (dense, conv and attention layers only).
+
+    Example:
+        >>> forward_flops_per_sample(ModelBuilder([2, 4, 8]).add_multi_head_attention(2))
+        2560
+    """
     total = 0
     for spec in builder.layers:
         if spec.kind == "dense":
@@ -151,6 +205,12 @@ def forward_flops_per_sample(builder: ModelBuilder) -> int:
             c_in, k = spec.input_shape[0], spec.args["kernel_size"]
             c_out, h, w = spec.output_shape
             total += 2 * c_in * k * k * c_out * h * w
+        elif spec.kind == "conv1d":
+            length, filters = spec.output_shape
+            total += 2 * spec.input_shape[1] * spec.args["kernel_size"] * filters * length
+        elif spec.kind == "multi_head_attention":
+            length, width = spec.input_shape
+            total += 8 * length * width * width + 4 * length * length * width
     return total
 
 

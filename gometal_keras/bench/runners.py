@@ -99,11 +99,15 @@ class Runner:
 
 
 def bench_data(cfg: BenchConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``cfg.samples`` random samples (channels-last for images) and class labels 0-9."""
+    """``cfg.samples`` random samples (channels-last for images; token ids in ``[0,
+    cfg.vocab)`` for a token model) and class labels 0-9."""
     rng = np.random.default_rng(seed)
     shape = cfg.builder().input_shape
     keras_shape = (shape[1], shape[2], shape[0]) if len(shape) == 3 else shape
-    x = rng.uniform(0.0, 1.0, (cfg.samples, *keras_shape)).astype(np.float32)
+    if cfg.vocab:
+        x = rng.integers(0, cfg.vocab, (cfg.samples, *keras_shape)).astype(np.float32)
+    else:
+        x = rng.uniform(0.0, 1.0, (cfg.samples, *keras_shape)).astype(np.float32)
     return x, rng.integers(0, 10, cfg.samples).astype(np.int32)
 
 
