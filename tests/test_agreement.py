@@ -45,13 +45,16 @@ def test_drift_stops_fit_at_the_next_check_back_at_the_last_agreeing_epoch(tmp_p
     engine = FaultyEngine()
     trainer = metal_trainer(engine, agreement_every=2)
     assert not trainer.plan.on_host
-    # Epochs are one GPU call each, a check replays AGREEMENT_STEPS: drift from epoch 4 on.
-    engine.drift_after = engine.gpu_calls + 3 + agreement.AGREEMENT_STEPS
     seen = Weights()
     path = os.path.join(tmp_path, "w-{epoch}.weights.h5")
     saver = keras.callbacks.ModelCheckpoint(path, save_weights_only=True)
-    with pytest.raises(RuntimeError) as stopped:
-        trainer.fit(*classification_data(), epochs=6, callbacks=[seen, saver])
+    x, y = classification_data()
+    with mock.patch.object(agreement, "Replay", wraps=agreement.Replay) as replays:
+        trainer.fit(x, y, epochs=2, callbacks=[seen, saver])  # checked after epoch 2: agrees
+        # Epochs are one GPU call each: the numbers drift from epoch 4 on.
+        engine.drift_after = engine.gpu_calls + 1
+        with pytest.raises(RuntimeError) as stopped:
+            trainer.fit(x, y, epochs=4, callbacks=[seen, saver])
     said = str(stopped.value)
     assert said.startswith("Training stopped after epoch 4: the float32 losses of "
                            "Apple M2 GPU (fake) drifted from the CPU's on 2 replayed steps")
@@ -61,6 +64,7 @@ def test_drift_stops_fit_at_the_next_check_back_at_the_last_agreeing_epoch(tmp_p
     for got, want in zip(trainer.model.get_weights(), seen.seen[2], strict=True):
         np.testing.assert_array_equal(got, want)
     assert not os.path.exists(path.format(epoch=4))  # no callback saved the drifted weights
+    assert replays.call_count == 2  # the device's and the CPU's, built once for both fits
 
 
 def test_without_the_check_fit_trains_on_through_the_drift():

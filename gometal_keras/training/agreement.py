@@ -8,18 +8,20 @@ check of the plan before training (`planning.verify`) runs once; this one runs e
 
 A check copies the trained weights into two float32 copies of the model, one on the device
 and one on the CPU, each with a fresh optimizer, and runs the same `AGREEMENT_STEPS` steps
-of synthetic batches of the model's shapes on both (the trial's programs, built once per
-`fit`). Their losses must agree within `trial_runner.CHECK_RTOL`. When they do, the
-trainer's whole state (weights, optimizer, epoch, schedule) is kept on the host as the last
-good one. When they do not, the trainer is put back to that state and `fit` stops with a
-RuntimeError in one sentence, naming the last agreeing epoch and, where a
-`keras.callbacks.ModelCheckpoint` saved it, its file. The check runs before the user's
-callbacks see the epoch, so no callback saves the disagreeing weights.
+of synthetic batches of the model's shapes on both (the trial's programs, built at the
+trainer's first check and kept for its later `fit` calls). Their losses must agree within
+`trial_runner.CHECK_RTOL`. When they do, the trainer's whole state (weights, optimizer,
+epoch, schedule) is kept on the host as the last good one. When they do not, the trainer is
+put back to that state and `fit` stops with a RuntimeError in one sentence, naming the last
+agreeing epoch and, where a `keras.callbacks.ModelCheckpoint` saved it, its file. The check
+runs before the user's callbacks see the epoch, so no callback saves the disagreeing
+weights.
 """
 
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -39,6 +41,9 @@ from gometal_keras.training.state import TrainerState
 
 #: Steps replayed on the device and on the CPU at each check.
 AGREEMENT_STEPS = 2
+#: Each trainer's two replays, built at its first check and kept for its later `fit` calls
+#: (a trainer's plan never changes), dropped with the trainer.
+_REPLAYS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class Replay:
@@ -115,7 +120,10 @@ class AgreementCheck(keras.callbacks.Callback):
         self._saved: list[str] = []  # checkpoint files a ModelCheckpoint may have written
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self.good = self.snapshot()  # the plan was verified; training starts from here
+        self.good = self.snapshot()  # verified before training, or checked at the last fit's end
+        done = self.good.epoch
+        self._saved = [p for p in self._checkpoints(done - 1, {}) if os.path.exists(p)] if done \
+            else []
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._saved = [p for p in self._saved if os.path.exists(p)]  # written at the last end
@@ -188,9 +196,11 @@ def for_fit(trainer: Any, engine: Engine, placement: Placement, device: DeviceIn
         return None
 
     def replays() -> tuple[Replay, Replay]:
-        batches = synthetic_batches(trainer.model, config, AGREEMENT_STEPS, trainer.seed)
-        return tuple(Replay(trainer.model, config, plan, engine, where, batches)
-                     for where in (placement, cpu))
+        if trainer not in _REPLAYS:
+            batches = synthetic_batches(trainer.model, config, AGREEMENT_STEPS, trainer.seed)
+            _REPLAYS[trainer] = tuple(Replay(trainer.model, config, plan, engine, where,
+                                             batches) for where in (placement, cpu))
+        return _REPLAYS[trainer]
 
     return AgreementCheck(trainer.get_state, trainer.set_state, replays,
                           config.agreement_every, last_epoch, device.name,
