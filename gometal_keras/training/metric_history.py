@@ -11,12 +11,12 @@ it see as ``val_<name>`` (so ``keras.callbacks.EarlyStopping(monitor="val_macro_
 works). The epoch timer stops before it runs, so ``epoch_seconds`` leave it out.
 
 Cost, measured 2026-12-07 on this project's shared 2-core x86_64 CPU (TensorFlow backend,
-load average about 8 from other work): a 64-32-10 MLP on scikit-learn's digits (1437
-training rows, 360 validation rows, batch 32, float32), 21 epochs with and without the
-history: the history's median over epochs 2-21 is about 40 ms per epoch (one prediction
-pass over the 360 rows, ``predict_on_batch`` on 1024-row chunks, about 10 ms; the sklearn
-metrics about 15 ms), against an epoch with its validation loss of about 200 ms.
-``MetricHistory.seconds`` holds each epoch's cost, for measuring it on other data.
+load average 7-8 from other work): a 64-32-10 MLP on scikit-learn's digits (1437 training
+rows, 360 validation rows, batch 32, float32), 21 epochs with ``metric_history=True``; the
+history's median over epochs 2-21 was 33 and 41 ms per epoch in two runs (the prediction
+pass, ``predict_on_batch`` on 1024-row chunks, about 10 ms of it; the sklearn metrics about
+15 ms), against an epoch with its validation loss of 200-290 ms. ``MetricHistory.seconds``
+holds each epoch's cost, for measuring it on other data.
 """
 
 from __future__ import annotations
