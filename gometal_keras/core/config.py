@@ -82,7 +82,7 @@ class Distribution(Setting):
     MULTI_WORKER = "multi_worker"
 
 
-OPTIMIZERS = ("adam", "sgd", "rmsprop", "adagrad", "adadelta", "nadam", "adamw")
+OPTIMIZERS = ("adam", "sgd", "rmsprop", "adagrad", "adadelta", "nadam", "adamw", "lbfgs")
 PROBLEM_TYPES = ("classification", "regression")
 CLASSIFICATION_LOSSES = (
     "sparse_categorical_crossentropy",
@@ -183,7 +183,8 @@ class TrainerConfig:
     Args:
         batch_size: Samples per step; an epoch runs full batches only.
         learning_rate: Optimizer step size.
-        optimizer: One of ``OPTIMIZERS`` (L-BFGS has no Keras optimizer).
+        optimizer: One of ``OPTIMIZERS``; ``"lbfgs"`` (optax's L-BFGS, the joint step over
+            all parameters, `learning_rate` its step: 1.0 is the full one) on JAX only.
         beta1, beta2, epsilon, weight_decay: Adam-family settings.
         momentum, alpha, centered: SGD / RMSProp settings (``alpha`` is RMSProp's rho).
         problem_type: ``"classification"`` or ``"regression"``; the loss must fit it.

@@ -141,6 +141,10 @@ def _make_optimizer(config: TrainerConfig, loss_scaling: LossScaling | None) -> 
         )
     elif c.optimizer == "adagrad":
         inner = opt.Adagrad(lr, epsilon=c.epsilon, weight_decay=wd)
+    elif c.optimizer == "lbfgs":
+        from gometal_keras.engines.lbfgs import LBFGS
+
+        inner = LBFGS(lr, weight_decay=wd)  # refuses a weight decay, and other backends
     else:
         inner = opt.Adadelta(lr, epsilon=c.epsilon, weight_decay=wd)
     if loss_scaling is None:
