@@ -15,6 +15,7 @@ from sklearn import metrics as skm
 
 from gometal_keras import Trainer, TrainerConfig
 from gometal_keras.reporting.jsonreport import run_dict
+from gometal_keras.training.evaluation import regression_report
 from gometal_keras.training.metric_history import MetricHistory
 
 
@@ -96,6 +97,8 @@ def test_regression_history_matches_sklearn_and_reaches_the_json():
     data = json.loads(json.dumps(run_dict(run), allow_nan=False))
     assert data["metric_history"] == run.metric_history
     assert run.to_dict()["metric_history"] == run.metric_history
+    report = regression_report(seen.outputs[-1], y[32:], run=run)
+    assert report.to_dict()["training"]["metric_history"] == run.metric_history
 
 
 def test_a_stream_of_batches_gives_the_history_of_its_arrays():

@@ -5,7 +5,10 @@ matrix, ROC AUC one-vs-rest and average precision, with every ROC and precision-
 curve; regression: MAE, RMSE and R² with the targets and predictions. Every figure comes
 from ``sklearn.metrics``. An `EvaluationReport` is plain data: `to_dict` is its JSON, and
 `gometal_keras.reporting.evalplots` draws it. It reads the trainer's predictions and, when given, a
-`TrainingRun` (the training curves); it never trains.
+`TrainingRun` (the training curves); it never trains. `classification_metrics` and
+`regression_metrics` give the scalar metrics alone (what the per-epoch metric history keeps,
+`gometal_keras.training.metric_history`), and `predict_rows` the predictions of a model
+asked many times.
 """
 
 from __future__ import annotations
