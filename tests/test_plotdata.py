@@ -134,7 +134,7 @@ def test_nothing_is_sent_unless_a_url_is_given(tmp_path, monkeypatch):
     assert [f.suffix for f in files] == [".png", ".json"]
 
 
-def test_sidecar_failures_are_one_sentence(sidecar):
+def test_sidecar_failures_are_one_sentence(sidecar, tmp_path):
     server, url = sidecar
     plot = evalplots.learning_curve(_run())
     server.reply = (500, {"success": False, "message": "disk full"})
@@ -150,6 +150,9 @@ def test_sidecar_failures_are_one_sentence(sidecar):
         push_plot_data(plot, "localhost:8080")
     with pytest.raises(ValueError, match=r"^timeout is 0; expected a positive number"):
         push_plot_data(plot, url, timeout=0)
+    with pytest.raises(ValueError, match=r"^url is 'ftp://x'"):
+        evalplots.save_plot(plot, tmp_path / "never", sidecar_url="ftp://x")
+    assert not (tmp_path / "never").exists()  # refused before anything was written
     closed = http.server.HTTPServer(("127.0.0.1", 0), Sidecar)
     port = closed.server_address[1]
     closed.server_close()  # nothing listens there now

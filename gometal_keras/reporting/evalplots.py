@@ -36,6 +36,7 @@ from gometal_keras.reporting.plotdata import (
     line,
     push_plot_data,
     report_plot_data,
+    sidecar_endpoint,
     write_plot_data,
 )
 from gometal_keras.training.evaluation import EvaluationReport, predict_rows
@@ -192,6 +193,8 @@ def plot_report(
     Returns:
         The PNG files written.
     """
+    if sidecar_url is not None:
+        sidecar_endpoint(sidecar_url, timeout)  # a bad URL refused before anything is written
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -358,47 +361,56 @@ def activation_pattern(model_or_trainer: Any, x: Any, bins: int = 30) -> Any:
                     PlotConfig("Activation Value", "Count"), model.name, stats)
 
 
-class TrainerEstimator:
+def as_estimator(trainer: Any) -> Any:
     """A trained `Trainer` as a fitted scikit-learn estimator, for ``sklearn.inspection``.
 
     ``fit`` does nothing (the trainer is trained already); ``predict`` (and, for
-    classification, ``predict_proba``) read the trainer's outputs; ``score`` is accuracy or
-    R², as sklearn's classifiers and regressors score.
+    classification, ``predict_proba``) read the trainer's outputs (`predict_rows`);
+    ``score`` is accuracy or R², as sklearn's classifiers and regressors score.
+
+    Args:
+        trainer: A trained `Trainer` of a model over flat features.
+
+    Returns:
+        A scikit-learn classifier (with ``classes_``) or regressor.
+
+    Example:
+        >>> from gometal_keras import ModelBuilder, Trainer, TrainerConfig
+        >>> t = Trainer(ModelBuilder([8, 3]).add_dense(2),
+        ...             TrainerConfig(8, precision="float32", jit_compile=False))
+        >>> as_estimator(t).predict_proba(np.zeros((4, 3))).shape
+        (4, 2)
     """
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
-    def __new__(cls, trainer: Any) -> Any:
-        from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from gometal_keras.engines.objectives import outputs_probabilities, to_probabilities
 
-        from gometal_keras.engines.objectives import outputs_probabilities, to_probabilities
+    regression = trainer.config.problem_type == "regression"
+    mixin = RegressorMixin if regression else ClassifierMixin
 
-        regression = trainer.config.problem_type == "regression"
-        mixin = RegressorMixin if regression else ClassifierMixin
+    class TrainerEstimator(mixin, BaseEstimator):
+        def fit(self, x: Any, y: Any = None) -> Any:
+            return self
 
-        class _Estimator(mixin, BaseEstimator):
-            def fit(self, x: Any, y: Any = None) -> Any:
-                return self
+        def __sklearn_is_fitted__(self) -> bool:
+            return True
 
-            def __sklearn_is_fitted__(self) -> bool:
-                return True
+        def _outputs(self, x: Any) -> np.ndarray:
+            return predict_rows(trainer, np.asarray(x, dtype=np.float32))
 
-            def _outputs(self, x: Any) -> np.ndarray:
-                return predict_rows(trainer, np.asarray(x, dtype=np.float32))
+        def predict_proba(self, x: Any) -> np.ndarray:
+            return to_probabilities(self._outputs(x), outputs_probabilities(trainer.model))
 
-            def predict_proba(self, x: Any) -> np.ndarray:
-                return to_probabilities(self._outputs(x), outputs_probabilities(trainer.model))
+        def predict(self, x: Any) -> np.ndarray:
+            if regression:
+                out = self._outputs(x)
+                return out.reshape(len(out), -1)[:, 0] if out.size == len(out) else out
+            return self.predict_proba(x).argmax(axis=1)
 
-            def predict(self, x: Any) -> np.ndarray:
-                if regression:
-                    out = self._outputs(x)
-                    return out.reshape(len(out), -1)[:, 0] if out.size == len(out) else out
-                return self.predict_proba(x).argmax(axis=1)
-
-        estimator = _Estimator()
-        if not regression:
-            estimator.classes_ = np.arange(int(trainer.model.output_shape[-1]) or 1)
-            if len(estimator.classes_) == 1:
-                estimator.classes_ = np.arange(2)  # one sigmoid output: two classes
-        return estimator
+    estimator = TrainerEstimator()
+    if not regression:  # one sigmoid output: two classes
+        estimator.classes_ = np.arange(max(2, int(trainer.model.output_shape[-1])))
+    return estimator
 
 
 def _names(n: int, names: Any) -> list[str]:
@@ -438,7 +450,7 @@ def feature_importance(
     names = _names(xa.shape[1], feature_names)
     labels = np.asarray(y).reshape(len(xa), -1)
     labels = labels.argmax(1) if labels.shape[1] > 1 else labels[:, 0]
-    result = permutation_importance(TrainerEstimator(trainer), xa, labels,
+    result = permutation_importance(as_estimator(trainer), xa, labels,
                                     n_repeats=n_repeats, random_state=seed)
     mean, std = result.importances_mean, result.importances_std
     order = np.argsort(-np.abs(mean), kind="stable")
@@ -673,7 +685,7 @@ def partial_dependence(
     xa = np.asarray(x, dtype=np.float32)
     names = _names(xa.shape[1], feature_names)
     columns = list(range(xa.shape[1])) if features is None else [int(f) for f in features]
-    estimator, series, ranges = TrainerEstimator(trainer), [], {}
+    estimator, series, ranges = as_estimator(trainer), [], {}
     for column in columns:
         result = sk_partial_dependence(estimator, xa, [column], grid_resolution=grid_resolution,
                                        method="brute", kind="average")
@@ -762,6 +774,8 @@ def save_plot(
         The PNG and JSON files written.
     """
 
+    if sidecar_url is not None:
+        sidecar_endpoint(sidecar_url, timeout)  # a bad URL refused before anything is written
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     name = name or plot.plot_type

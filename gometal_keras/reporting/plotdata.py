@@ -240,6 +240,24 @@ def write_plot_data(plot: PlotData, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def sidecar_endpoint(url: str, timeout: float) -> str:
+    """The sidecar's ``/api/plot`` address for its base `url`, both arguments checked.
+
+    Raises:
+        ValueError: `url` is not an http(s) URL or `timeout` is not a positive number.
+
+    Example:
+        >>> sidecar_endpoint("http://localhost:8080/", 10)
+        'http://localhost:8080/api/plot'
+    """
+    parts = urllib.parse.urlsplit(url if isinstance(url, str) else "")
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"url is {url!r}; expected the sidecar's http(s) base URL.")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"timeout is {timeout!r}; expected a positive number of seconds.")
+    return url.rstrip("/") + "/api/plot"
+
+
 def push_plot_data(plot: PlotData, url: str, timeout: float = 10.0) -> dict[str, Any]:
     """Send `plot` to a Go-Metal sidecar dashboard: ``POST {url}/api/plot``, JSON both ways.
 
@@ -258,12 +276,7 @@ def push_plot_data(plot: PlotData, url: str, timeout: float = 10.0) -> dict[str,
             with ``success`` false.
         ConnectionError: The sidecar could not be reached or did not answer in `timeout`.
     """
-    parts = urllib.parse.urlsplit(url if isinstance(url, str) else "")
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"url is {url!r}; expected the sidecar's http(s) base URL.")
-    if not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise ValueError(f"timeout is {timeout!r}; expected a positive number of seconds.")
-    endpoint = url.rstrip("/") + "/api/plot"
+    endpoint = sidecar_endpoint(url, timeout)
     request = urllib.request.Request(
         endpoint,
         data=json.dumps(plot.to_dict(), allow_nan=False).encode("utf-8"),
