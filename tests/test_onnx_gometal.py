@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gometal_keras import ModelBuilder, import_onnx
+from gometal_keras import ModelBuilder, Predictor, import_onnx
 from gometal_keras.model.onnx_export import to_onnx
 
 ort = pytest.importorskip("onnxruntime")
@@ -165,6 +165,9 @@ def test_a_gometal_export_imports_to_what_onnx_runtime_computes(chain, tmp_path_
     got = np.asarray(imported.compile("float32")(_nhwc(x), training=False))
     scale = max(1.0, float(np.abs(want).max()))
     np.testing.assert_allclose(_nhwc(want), got, rtol=1e-5, atol=1e-5 * scale)
+    if x.ndim == 2:  # ONNX Runtime on the file itself reads it as Go-Metal means it too
+        served = Predictor.load(path, batch_size=len(x)).predict(x)
+        np.testing.assert_allclose(served, want, rtol=1e-5, atol=1e-5 * scale)
     dropout = {s.name: s.args["rate"] for s in imported.layers if s.kind == "dropout"}
     assert dropout == {n: p["rate"] for k, n, p, _ in layers if k == "dropout"}
 

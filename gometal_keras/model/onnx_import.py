@@ -114,7 +114,7 @@ def read_onnx(path: str | os.PathLike[str]) -> Any:
     try:
         external_data_helper.load_external_data_for_model(proto, os.path.dirname(path) or ".")
         if proto.producer_name == GOMETAL:
-            _type_gometal(proto)
+            _as_gometal_means(proto)
         onnx.checker.check_model(proto)
         if not proto.graph.node:
             raise ValueError("empty graph")
@@ -163,12 +163,21 @@ def _check_external_data(proto: Any, path: str) -> None:
 GOMETAL = "go-metal"
 
 
-def _type_gometal(proto: Any) -> None:
-    """Type the attributes Go-Metal writes untyped, from the operator's schema (a value Go's
-    proto3 encoder left out is that type's zero), and move ``Dropout``'s ``ratio`` attribute
-    to the input opset 12 and later read it from."""
+def _as_gometal_means(proto: Any) -> None:
+    """Rewrite a Go-Metal export as the ONNX model Go-Metal means, so that the importer and
+    ONNX Runtime (`Predictor`) read the same network: type the attributes it writes untyped,
+    from the operator's schema (a value Go's proto3 encoder left out is that type's zero),
+    move ``Dropout``'s ``ratio`` attribute to the input opset 12 and later read it from, and
+    store each ``MatMul`` weight ``[in, out]`` as ONNX multiplies it (Go-Metal writes it
+    transposed, ``[out, in]``, and its own importer transposes it back)."""
     import onnx
     from onnx import AttributeProto, numpy_helper
+
+    inits = {t.name: t for t in proto.graph.initializer}
+    for name in {n.input[1] for n in proto.graph.node if n.op_type == "MatMul"}:
+        if name in inits and len(inits[name].dims) == 2:
+            kernel = numpy_helper.to_array(inits[name]).T
+            inits[name].CopyFrom(numpy_helper.from_array(kernel, name))
 
     opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=1)
     for node in proto.graph.node:
@@ -205,7 +214,7 @@ class _Chain:
             for name in node.input:
                 self.users.setdefault(name, []).append(node)
         self.output = graph.output[0].name
-        self.gometal = proto.producer_name == GOMETAL  # its MatMul weights are [out, in]
+        self.gometal = proto.producer_name == GOMETAL  # see _as_gometal_means
 
     def next(self, tensor: str) -> Any | None:
         users = self.users.get(tensor, [])
@@ -430,13 +439,15 @@ def _dense(chain: _Chain, node: Any, b: ModelBuilder, weights: dict) -> tuple:
     if stored is None or a.get("transA", 0) or a.get("alpha", 1.0) != 1 or a.get("beta", 1.0) != 1:
         raise _unmappable(node, " (a Gemm with non-constant or scaled operands)")
     gometal = chain.gometal and node.op_type == "MatMul" and stored.ndim == 2
-    layout = " (Go-Metal's [out, in] layout)" if gometal else ""
+    said = (node.input[1], stored.shape)
+    if gometal:  # read_onnx stored Go-Metal's [out, in] weight [in, out]: say the file's
+        said = (f"{node.input[1]} (Go-Metal's [out, in] layout)", stored.shape[::-1])
     if image is not None and not flattened:  # MatMul of NCHW multiplies the last axis only
-        raise _disagrees(node, b, node.input[1] + layout, stored.shape, "a Flatten before it")
-    kernel = stored.T if a.get("transB", 0) or gometal else stored
+        raise _disagrees(node, b, *said, "a Flatten before it")
+    kernel = stored.T if a.get("transB", 0) else stored
     width = math.prod(b.output_shape)
     if kernel.ndim != 2 or kernel.shape[0] != width:
-        raise _disagrees(node, b, node.input[1] + layout, stored.shape, f"{width} inputs")
+        raise _disagrees(node, b, *said, f"{width} inputs")
     bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
     out = node.output[0]
     add = chain.next(out) if node.op_type == "MatMul" else None
