@@ -215,7 +215,9 @@ def plot_report(
 # into NAME.png beside Go-Metal's NAME.json.
 
 
-def _histograms(values: dict[str, np.ndarray], bins: int, kind: str) -> tuple[list[Any], dict]:
+def _histograms(
+    values: dict[str, np.ndarray], bins: int, kind: str
+) -> tuple[list[Series], dict[str, dict[str, float]]]:
     """A histogram series per array of `values` and its statistics (Go-Metal's
     ``ParameterStats`` / ``GradientStats`` / ``ActivationStats`` figures)."""
 
@@ -242,7 +244,7 @@ def _keras_model(model_or_trainer: Any) -> Any:
     return getattr(model_or_trainer, "model", model_or_trainer)
 
 
-def parameter_distribution(model_or_trainer: Any, bins: int = 30) -> Any:
+def parameter_distribution(model_or_trainer: Any, bins: int = 30) -> PlotData:
     """Go-Metal's parameter distribution: a histogram of each trainable weight.
 
     Args:
@@ -307,7 +309,7 @@ def gradients(trainer: Any, x: Any, y: Any) -> dict[str, np.ndarray]:
     }
 
 
-def gradient_histogram(trainer: Any, x: Any, y: Any, bins: int = 30) -> Any:
+def gradient_histogram(trainer: Any, x: Any, y: Any, bins: int = 30) -> PlotData:
     """Go-Metal's gradient histogram: the loss gradient of each weight on the batch ``(x, y)``.
 
     Args:
@@ -341,7 +343,7 @@ def activations(model_or_trainer: Any, x: Any) -> dict[str, np.ndarray]:
     return {layer.name: keras_numpy(o) for layer, o in zip(layers, outputs, strict=True)}
 
 
-def activation_pattern(model_or_trainer: Any, x: Any, bins: int = 30) -> Any:
+def activation_pattern(model_or_trainer: Any, x: Any, bins: int = 30) -> PlotData:
     """Go-Metal's activation pattern: a histogram of each layer's outputs on `x`.
 
     Args:
@@ -423,7 +425,7 @@ def _names(n: int, names: Any) -> list[str]:
 def feature_importance(
     trainer: Any, x: Any, y: Any, feature_names: Any = None, n_repeats: int = 5,
     seed: int = 0,
-) -> Any:
+) -> PlotData:
     """Go-Metal's feature importance, as permutation importance (``sklearn.inspection``).
 
     Each feature's importance is how much the score (accuracy, or R² for regression) drops
@@ -470,7 +472,7 @@ def feature_importance(
     )
 
 
-def learning_curve(run: Any, metric: str | None = None) -> Any:
+def learning_curve(run: Any, metric: str | None = None) -> PlotData:
     """A learning curve from the run record: training against validation, per epoch.
 
     Args:
@@ -518,7 +520,7 @@ def _score(trainer: Any, x: Any, y: Any) -> float:
 def validation_curve(
     build: Any, values: Any, x: Any, y: Any, validation_data: tuple[Any, Any],
     parameter_name: str = "parameter", epochs: int = 5,
-) -> Any:
+) -> PlotData:
     """Go-Metal's validation curve: training and validation score for each value of a setting.
 
     Args:
@@ -559,7 +561,7 @@ def validation_curve(
 
 def prediction_interval(
     trainer: Any, x: Any, y: Any, feature: int = 0, confidence: float = 0.95
-) -> Any:
+) -> PlotData:
     """Go-Metal's prediction interval of a regression model, from held-out residuals.
 
     The prediction interval is split conformal: predictions ± the
@@ -604,7 +606,7 @@ def prediction_interval(
     xs, ps = xa[order, feature], pred[order]
     percent = f"{confidence:.0%}"
 
-    def band(name: str, width: float) -> Any:
+    def band(name: str, width: float) -> Series:
         return line(name, np.r_[xs, xs[::-1]], np.r_[ps + width, (ps - width)[::-1]], "fill",
                     alpha=0.3)
 
@@ -622,7 +624,7 @@ def prediction_interval(
     )
 
 
-def feature_correlation(x: Any, feature_names: Any = None) -> Any:
+def feature_correlation(x: Any, feature_names: Any = None) -> PlotData:
     """Go-Metal's feature correlation: the Pearson correlation of every pair of columns.
 
     Args:
@@ -659,7 +661,7 @@ def feature_correlation(x: Any, feature_names: Any = None) -> Any:
 def partial_dependence(
     trainer: Any, x: Any, features: Any = None, feature_names: Any = None,
     grid_resolution: int = 20, target: int = 0,
-) -> Any:
+) -> PlotData:
     """Go-Metal's partial dependence: the mean prediction as one feature sweeps its range.
 
     ``sklearn.inspection.partial_dependence`` (``method="brute"``) over the trained model:
@@ -700,7 +702,7 @@ def partial_dependence(
     )
 
 
-def draw(plot: Any) -> Any:
+def draw(plot: PlotData) -> Any:
     """A matplotlib ``Figure`` (Agg) of any `PlotData`, drawn from its series alone.
 
     Example:
@@ -756,7 +758,7 @@ def draw(plot: Any) -> Any:
 
 
 def save_plot(
-    plot: Any, folder: str | os.PathLike[str], name: str | None = None,
+    plot: PlotData, folder: str | os.PathLike[str], name: str | None = None,
     sidecar_url: str | None = None, timeout: float = 10.0,
 ) -> list[Path]:
     """Write `plot` as ``folder/NAME.png`` and Go-Metal's ``folder/NAME.json``; push it to a
