@@ -411,3 +411,55 @@ def test_a_source_that_fails_names_its_batch_and_keeps_the_steps_before_it(good,
     for got, want in zip(variable_values(t.model.variables),
                          variable_values(oracle.model.variables), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+class OneShot:
+    """A one-pass iterator of batches that may fail once at `fail_at` (then goes on)."""
+
+    def __init__(self, batches, fail_at: int | None, how: str):
+        self.batches, self.fail_at, self.how, self.taken = list(batches), fail_at, how, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.taken == self.fail_at and self.how == "raises":
+            self.fail_at = None  # a transient failure: the next call goes on
+            raise RuntimeError("the source hiccuped")
+        if self.taken >= len(self.batches):
+            raise StopIteration
+        self.taken += 1
+        x, y = self.batches[self.taken - 1]
+        return (x[:, :3], y) if self.taken - 1 == self.fail_at else (x, y)  # "bad": wrong width
+
+
+@settings(max_examples=6, deadline=None)
+@given(n=st.integers(2, 5), steps=st.integers(1, 3), epochs=st.integers(1, 3),
+       fail_at=st.none() | st.integers(0, 4), how=st.sampled_from(["raises", "bad"]))
+def test_a_one_shot_source_loses_no_batch_it_did_not_train(n, steps, epochs, fail_at, how):
+    """Reading ahead (stages, the next epoch's first stage) never takes a batch from a
+    one-pass source that training does not use: after `fit`, refused or not, the source
+    holds exactly the batches no step trained on (the oracle: counting them)."""
+    batches = batches_of(BATCH)[:n]  # X's 5 full batches
+    source = OneShot(batches, fail_at, how)
+    t = trainer()
+    needed = min(n, steps * epochs)  # batches the steps would read, failure aside
+    fails = fail_at is not None and fail_at < needed
+    if fails:
+        at = fail_at % steps + 1  # batches are counted within their epoch
+        with pytest.raises(ValueError, match=rf"^Batch {at} of the iterator"):
+            t.fit(source, epochs=epochs, steps_per_epoch=steps)
+        read = fail_at + (how == "bad")  # a bad batch was read; a raise took nothing
+    elif (epochs - 1) * steps >= n:  # the last epoch would start with nothing left
+        with pytest.raises(ValueError, match="gave no full batch"):
+            t.fit(source, epochs=epochs, steps_per_epoch=steps)
+        read = n
+    else:
+        t.fit(source, epochs=epochs, steps_per_epoch=steps)
+        read = needed
+    assert source.taken == read
+    source.fail_at = None  # what is left, read as it is
+    rest = list(source)
+    assert len(rest) == n - read
+    for (got, _), (want, _) in zip(rest, batches[read:], strict=True):
+        np.testing.assert_array_equal(got, want)
