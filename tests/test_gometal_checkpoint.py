@@ -284,3 +284,40 @@ def test_any_stored_shape_that_disagrees_is_refused_before_a_model_is_built(side
                            rf"of layer 'hidden1' \(dense\) as \[{stored_in}, 8\], but its "
                            rf"\[batch, 1, {side}, {side}\] input needs \[{side * side}, 8\]\.$"):
             load_gometal_checkpoint(path)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=gometal_layers(), pick=st.integers(0, 2**16), grow=st.integers(1, 3),
+       buffer=st.booleans())
+def test_a_weight_or_moment_that_disagrees_with_its_layer_is_refused_naming_it(
+    case, pick, grow, buffer, tmp_path_factory
+):
+    """Any stored tensor of a drawn chain, one size off; or its Adam buffer one length off."""
+    shape, layers, weights, rng = case
+    order = order_of(layers, weights)
+    if not order:
+        return
+    name = order[pick % len(order)]
+    good = weights[name]
+    if not buffer:
+        axis = pick % good.ndim
+        size = good.shape[axis] + grow
+        bad = np.zeros((*good.shape[:axis], size, *good.shape[axis + 1:]), np.float32)
+        weights = {**weights, name: bad}
+    text, _ = gometal_json(shape, layers, weights, adam_state(weights, order, rng, 5))
+    data = json.loads(text)
+    if buffer:
+        stored = data["optimizer_state"]["state_data"][order.index(name)]
+        stored["data"] += [0.0] * grow
+    path = tmp_path_factory.mktemp("bad") / "c.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError) as refused:
+        load_gometal_checkpoint(path, CONFIG)
+    said = str(refused.value)
+    assert said.startswith(f"Go-Metal checkpoint {str(path)!r} ") and "\n" not in said
+    if buffer:
+        assert f"holds {good.size + grow} values in Adam state 'momentum_{order.index(name)}'" \
+            in said and f"expected {good.size}" in said
+    else:
+        assert f"stores {name} of layer {name.split('.')[0]!r}" in said
+        assert str(list(bad.shape)) in said and said.endswith(f"needs {list(good.shape)}.")
