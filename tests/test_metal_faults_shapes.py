@@ -13,6 +13,7 @@ from __future__ import annotations
 import warnings
 from unittest import mock
 
+import pytest
 from fakes import COMMAND_BUFFER_LINE, FaultyEngine
 from helpers import classification_data, float32_config, tiny_builder
 from hypothesis import given, settings
@@ -65,17 +66,38 @@ def test_a_plan_that_kills_its_process_is_one_failed_candidate():
     assert t.fit(*classification_data(), epochs=1).epochs_run == 1
 
 
+STAGES = st.sampled_from([None, ("setup", "ImportError: no module named 'mine'"),
+                           ("started", None), ("ran", None), ("ran", "NotFoundError: no")])
+
+
 @settings(max_examples=15, deadline=None)
-@given(code=st.integers(-40, 255).filter(bool), stderr=st.text(max_size=80))
-def test_a_dead_child_is_one_clause(code, stderr):
-    said = isolated._death(code, stderr)
-    assert "\n" not in said and said.startswith("its trial process was ")
-    if code < 0:
-        assert "killed by " in said and (str(-code) in said or "SIG" in said)
-    else:
-        assert f"exit status {code}" in said
-    last = [line.strip() for line in stderr.splitlines() if line.strip()]
-    assert said.endswith(f"its last words: {last[-1][:200]}") if last else "last words" not in said
+@given(code=st.integers(-40, 255), result=STAGES, stderr=st.text(max_size=80))
+def test_a_child_that_crashed_fails_its_plan_one_that_never_started_does_not(code, result,
+                                                                            stderr):
+    stage, said = isolated.outcome(code, result, stderr)
+    ran = result is not None and result[0] == "ran"  # what came after the run does not count
+    crashed = not ran and (code < 0 or (result is not None and result[0] == "started"
+                                        and code != 0))
+    assert stage == ("ran" if ran or crashed else "setup")
+    if crashed:  # one clause naming how it ended and its last line on stderr
+        assert said.startswith("its trial process was ") and "\n" not in said
+        assert ("killed by " if code < 0 else f"exit status {code}") in said
+        last = [line.strip() for line in stderr.splitlines() if line.strip()]
+        assert said.endswith(f"its last words: {last[-1][:200]}") if last else \
+            "last words" not in said
+    elif stage == "ran":
+        assert said == result[1]
+
+
+def test_a_model_that_does_not_pickle_is_tried_in_this_process_with_a_warning():
+    job = {"model": lambda: None, "plan": trial_runner.RunPlan(
+        trial_runner.Precision.FLOAT32, False)}
+    with mock.patch.object(isolated.subprocess, "run") as run, \
+            pytest.warns(RuntimeWarning, match=r"^float32 \(no XLA, fused\) could not be tried "
+                         r"in a child process \(.*\); it is tried in this process, where a "
+                         "crash would end the program"):
+        assert isolated.first_run(job, 5.0) is None
+    run.assert_not_called()
 
 
 def test_on_an_apple_silicon_host_each_plan_first_runs_in_a_child():

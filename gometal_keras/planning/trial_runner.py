@@ -258,25 +258,35 @@ class TrialRunner:
         return Candidate(program.plan, seconds / TRIAL_STEPS, finite), run
 
 
-def run_child(job: dict[str, Any], result_path: str) -> None:
-    """In a child process (`isolated.first_run`): build the job's program, run it once,
-    and write None or the error's text.
+def run_child(file: Any, result_path: str) -> None:
+    """In a child process (`isolated.first_run`): load the job from `file`, build its
+    program, run it once, and write the outcome.
 
     Args:
-        job: ``model``, ``config``, ``engine``, ``plan``, ``place``, ``seed`` (see
-            `isolated.first_run`).
-        result_path: Where the outcome is pickled: None (it ran) or the error's one line.
+        file: The job file, open at the pickled job: ``model``, ``config``, ``engine``,
+            ``plan``, ``place``, ``seed``.
+        result_path: Where ``(stage, text)`` is pickled: ``("setup", error)`` where the job
+            did not load, ``("started", None)`` once it did, then ``("ran", None)`` or
+            ``("ran", error)``.
     """
+    def write(stage: str, text: str | None) -> None:
+        with open(result_path, "wb") as out:
+            pickle.dump((stage, text), out)
+
+    try:
+        job = pickle.load(file)
+    except Exception as error:  # e.g. a custom layer this process cannot import
+        write("setup", _text(error))
+        return
+    write("started", None)
     model = job["model"]
     runner = TrialRunner(lambda _: model, job["config"], job["engine"], job["seed"],
                          None, None, 0.0)
     try:
         runner._runner(job["plan"], job["place"])[2]()
-        outcome = None
+        write("ran", None)
     except Exception as error:  # an ordinary failure: the parent records it as the trial's
-        outcome = _text(error)
-    with open(result_path, "wb") as file:
-        pickle.dump(outcome, file)
+        write("ran", _text(error))
 
 
 def _text(error: BaseException | None) -> str:
