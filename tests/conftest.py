@@ -19,6 +19,7 @@ SLOW_FIRST = (
     "tests/test_multi_worker.py",
     "tests/test_backends.py::JaxTest",
     "tests/test_backends.py::TorchTest",
+    "tests/test_mps.py",
     "tests/test_device_counts.py::TensorFlowDeviceCountTest",
     "tests/test_examples.py::test_digits_cnn",
     "tests/test_device_counts.py::JaxDeviceCountTest",
