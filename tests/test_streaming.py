@@ -463,3 +463,36 @@ def test_a_one_shot_source_loses_no_batch_it_did_not_train(n, steps, epochs, fai
     assert len(rest) == n - read
     for (got, _), (want, _) in zip(rest, batches[read:], strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+@settings(max_examples=5, deadline=None)
+@given(good=st.integers(0, 4))
+def test_a_tf_data_pipeline_that_fails_names_its_batch_in_one_line(good):
+    """A tf.data error (an assertion in a `map`) is the pipeline's message alone, without
+    TensorFlow's node and iterator wrapping, and the full batches before it train."""
+    import tensorflow as tf
+
+    x, y = classification_data(samples=6 * BATCH)
+
+    def check(i):
+        tf.debugging.assert_less(i, tf.constant(good, tf.int64), message="record is corrupt")
+        return i
+
+    take = tf.range(BATCH, dtype=tf.int64)
+    pipeline = tf.data.Dataset.range(6).map(check).map(
+        lambda i: (tf.gather(x, i * BATCH + take), tf.gather(y, i * BATCH + take))
+    )
+    t, oracle = (Trainer(tiny_builder(), float32_config()) for _ in range(2))
+    oracle.set_state(t.get_state())
+    if good:
+        oracle.fit(x[: good * BATCH], y[: good * BATCH])
+    with pytest.raises(ValueError) as raised:
+        t.fit(pipeline, epochs=1)
+    assert str(raised.value).startswith(
+        f"Batch {good + 1} of the tf.data.Dataset could not be read (InvalidArgumentError: "
+        "assertion failed: [record is corrupt]"
+    ), str(raised.value)
+    assert "function_node" not in str(raised.value) and "\n" not in str(raised.value)
+    for got, want in zip(variable_values(t.model.variables),
+                         variable_values(oracle.model.variables), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)

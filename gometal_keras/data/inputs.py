@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -27,6 +28,27 @@ import keras
 import numpy as np
 
 Batch = tuple[np.ndarray, "np.ndarray | None"]
+
+
+#: What TensorFlow puts before a tf.data pipeline's own message: the wrapped function's
+#: node and the chain of transformations the error passed through.
+_TF_WRAPPING = re.compile(
+    r"\{\{function_node [^}]*\}\}\s*|Error in user-defined function passed to .*?"
+    r" transformation with iterator: [\w:]+: "
+)
+
+
+def _first_line(message: str) -> str:
+    """The first line of an error `message` with TensorFlow's wrapping taken off, short.
+
+    Example:
+        >>> _first_line("{{function_node x}} Error in user-defined function passed to "
+        ...             "MapDataset:1 transformation with iterator: Iterator::Root::Map: "
+        ...             "assertion failed: [record 6]\\n more")
+        'assertion failed: [record 6]'
+    """
+    lines = _TF_WRAPPING.sub("", message).strip().splitlines()
+    return lines[0][:300] if lines else "no message"
 
 
 def is_stream(x: Any) -> bool:
@@ -106,8 +128,7 @@ class BatchSource:
             except Exception as err:  # the source's own failure (a generator's RuntimeError,
                 # a PyDataset's IndexError, a tf.data error): named by its batch, in one
                 # sentence, like a bad batch, so the full batches before it still train
-                lines = str(err).strip().splitlines()
-                detail = lines[0][:300] if lines else "no message"
+                detail = _first_line(str(err))
                 raise ValueError(
                     f"Batch {index} of the {self.kind} could not be read "
                     f"({type(err).__name__}: {detail}); expected the source to give it."
