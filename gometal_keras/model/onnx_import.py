@@ -120,6 +120,8 @@ def read_onnx(path: str | os.PathLike[str]) -> Any:
             raise ValueError("empty graph")
     except Exception:  # onnx's ValidationError, a short external file, an empty graph
         raise _damaged(path, head) from None
+    if proto.producer_name == GOMETAL:
+        _check_gometal_matmuls(proto)
     return proto
 
 
@@ -242,13 +244,46 @@ def _g6(value: float) -> float:
     return float(f"{float(value):.6g}")
 
 
-def _disagrees(node: Any, b: ModelBuilder, tensor: str, shape: Any, expected: str) -> ValueError:
-    """One sentence naming the node, the shape that reaches it and its weight's shape."""
-    reach = ", ".join(["N", *map(str, b.output_shape)])
+def _disagrees(
+    node: Any, reach: Any, tensor: str, shape: Any, expected: str, note: str = ""
+) -> ValueError:
+    """One sentence naming the node, the per-sample shape reaching it and its weight's shape."""
+    dims = ", ".join(["N", *map(str, reach)])
     return ValueError(
-        f"ONNX node {node.name!r} ({node.op_type}) gets a [{reach}] input but its weight "
-        f"{tensor!r} is {list(shape)}; expected {expected}."
+        f"ONNX node {node.name!r} ({node.op_type}) gets a [{dims}] input but its weight "
+        f"{tensor!r} is {list(shape)}{note}; expected {expected}."
     )
+
+
+#: How a refusal names a Go-Metal ``MatMul`` weight's shape (as the file stores it).
+GOMETAL_LAYOUT = " (Go-Metal's [out, in] layout)"
+
+
+def _check_gometal_matmuls(proto: Any) -> None:
+    """Refuse a Go-Metal ``MatMul`` (a Dense) whose input is not flat or not as wide as its
+    weight: ONNX would multiply an image's last axis alone (Go-Metal's ``demo_model.onnx``
+    feeds ``[N, 1, 28, 28]`` with no ``Flatten``), a model no one trained."""
+    from onnx import shape_inference
+
+    try:
+        graph = shape_inference.infer_shapes(proto).graph
+    except Exception:  # shapes that do not infer: the importer's own checks name them
+        return
+    shapes = {
+        v.name: [d.dim_value or "?" for d in v.type.tensor_type.shape.dim[1:]]
+        for v in [*graph.input, *graph.value_info]
+        if v.type.tensor_type.HasField("shape")
+    }
+    weights = {t.name: list(t.dims) for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type != "MatMul" or len(node.input) != 2:
+            continue
+        reach, weight = shapes.get(node.input[0]), weights.get(node.input[1])
+        if reach is None or weight is None or len(weight) != 2:
+            continue
+        if len(reach) != 1 or reach[0] != weight[0]:
+            expected = "a Flatten before it" if len(reach) != 1 else f"{reach[0]} inputs"
+            raise _disagrees(node, reach, node.input[1], weight[::-1], expected, GOMETAL_LAYOUT)
 
 
 def _unmappable(node: Any, why: str = "") -> ValueError:
@@ -385,7 +420,9 @@ def _map(chain: _Chain, node: Any, b: ModelBuilder, weights: dict, name: str | N
         features = b.output_shape[0]
         for tensor, value in zip(node.input[1:5], (scale, bias, mean, var), strict=True):
             if value.shape != (features,):
-                raise _disagrees(node, b, tensor, value.shape, f"[{features}] (one per channel)")
+                raise _disagrees(
+                    node, b.output_shape, tensor, value.shape, f"[{features}] (one per channel)"
+                )
         affine = not (np.all(scale == 1) and np.all(bias == 0))
         # ONNX's momentum keeps the old statistic (Keras'); Go-Metal writes PyTorch's
         onnx_momentum = _g6(a.get("momentum", 0.9))
@@ -415,9 +452,11 @@ def _conv(node: Any, a: dict, c: dict, b: ModelBuilder, weights: dict, name: str
         raise _unmappable(node, " (grouped, dilated, asymmetric or non-constant convolution)")
     bias = c.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     if len(b.output_shape) == 3 and w.shape[1] != b.output_shape[0]:
-        raise _disagrees(node, b, node.input[1], w.shape, f"{b.output_shape[0]} input channels")
+        channels = f"{b.output_shape[0]} input channels"
+        raise _disagrees(node, b.output_shape, node.input[1], w.shape, channels)
     if bias is not None and bias.shape != (w.shape[0],):
-        raise _disagrees(node, b, node.input[2], bias.shape, f"a bias of [{w.shape[0]}]")
+        bias_of = f"a bias of [{w.shape[0]}]"
+        raise _disagrees(node, b.output_shape, node.input[2], bias.shape, bias_of)
     b.add_conv2d(w.shape[0], w.shape[2], strides[0], pads[0], bias is not None, name)
     weights[b.layers[-1].name] = [w.transpose(2, 3, 1, 0), *([] if bias is None else [bias])]
     return None, node.output[0]
@@ -439,15 +478,15 @@ def _dense(chain: _Chain, node: Any, b: ModelBuilder, weights: dict) -> tuple:
     if stored is None or a.get("transA", 0) or a.get("alpha", 1.0) != 1 or a.get("beta", 1.0) != 1:
         raise _unmappable(node, " (a Gemm with non-constant or scaled operands)")
     gometal = chain.gometal and node.op_type == "MatMul" and stored.ndim == 2
-    said = (node.input[1], stored.shape)
-    if gometal:  # read_onnx stored Go-Metal's [out, in] weight [in, out]: say the file's
-        said = (f"{node.input[1]} (Go-Metal's [out, in] layout)", stored.shape[::-1])
+    # read_onnx stored Go-Metal's [out, in] weight [in, out]: say the file's
+    shown, note = (stored.shape[::-1], GOMETAL_LAYOUT) if gometal else (stored.shape, "")
     if image is not None and not flattened:  # MatMul of NCHW multiplies the last axis only
-        raise _disagrees(node, b, *said, "a Flatten before it")
+        flatten = "a Flatten before it"
+        raise _disagrees(node, b.output_shape, node.input[1], shown, flatten, note)
     kernel = stored.T if a.get("transB", 0) else stored
     width = math.prod(b.output_shape)
     if kernel.ndim != 2 or kernel.shape[0] != width:
-        raise _disagrees(node, b, *said, f"{width} inputs")
+        raise _disagrees(node, b.output_shape, node.input[1], shown, f"{width} inputs", note)
     bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
     out = node.output[0]
     add = chain.next(out) if node.op_type == "MatMul" else None
@@ -455,7 +494,8 @@ def _dense(chain: _Chain, node: Any, b: ModelBuilder, weights: dict) -> tuple:
         bias_name, out = next(t for t in add.input if t != out), add.output[0]
     bias = None if bias_name is None else c.get(bias_name)
     if bias is not None and bias.size != kernel.shape[1]:
-        raise _disagrees(node, b, bias_name, bias.shape, f"a bias of [{kernel.shape[1]}]")
+        bias_of = f"a bias of [{kernel.shape[1]}]"
+        raise _disagrees(node, b.output_shape, bias_name, bias.shape, bias_of)
     if image is not None:  # ONNX flattened (C, H, W); Keras flattens (H, W, C)
         ch, h, w = image
         kernel = kernel.reshape(ch, h, w, -1).transpose(1, 2, 0, 3).reshape(ch * h * w, -1)
