@@ -14,7 +14,7 @@ import scipy.optimize
 from helpers import float32_config, require_backend, run_script
 
 SCRIPT = """
-import json, sys
+import json, os, sys, tempfile
 import numpy as np
 from gometal_keras import ModelBuilder, Trainer, TrainerConfig
 
@@ -32,6 +32,14 @@ for case in cases:
     out.append({"losses": [float(v) for v in run.losses], "final": float(t.evaluate(x, y)),
                 "iterations": int(opt.iterations),
                 "state": sorted({str(v.dtype) for v in opt.variables if "lbfgs" in v.path})})
+    if case["precision"] != "float32":
+        continue
+    # a checkpoint resumes the L-BFGS memory: two more epochs, loaded or not, agree exactly
+    path = os.path.join(tempfile.mkdtemp(), "run.gmk")
+    t.save(path)
+    back = Trainer.load(path)
+    more = [t.fit(x, y, epochs=2).losses, back.fit(x, y, epochs=2).losses]
+    out[-1]["resumed"] = [[float(v) for v in losses] for losses in more]
 print("RESULT " + json.dumps(out))
 """
 
@@ -86,6 +94,8 @@ def test_lbfgs_reaches_scipys_least_squares_minimum():
         assert result["iterations"] == 30  # one joint step per full batch
         assert result["state"] == ["float32", "int32"]  # float32 under any policy
         assert result["final"] == pytest.approx(_scipy_minimum(x, y), rel=1e-4)
+    resumed, unbroken = results[0]["resumed"]  # the float32 case
+    assert resumed == unbroken  # Trainer.save / load keeps the L-BFGS state
 
 
 def test_lbfgs_is_refused_off_jax_in_one_sentence():
