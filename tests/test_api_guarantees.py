@@ -490,6 +490,15 @@ BUILDER_REALS = {
     ("add_dropout", "rate"): (0.0, 1.0, False, True),
     ("add_batchnorm", "eps"): (0.0, math.inf, True, True),
     ("add_batchnorm", "momentum"): (0.0, 1.0, False, False),
+    ("add_layer_norm", "eps"): (0.0, math.inf, True, True),
+    ("add_multi_head_attention", "dropout_rate"): (0.0, 1.0, False, True),
+}
+#: A one-layer builder each add_* call fits (a sequence for attention), and the other
+#: arguments it needs.
+BUILDER_SETUPS = {
+    "add_multi_head_attention": (
+        lambda: ModelBuilder([16, 6, 8]).add_layer_norm(), {"num_heads": 2}
+    ),
 }
 #: Real values of every kind: huge, tiny subnormal, negative, NaN, ±inf, ints beyond float
 #: range, values that round onto a bound in float32, numpy scalars.
@@ -546,9 +555,12 @@ class BuilderFloat32Test(tf.test.TestCase):
     @given(arg=st.sampled_from(sorted(BUILDER_REALS)), value=BUILDER_VALUES)
     def test_accepted_exactly_when_float32_holds_it(self, arg, value):
         method, key = arg
-        b = ModelBuilder([16, 8]).add_dense(8)
+        make, needed = BUILDER_SETUPS.get(
+            method, (lambda: ModelBuilder([16, 8]).add_dense(8), {})
+        )
+        b = make()
         try:
-            getattr(b, method)(**{key: value})
+            getattr(b, method)(**needed, **{key: value})
         except (TypeError, ValueError) as err:
             if real_number(value):
                 self.assertIsInstance(err, ValueError)

@@ -414,7 +414,9 @@ class CliTest(tf.test.TestCase):
             self.assertRaises(SystemExit),
         ):
             bench_main.parse_args(["--config", "huge"])
-        self.assertIn("expected some of seed,wide,wide-4096,cnn,transformer,streaming", err.getvalue())
+        self.assertIn(
+            "expected some of seed,wide,wide-4096,cnn,transformer,streaming", err.getvalue()
+        )
 
 
 if __name__ == "__main__":
