@@ -18,6 +18,8 @@ from unittest import mock
 import keras
 import numpy as np
 import tensorflow as tf
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from gometal_keras.core.config import TrainerConfig
 from gometal_keras.model.builder import ModelBuilder
@@ -324,3 +326,36 @@ class ExportTest(CheckpointCase):
         served = tf.saved_model.load(target)
         out = served.serve(tf.constant(x[:5]))
         self.assertAllClose(np.asarray(out), t.predict(x[:5]), atol=1e-5)
+
+
+@st.composite
+def chains(draw) -> ModelBuilder:
+    """Builder chains of any depth: a lone output layer (which a mixed policy keeps in
+    float32, so no layer shows the policy), or hidden layers before it."""
+    b = ModelBuilder([BATCH, FEATURES])
+    for _ in range(draw(st.integers(0, 2))):
+        kind = draw(st.sampled_from(["dense", "relu", "batchnorm", "dropout"]))
+        if kind == "dense":
+            b.add_dense(draw(st.integers(2, 6)))
+        elif kind == "dropout":
+            b.add_dropout(0.25)
+        else:
+            getattr(b, f"add_{kind}")()
+    return b.add_dense(CLASSES)
+
+
+class AnyChainTest(CheckpointCase):
+    @settings(max_examples=6, deadline=None)
+    @given(chain=chains(), precision=st.sampled_from(["float32", "mixed_float16",
+                                                      "mixed_bfloat16"]))
+    @example(chain=ModelBuilder([BATCH, FEATURES]).add_dense(CLASSES), precision="mixed_float16")
+    def test_every_chain_and_precision_resumes_bit_for_bit(self, chain, precision):
+        x, y = data()
+        cfg = config(precision, jit_compile=False)
+        whole = Trainer(chain, cfg).fit(x, y, epochs=2).losses
+        first = Trainer(chain, cfg)
+        head = first.fit(x, y, epochs=1).losses
+        first.save(self.path)
+        resumed = Trainer.load(self.path)  # a lone float32 output layer was refused here
+        self.assertEqual(resumed.plan, first.plan)
+        self.assertEqual(head + resumed.fit(x, y, epochs=1).losses, whole)

@@ -26,6 +26,13 @@ def _channels_last(shape: tuple[int, ...]) -> tuple[int, ...]:
     return (shape[1], shape[2], shape[0]) if len(shape) == 3 else shape
 
 
+#: The attribute a model made by `ModelBuilder.compile` (or read from a checkpoint) carries:
+#: the dtype policy it was built under. Its layers cannot always say: under a mixed policy
+#: the last layer runs in float32, so a model whose only weighted layer is its last shows
+#: no mixed layer at all.
+BUILT_UNDER = "gometal_built_under"
+
+
 class ModelBuilder:
     """Chainable model builder with Go-Metal's API, compiling to a ``keras.Sequential``.
 
@@ -371,7 +378,9 @@ class ModelBuilder:
             i, input_name = i + 1, f"input_{i + 1}"
         dtype = None if policy is None else policy.variable_dtype  # not Keras' global floatx
         inputs = keras.Input(shape=_channels_last(self._input_shape), name=input_name, dtype=dtype)
-        return keras.Sequential([inputs, *built], name="gometal_model")
+        model = keras.Sequential([inputs, *built], name="gometal_model")
+        setattr(model, BUILT_UNDER, effective.name)
+        return model
 
     def summary(self) -> str:
         """Return a text table: name, kind, output shape (batch first, Go layout), params."""

@@ -10,6 +10,7 @@ from typing import Any
 
 from gometal_keras.core.device import DeviceInfo
 from gometal_keras.core.plan import Precision
+from gometal_keras.model.builder import BUILT_UNDER
 
 
 def policy_of(model: Any) -> str:
@@ -25,6 +26,9 @@ def policy_of(model: Any) -> str:
         >>> policy_of(m)
         'mixed_bfloat16'
     """
+    tagged = getattr(model, BUILT_UNDER, None)
+    if isinstance(tagged, str):  # made by a ModelBuilder or read from a checkpoint
+        return tagged
     layers = [layer for layer in model.layers if layer.weights] or list(model.layers)
     names = {layer.dtype_policy.name for layer in layers}
     mixed = sorted(n for n in names if n.startswith("mixed_"))

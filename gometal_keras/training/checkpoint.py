@@ -23,6 +23,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from gometal_keras.model.builder import BUILT_UNDER
 from gometal_keras.training import checkpoint_schema
 from gometal_keras.training.state import TrainerState
 
@@ -105,6 +106,7 @@ def read(path: str | os.PathLike) -> tuple[keras.Model, TrainerState]:
                 f"({type(err).__name__}: {_first_line(err)}); expected its custom layers "
                 "registered with keras.saving.register_keras_serializable."
             ) from None
+    setattr(model, BUILT_UNDER, state.plan.precision.value)  # its layers may not say
     return model, state
 
 
