@@ -12,13 +12,17 @@ from gometal_keras.core.device import DeviceInfo
 from gometal_keras.core.plan import Precision
 from gometal_keras.model.builder import BUILT_UNDER
 
+#: The mixed policies' names.
+MIXED = {p.value for p in Precision if p.mixed}
+
 
 def policy_of(model: Any) -> str:
-    """The dtype policy a Keras model trains under: its layers' mixed policy if any.
+    """The dtype policy a Keras model trains under: the one it was built under where it
+    says (`BUILT_UNDER`), else its weighted layers' mixed policy if any, else theirs.
 
     A Sequential's own policy can differ from its layers' (a model built with per-layer
     policies keeps the default, and a model loaded under a user's global policy takes that
-    one), so the layers that hold weights decide.
+    one), so the layers that hold weights decide, never the model object's policy.
 
     Example:
         >>> import keras
@@ -31,7 +35,7 @@ def policy_of(model: Any) -> str:
         return tagged
     layers = [layer for layer in model.layers if layer.weights] or list(model.layers)
     names = {layer.dtype_policy.name for layer in layers}
-    mixed = sorted(n for n in names if n.startswith("mixed_"))
+    mixed = sorted(names & MIXED)
     if mixed or names:  # the layers decide, never the global policy a model object took
         return (mixed or sorted(names))[0]
     return model.dtype_policy.name

@@ -23,6 +23,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from gometal_keras.core.plan import Precision
 from gometal_keras.model.builder import BUILT_UNDER
 from gometal_keras.training import checkpoint_schema
 from gometal_keras.training.state import TrainerState
@@ -106,8 +107,23 @@ def read(path: str | os.PathLike) -> tuple[keras.Model, TrainerState]:
                 f"({type(err).__name__}: {_first_line(err)}); expected its custom layers "
                 "registered with keras.saving.register_keras_serializable."
             ) from None
-    setattr(model, BUILT_UNDER, state.plan.precision.value)  # its layers may not say
+    if _only_the_plan_can_say(model, state.plan.precision):
+        setattr(model, BUILT_UNDER, state.plan.precision.value)
     return model, state
+
+
+def _only_the_plan_can_say(model: keras.Model, precision: Precision) -> bool:
+    """Whether `model`'s weighted layers cannot show the mixed `precision` it was saved under.
+
+    Under a mixed policy a builder keeps its last layer in float32, so a model whose one
+    weighted layer is that last layer shows no mixed weighted layer (`policy_of` reads
+    those): there, and only there, the
+    saved plan says what it was built under. Anywhere else the layers decide, so a plan
+    edited to another precision than its model's is still found out.
+    """
+    weighted = [layer for layer in model.layers if layer.weights]
+    mixed = any(layer.dtype_policy.name.startswith("mixed_") for layer in weighted)
+    return precision.mixed and not mixed and len(weighted) <= 1
 
 
 def _first_line(err: BaseException) -> str:
