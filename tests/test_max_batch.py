@@ -6,10 +6,14 @@ checked without a device; `probe` itself runs in the module's doctest.
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gometal_keras.bench.max_batch import GROWTH, RESOLUTION, max_batch, search
+from gometal_keras import engines
+from gometal_keras.bench.max_batch import GROWTH, RESOLUTION, max_batch, probe, search
 
 SETTINGS = settings(max_examples=25, deadline=None, database=None)
 
@@ -61,3 +65,15 @@ def test_a_known_good_start_still_brackets_the_threshold_and_probes_the_config_b
         assert row["first_failed_batch"] > threshold
         good = max(row["largest_batch"], 1)
         assert row["first_failed_batch"] / good <= RESOLUTION or row["largest_batch"] == 0
+
+
+@pytest.mark.parametrize("xla", [False, True])
+def test_a_probe_uses_xla_exactly_where_the_device_has_it(monkeypatch, xla):
+    """On a device without XLA (Metal, the torch backend) a probe must train, not be refused
+    for asking for XLA and recorded as a batch that does not fit."""
+    engine = engines.current()
+    device = dataclasses.replace(engine.describe_device(), xla=xla)
+    monkeypatch.setattr(type(engine), "describe_device", lambda self: device)
+    result = probe("seed", "float32", 8, quick=True)
+    assert result["ok"], result
+    assert ("no XLA" in result["plan"]) is (not xla)

@@ -79,13 +79,17 @@ def probe(config: str, precision: str, batch: int, quick: bool = False) -> dict[
 
     from gometal_keras.bench.configs import configs
     from gometal_keras.core.config import TrainerConfig
+    from gometal_keras.engines import current
     from gometal_keras.training.trainer import Trainer
 
     start = time.perf_counter()
     try:
         builder = configs(quick)[config].make(batch)
-        # XLA and the fused epoch, as chosen on a GPU: no trials of other plans at this size.
-        settings = TrainerConfig(batch_size=batch, precision=precision, seed=0, jit_compile=True,
+        # The fused epoch, with XLA where the device has it (as chosen on a CUDA GPU; Metal
+        # and the torch backend have none, and would refuse every probe): no trials of
+        # other plans at this size.
+        xla = current().describe_device().xla
+        settings = TrainerConfig(batch_size=batch, precision=precision, seed=0, jit_compile=xla,
                                  loop="fused", decision_cache="never")  # fmt: skip
         trainer = Trainer(builder, settings)
         rng = np.random.default_rng(0)
