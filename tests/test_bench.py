@@ -415,7 +415,8 @@ class CliTest(tf.test.TestCase):
         ):
             bench_main.parse_args(["--config", "huge"])
         self.assertIn(
-            "expected some of seed,wide,wide-4096,cnn,transformer,streaming", err.getvalue()
+            "expected some of seed,wide,wide-4096,cnn,transformer,streaming,apple-guards",
+            err.getvalue(),
         )
 
 

@@ -24,9 +24,10 @@ from gometal_keras.core.plan import Precision
 from gometal_keras.reporting import environment
 
 SCHEMA = "gometal_keras.bench/2"
-#: The named configurations: the models timed through ``fit``, and ``streaming``.
+#: The named configurations: the models timed through ``fit``, ``streaming``, and
+#: ``apple-guards`` (what the Apple-GPU protections cost, `gometal_keras.bench.guards`).
 TRAINED = tuple(cfgs.configs())
-CONFIGS = (*TRAINED, "streaming")
+CONFIGS = (*TRAINED, "streaming", "apple-guards")
 
 
 def _csv(valid: tuple[str, ...]):
@@ -49,7 +50,9 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
         default=list(cfgs.DEFAULT),
         help=f"comma list of the named configurations {','.join(CONFIGS)} (default "
         f"{','.join(cfgs.DEFAULT)}; streaming: a CNN trained from a folder of PNGs, "
-        "gometal_keras.bench.streaming)",
+        "gometal_keras.bench.streaming; apple-guards: a trial's first run in a child process "
+        "and the periodic CPU agreement check against their costs without, "
+        "gometal_keras.bench.guards)",
     )
     p.add_argument(
         "--precisions",
@@ -241,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         from gometal_keras.bench import streaming
 
         out["streaming"] = streaming.run_all(args, log)
+    if "apple-guards" in args.configs:
+        from gometal_keras.bench import guards
+
+        out["apple-guards"] = guards.run_all(args, log)
     _write(args.json, out)
     return 0
 
