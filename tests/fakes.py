@@ -102,6 +102,8 @@ class FaultyEngine(Engine):
             printing `NDARRAY_ASSERTION`, as the MPSNDArray assertion does) or ``"segv"``.
         drift_after: GPU calls that run right before every later one reports its losses
             times 1.5 (numbers that drift away from the CPU's during training); None: never.
+        raises_after: GPU calls that run right before every later one raises
+            `MISSING_KERNEL` (a kernel only `fit` needs, never the trials); None: never.
         device_tensors: GPU programs return `DeviceTensor` values.
         cpu: Whether `cpu_placement` offers the (real) host CPU.
     """
@@ -121,6 +123,7 @@ class FaultyEngine(Engine):
         garbage: bool = False,
         crashes: Mapping[str, str] | None = None,
         drift_after: int | None = None,
+        raises_after: int | None = None,
         device_tensors: bool = False,
         cpu: bool = True,
     ):
@@ -130,6 +133,7 @@ class FaultyEngine(Engine):
         self.hangs, self.wrong, self.device_tensors = set(hangs), wrong, device_tensors
         self.hang_after, self.stalls, self.stalled = hang_after, stalls, False
         self.garbage, self.crashes, self.drift_after = garbage, dict(crashes or {}), drift_after
+        self.raises_after = raises_after
         self.gpu_calls = 0
         self.cpu = CPUPlacement(self.real) if cpu else None
         self.released = threading.Event()
@@ -164,7 +168,8 @@ class FaultyEngine(Engine):
                 os.kill(os.getpid(), signal.SIGSEGV)
             os.write(2, NDARRAY_ASSERTION.encode() + b"\n")
             os.abort()
-        if self.epoch_raises and kind == "epoch" and not plan.on_host:
+        late = self.raises_after is not None and self.gpu_calls >= self.raises_after
+        if ((self.epoch_raises and kind == "epoch") or late) and not plan.on_host:
             raise tf.errors.NotFoundError(None, None, MISSING_KERNEL)
         values = run()
         if not plan.on_host:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from gometal_keras.core.device import DeviceInfo
 from gometal_keras.core.plan import RunPlan
 
 #: Device kinds with known failures and silently wrong float32 results in graph mode, each
@@ -80,3 +81,47 @@ class Verifier:
         if plan.loop not in {p.loop for p in same}:
             return f"it runs {label}, a loop this config does not allow"
         return f"it runs {label}, which this model, device and placement do not offer"
+
+
+def device_failure(err: BaseException, device: DeviceInfo, plan: RunPlan, what: str,
+                   epoch: int) -> str | None:
+    """The sentence for a backend failure on a device with known faults after the plan's
+    checks passed (a kernel only `fit`, validation or `predict` needs), or None.
+
+    None off such a device, for a plan on its host CPU, and for the library's own refusals
+    (ValueError, TypeError), which already say what was wrong.
+
+    Args:
+        err: What the call raised.
+        device: The device the plan runs on.
+        plan: The plan in force.
+        what: What was running (``"epoch 3 of fit"``, ``"predict"``).
+        epoch: The epochs the trainer has completed (its state is as after these).
+
+    Returns:
+        One sentence naming the device, the plan, the error and where the trainer stands.
+
+    Example:
+        >>> from gometal_keras.core.plan import Precision
+        >>> gpu = DeviceInfo("tensorflow", "metal", "Apple M2 GPU", False, True, False)
+        >>> err = RuntimeError("No registered 'TensorListReserve' OpKernel for 'GPU' devices")
+        >>> device_failure(err, gpu, RunPlan(Precision.FLOAT32, False), "predict", 2)[:60]
+        'Apple M2 GPU failed in predict under float32 (no XLA, fused)'
+    """
+    if (device.kind not in KNOWN_FAULTS or plan.on_host
+            or isinstance(err, (ValueError, TypeError))):
+        return None
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    cause = f"{type(err).__name__}: {lines[0][:300] if lines else 'no message'}"
+    way_out = (
+        "set PYTORCH_ENABLE_MPS_FALLBACK=1 before importing torch (an operation MPS lacks "
+        "then runs on the CPU)" if device.backend == "torch" else
+        "call tf.config.set_visible_devices([], 'GPU') before building (the model then "
+        "trains on the CPU)"
+    )
+    return (
+        f"{device.name} failed in {what} under {plan.label()} ({cause}), a failure its "
+        f"checks could not foresee ({KNOWN_FAULTS[device.kind]}); the trainer is as after "
+        f"epoch {epoch}, nothing of the failed call kept: expected a kernel for every "
+        f"operation there, so {way_out}."
+    )

@@ -11,8 +11,9 @@ a `TrainingRun` for the comparison and the reports. Its full state is one `Train
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import keras
@@ -30,6 +31,7 @@ from gometal_keras.engines.objectives import epoch_logs, non_finite_message
 from gometal_keras.model.builder import ModelBuilder
 from gometal_keras.planning import autotune
 from gometal_keras.planning.decision import Decision
+from gometal_keras.planning.verify import device_failure
 from gometal_keras.training import agreement, checkpoint
 from gometal_keras.training.arguments import check_builder_batch, fit_arguments
 from gometal_keras.training.fitting import FitSession
@@ -284,12 +286,14 @@ class Trainer:
         with self._loop.reading_ahead(last_epoch=end - 1):
             for epoch in range(self.epoch, end):
                 session.epoch_begin(epoch)
-                with self._loop.epoch_transaction(self.model, self.optimizer):
+                with (self._named_faults(f"epoch {epoch + 1} of fit"),
+                      self._loop.epoch_transaction(self.model, self.optimizer)):
                     values = self._loop.run_epoch(data, epoch)
                 logs = epoch_logs(self._objective, self.plan, values, epoch)
                 self.epoch = epoch + 1  # counted as soon as its updates are in
                 if val is not None:
-                    logs["val_loss"] = val()
+                    with self._named_faults(f"the validation after epoch {epoch + 1}"):
+                        logs["val_loss"] = val()
                 if self.schedule:
                     logs["learning_rate"] = self.schedule.rates[-1]
                 if session.epoch_end(epoch, logs):
@@ -312,7 +316,8 @@ class Trainer:
             >>> t.predict(np.zeros((5, 3))).shape
             (5, 2)
         """
-        return self._inference.predict(x)
+        with self._named_faults("predict"):
+            return self._inference.predict(x)
 
     def evaluate(self, x: Any, y: Any = None, report: bool = False) -> Any:
         """Return the mean loss over all samples of (x, y) or a stream, without training.
@@ -327,11 +332,24 @@ class Trainer:
             >>> t.evaluate(np.zeros((5, 3)), np.zeros(5, int))  # logits 0: log(2)
             0.6931...
         """
-        if report:
-            from gometal_keras.training.evaluation import evaluation_report
+        with self._named_faults("evaluate"):
+            if report:
+                from gometal_keras.training.evaluation import evaluation_report
 
-            return evaluation_report(self, x, y)
-        return self._inference.evaluate(x, y)
+                return evaluation_report(self, x, y)
+            return self._inference.evaluate(x, y)
+
+    @contextlib.contextmanager
+    def _named_faults(self, what: str) -> Iterator[None]:
+        """On a device with known faults, a backend failure in `what` as one sentence
+        (`verify.device_failure`); elsewhere, and for the library's own refusals, as raised."""
+        try:
+            yield
+        except Exception as err:
+            said = device_failure(err, self.device, self.plan, what, self.epoch)
+            if said is None:
+                raise
+            raise RuntimeError(said) from err
 
     def get_state(self) -> TrainerState:
         """Return everything needed to resume: variables, plan, decision, progress.
