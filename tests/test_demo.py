@@ -12,6 +12,7 @@ from pathlib import Path
 from unittest import mock
 
 import keras
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,8 +20,9 @@ from hypothesis import strategies as st
 from gometal_keras import engines
 from gometal_keras.cli.commands import add_demo_arguments, demo_settings
 from gometal_keras.core.plan import Precision
+from gometal_keras.data.synthetic import demo_tokens
 from gometal_keras.planning import decision
-from gometal_keras.reporting.demo import DemoSettings, run_demo
+from gometal_keras.reporting.demo import DemoSettings, build_model, run_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = DemoSettings(
@@ -154,7 +156,9 @@ def test_run_demo_records_what_ran_calls_progress_and_interleaves_rounds():
 #: finite, beyond the seed range.
 BAD_FLAGS = st.one_of(
     st.tuples(st.sampled_from(["--hidden", "--batch-size", "--epochs", "--samples",
-                               "--devices"]), st.integers(-10**6, 0).map(str)),
+                               "--devices", "--tokens", "--vocab"]),
+              st.integers(-10**6, 0).map(str)),
+    st.tuples(st.just("--model"), st.sampled_from(["cnn", "", "Transformer"])),
     st.tuples(st.just("--rounds"), st.integers(-10**6, -1).map(str)),
     st.tuples(st.just("--seed"), st.one_of(st.integers(-10**9, -1),
                                            st.integers(2**31, 2**70)).map(str)),
@@ -195,3 +199,49 @@ def test_the_epochs_line_says_what_may_run_not_what_ran():
     assert DemoSettings(epochs=20, early_stop_loss=0.1).table()["Epochs"] == (
         "20 at most (stops once an epoch's loss is below 0.1)")
     assert DemoSettings(epochs=20, early_stop_loss=0).table()["Epochs"] == 20
+
+
+@pytest.mark.parametrize("command", ["demo", "tune"])
+def test_a_vocabulary_smaller_than_the_classes_exits_2_before_the_backend_starts(command):
+    from gometal_keras.cli import commands
+
+    err = io.StringIO()
+    with mock.patch.object(commands, "import_backend", side_effect=AssertionError("started")), \
+            contextlib.redirect_stderr(err):
+        code = commands.main([command, "--model", "transformer", "--vocab", "9"])
+    assert code == 2 and "--vocab 9 is smaller than the 10 classes" in err.getvalue()
+
+
+@settings(max_examples=25, deadline=None)
+@given(samples=st.integers(1, 300), tokens=st.integers(16, 64), classes=st.integers(2, 12),
+       spare=st.integers(0, 500), seed=st.integers(0, 2**32 - 1))
+def test_demo_tokens_lean_on_their_class_band(samples, tokens, classes, spare, seed):
+    """The oracle: counting each sequence's tokens per vocabulary band names its class."""
+    vocab = classes * (1 + spare // classes) + spare % classes
+    x, y = demo_tokens(samples, tokens, vocab, classes, seed)
+    assert x.shape == (samples, tokens) and x.dtype == np.int32 and y.dtype == np.int32
+    assert x.min() >= 0 and x.max() < vocab and set(y.tolist()) <= set(range(classes))
+    sizes = np.bincount(y, minlength=classes)
+    assert sizes.max() - sizes.min() <= 1 or samples < classes
+    band = vocab // classes
+    counts = np.stack([((x >= c * band) & (x < (c + 1) * band)).sum(1) for c in range(classes)])
+    assert np.mean(counts.argmax(0) == y) >= 0.9
+    again = demo_tokens(samples, tokens, vocab, classes, seed)
+    np.testing.assert_array_equal(again[0], x)
+
+
+def test_the_transformer_demo_trains_both_phases_on_token_sequences():
+    settings = DemoSettings(model="transformer", tokens=8, vocab=100, samples=96,
+                            batch_size=32, epochs=3, precision="mixed_bfloat16", rounds=2,
+                            early_stop_loss=0)
+    assert demo_settings(_parse("--model", "transformer", "--tokens", "8", "--vocab", "100",
+                                "--samples", "96", "--batch-size", "32", "--epochs", "3",
+                                "--precision", "mixed_bfloat16", "--rounds", "2",
+                                "--early-stop", "0")) == settings
+    result = run_demo(settings)
+    assert result.mixed.precision is Precision.MIXED_BFLOAT16
+    assert [layer.kind for layer in build_model(settings).layers][:3] == [
+        "embedding", "multi_head_attention", "layernorm"]
+    for run in (result.baseline, result.mixed):
+        assert run.epochs_run == 3 and run.losses[-1] < run.losses[0]
+    assert settings.to_dict()["model"] == "transformer"

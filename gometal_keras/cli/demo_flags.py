@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from gometal_keras.core.config import PRECISIONS
-from gometal_keras.core.demo_settings import DemoSettings
+from gometal_keras.core.demo_settings import MODELS, DemoSettings
 from gometal_keras.core.seeds import SEED_MAX
 
 
@@ -96,6 +96,15 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         "--rounds", type=integer_at_least(0), default=d.rounds,
         help="interleaved epochs per phase to compare"
     )
+    parser.add_argument(
+        "--model", choices=MODELS, default=d.model,
+        help="mlp: the seed's MLP on 784 features; transformer: a small transformer "
+        "(embedding, self-attention, layer norm, feed-forward) on token sequences",
+    )
+    parser.add_argument("--tokens", type=integer_at_least(1), default=d.tokens,
+                        help="transformer: tokens per sequence")
+    parser.add_argument("--vocab", type=integer_at_least(1), default=d.vocab,
+                        help="transformer: vocabulary size (at least 10, the classes)")
 
 
 def check_demo_flags(args: argparse.Namespace) -> None:
@@ -111,6 +120,10 @@ most the sample count.
     if args.batch_size > args.samples:
         raise ValueError(f"--batch-size {args.batch_size} is larger than --samples "
                          f"{args.samples}; expected a batch size of at most the sample count.")
+    classes = DemoSettings().classes
+    if getattr(args, "model", "mlp") == "transformer" and args.vocab < classes:
+        raise ValueError(f"--vocab {args.vocab} is smaller than the {classes} classes; "
+                         f"expected a vocabulary of at least {classes} tokens.")
 
 
 def demo_settings(args: argparse.Namespace) -> DemoSettings:
@@ -134,4 +147,7 @@ def demo_settings(args: argparse.Namespace) -> DemoSettings:
         timing=args.timing,
         devices=args.devices,
         rounds=args.rounds,
+        model=args.model,
+        tokens=args.tokens,
+        vocab=args.vocab,
     )

@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 
+#: The demo's small transformer (``model="transformer"``): width, heads, feed-forward.
+TRANSFORMER_WIDTH, TRANSFORMER_HEADS, TRANSFORMER_FEED_FORWARD = 64, 4, 256
+#: The demo's models.
+MODELS = ("mlp", "transformer")
+
 
 @dataclasses.dataclass(frozen=True)
 class DemoSettings:
@@ -34,6 +39,9 @@ class DemoSettings:
     timing: str = "steady"
     devices: int | None = None  # data parallel over this many local devices
     rounds: int = 6  # interleaved epochs of each phase for the speed comparison (0: none)
+    model: str = "mlp"  # or "transformer": the small transformer on token sequences
+    tokens: int = 32  # the transformer's sequence length
+    vocab: int = 1000  # the transformer's vocabulary
 
     @property
     def hidden_stack(self) -> tuple[int, ...]:
@@ -53,13 +61,23 @@ class DemoSettings:
         Example:
             >>> DemoSettings().table()["Hidden Size"]
             512
+            >>> DemoSettings(model="transformer").table()["Model"][:30]
+            'small transformer: 32 tokens o'
         """
+        if self.model == "transformer":
+            shape: dict[str, object] = {"Model": (
+                f"small transformer: {self.tokens} tokens of {self.vocab}, width "
+                f"{TRANSFORMER_WIDTH}, {TRANSFORMER_HEADS} heads")}
+        else:
+            shape = {
+                "Input Size": self.features,
+                "Hidden Sizes" if self.layers else "Hidden Size": (
+                    ", ".join(map(str, self.hidden_stack)) if self.layers else self.hidden
+                ),
+            }
         return {
             "Batch Size": self.batch_size,
-            "Input Size": self.features,
-            "Hidden Sizes" if self.layers else "Hidden Size": (
-                ", ".join(map(str, self.hidden_stack)) if self.layers else self.hidden
-            ),
+            **shape,
             "Classes": self.classes,
             "Samples": self.samples,
             "Epochs": (f"{self.epochs} at most (stops once an epoch's loss is below "

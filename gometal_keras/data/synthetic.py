@@ -57,6 +57,49 @@ def demo_dataset(
     return x[order], labels[order].astype(np.int32)
 
 
+def demo_tokens(
+    samples: int = 1000, tokens: int = 32, vocab: int = 1000, classes: int = 10, seed: int = 42
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return synthetic token sequences whose class is the vocabulary band they lean on.
+
+    The vocabulary is cut into `classes` equal bands. Sample i has class ``i mod classes``;
+    each of its tokens is drawn from its class's band with probability 1/2, else from the
+    whole vocabulary; the samples are then shuffled. So the class is the band most of a
+    sequence's tokens fall in: learnable by an embedding and a mean over the sequence, the
+    demo's small transformer. A private generator is used.
+
+    Args:
+        samples: Number of sequences.
+        tokens: Tokens per sequence.
+        vocab: Token ids are ``0..vocab-1``; at least `classes`.
+        classes: Number of classes.
+        seed: Seed of the generator.
+
+    Returns:
+        ``(x, y)``: int32 token ids ``(samples, tokens)`` and int32 labels ``(samples,)``.
+
+    Example:
+        >>> x, y = demo_tokens(samples=20, tokens=8, vocab=50, classes=5)
+        >>> x.shape, x.dtype, int(x.max()) < 50, sorted(set(y.tolist()))
+        ((20, 8), dtype('int32'), True, [0, 1, 2, 3, 4])
+    """
+    samples, tokens, vocab, classes = (
+        count(f"demo_tokens {name}", value)
+        for name, value in (("samples", samples), ("tokens", tokens), ("vocab", vocab),
+                            ("classes", classes))
+    )
+    if vocab < classes:
+        raise ValueError(f"demo_tokens vocab is {vocab}; expected at least classes ({classes}).")
+    rng = np.random.default_rng(seed)
+    labels = np.arange(samples) % classes
+    band = vocab // classes
+    own = labels[:, None] * band + rng.integers(0, band, (samples, tokens))
+    anywhere = rng.integers(0, vocab, (samples, tokens))
+    x = np.where(rng.random((samples, tokens)) < 0.5, own, anywhere).astype(np.int32)
+    order = rng.permutation(samples)
+    return x[order], labels[order].astype(np.int32)
+
+
 def synthetic_batches(
     model: keras.Model, config: TrainerConfig, steps: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:

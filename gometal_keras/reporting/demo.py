@@ -14,9 +14,14 @@ import time
 from collections.abc import Callable
 
 from gometal_keras.core.config import TrainerConfig
-from gometal_keras.core.demo_settings import DemoSettings
+from gometal_keras.core.demo_settings import (
+    TRANSFORMER_FEED_FORWARD,
+    TRANSFORMER_HEADS,
+    TRANSFORMER_WIDTH,
+    DemoSettings,
+)
 from gometal_keras.core.device import DeviceInfo
-from gometal_keras.data.synthetic import demo_dataset
+from gometal_keras.data.synthetic import demo_dataset, demo_tokens
 from gometal_keras.model.builder import ModelBuilder
 from gometal_keras.reporting.compare import Comparison, Outcome, compare_runs
 from gometal_keras.reporting.report import Reporter
@@ -95,7 +100,21 @@ def demo_notes(trainer: Trainer, cmp: Comparison, verdict: str | None = None) ->
 
 
 def build_model(s: DemoSettings) -> ModelBuilder:
-    """The demo MLP as a Go-Metal builder chain: [batch, features] in, class logits out."""
+    """The demo model as a Go-Metal builder chain, class logits out: the MLP on
+    [batch, features], or the small transformer on [batch, tokens] token ids."""
+    if s.model == "transformer":
+        return (
+            ModelBuilder([s.batch_size, s.tokens])
+            .AddEmbedding(s.vocab, TRANSFORMER_WIDTH, "embed")
+            .AddMultiHeadAttention(TRANSFORMER_HEADS, None, 0.0, True, "attention")
+            .AddLayerNorm(None, 1e-5, True, "norm1")
+            .AddConv1D(TRANSFORMER_FEED_FORWARD, 1, 1, 0, True, "feed_forward")
+            .AddReLU("relu")
+            .AddConv1D(TRANSFORMER_WIDTH, 1, 1, 0, True, "feed_back")
+            .AddLayerNorm(None, 1e-5, True, "norm2")
+            .AddGlobalAvgPool1D("mean")
+            .AddDense(s.classes, True, "output")
+        )
     builder = ModelBuilder([s.batch_size, s.features])
     for i, units in enumerate(s.hidden_stack, start=1):
         builder.AddDense(units, True, f"dense{i}").AddReLU(f"relu{i}")
@@ -126,8 +145,12 @@ def run_demo(
 
     `progress(phase, label)`, when given, returns a Keras callback for that phase's `fit`.
     """
-    # 1. The data: the seed demo's synthetic classification set.
-    x, y = demo_dataset(s.samples, s.features, s.classes, s.seed)
+    # 1. The data: the seed demo's synthetic classification set (token sequences for the
+    #    transformer, each class leaning on its own band of the vocabulary).
+    if s.model == "transformer":
+        x, y = demo_tokens(s.samples, s.tokens, s.vocab, s.classes, s.seed)
+    else:
+        x, y = demo_dataset(s.samples, s.features, s.classes, s.seed)
 
     def train(phase: int, trainer: Trainer, title: str | None = None) -> TrainingRun:
         label = trainer.precision.label
