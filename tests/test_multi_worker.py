@@ -340,3 +340,56 @@ def test_a_killed_worker_is_named_by_the_other(tf_workers):
     assert error and error.startswith("Worker 1 of 2 stopped answering"), error
     assert "\n" not in error and error.endswith("(Trainer.load)."), error
     assert error.count(". ") == 0, error  # one sentence
+
+
+JAX_LOSES_A_WORKER = textwrap.dedent("""
+    import json, os, sys
+    role, port = int(sys.argv[1]), sys.argv[2]
+    os.environ["KERAS_BACKEND"] = "jax"
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2,
+                               process_id=role)
+    import numpy as np
+    from gometal_keras import ModelBuilder, Trainer, TrainerConfig
+    builder = ModelBuilder([16, 20]).add_dense(32).add_relu().add_dense(4)
+    trainer = Trainer(builder, TrainerConfig(batch_size=16, seed=3, distribution="multi_worker"))
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((64, 20)).astype("float32"), rng.integers(0, 4, 64)
+    trainer.fit(x, y, epochs=1)
+    if role == 1:
+        os._exit(3)  # dies between two fits: worker 0's next collective finds it gone
+    try:
+        trainer.fit(x, y, epochs=1)
+        error = None
+    except Exception as err:
+        error = f"{type(err).__name__}: {err}"
+    print("STOPPED " + json.dumps({"error": error, "epoch": trainer.epoch}), flush=True)
+    os._exit(0)  # not jax.distributed's shutdown, which waits for the dead worker's heartbeat
+""")
+
+
+def test_a_lost_jax_worker_is_named_by_the_other():
+    """JAX with gloo: worker 1 gone, worker 0's next collective (laying out the data, or a
+    training call) stops with the same one sentence as on TensorFlow, its epoch kept."""
+    pytest.importorskip("jax")
+    (port,) = free_ports(1)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    procs = [subprocess.Popen([sys.executable, "-c", JAX_LOSES_A_WORKER, str(i), str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for i in range(2)]
+    try:
+        out, err = procs[0].communicate(timeout=180)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+    lines = [ln for ln in out.splitlines() if ln.startswith("STOPPED ")]
+    assert lines, err[-3000:]
+    stopped = json.loads(lines[-1][len("STOPPED "):])
+    error = stopped["error"]
+    assert error and error.startswith("RuntimeError: Worker 1 of 2 stopped answering in a "
+                                      "training collective ("), error
+    assert "Gloo" in error and error.endswith("(Trainer.load).") and "\n" not in error
+    assert stopped["epoch"] == 1

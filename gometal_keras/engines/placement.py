@@ -9,6 +9,7 @@ brought into it with `Placement.adopt`, whatever device count wrote it.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import keras
@@ -99,3 +100,34 @@ def rebuilt_in(placement: Placement, model: keras.Model) -> keras.Model:
     """
     with placement.scope():
         return keras.models.clone_model(model)
+
+
+def lost_worker(cause: str, worker: int, processes: int, named: Iterable[int] = ()) -> str:
+    """The sentence for a multi-worker collective that failed because a peer is gone.
+
+    Each engine tells a lost peer from its own errors (TensorFlow's collective errors,
+    gloo's closed connections under JAX) and which workers its message names; the
+    sentence is the same on every backend.
+
+    Args:
+        cause: The error, as ``"Type: first line"``.
+        worker: This process' worker index.
+        processes: Workers in the cluster.
+        named: The workers the error names (none: the only other one of two, if so).
+
+    Returns:
+        One sentence naming the lost worker and the way out.
+
+    Example:
+        >>> lost_worker("JaxRuntimeError: Gloo all-reduce failed", 0, 2)[:49]
+        'Worker 1 of 2 stopped answering in a training col'
+    """
+    others = sorted(set(named) - {worker})
+    if not others and processes == 2:
+        others = [1 - worker]
+    who = (f"Worker {', '.join(map(str, others))} of {processes}" if others
+           else f"Another worker of {processes}")
+    return (f"{who} stopped answering in a training collective ({cause.strip().rstrip('.:')}), "
+            f"so worker {worker} stopped too; expected every worker running: restart them "
+            "all and resume from the last checkpoint (Trainer.load).")
+

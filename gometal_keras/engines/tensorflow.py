@@ -24,6 +24,7 @@ from gometal_keras.engines.base import (
     Program,
     host_free_memory_bytes,
 )
+from gometal_keras.engines.placement import lost_worker as lost_worker_sentence
 from gometal_keras.engines.placement import rebuilt_in
 
 
@@ -187,19 +188,12 @@ def lost_worker(err: Exception, worker: int, processes: int) -> str | None:
     message = str(getattr(err, "message", err))
     if processes < 2 or not (isinstance(err, _LOST) or "Collective ops is aborted" in message):
         return None
-    named = sorted({int(t) for t in re.findall(r"/job:\w+/(?:replica:\d+/)?task:(\d+)", message)}
-                   - {worker})
-    if not named and processes == 2:
-        named = [1 - worker]
-    who = (f"Worker {', '.join(map(str, named))} of {processes}" if named
-           else f"Another worker of {processes}")
+    named = {int(t) for t in re.findall(r"/job:\w+/(?:replica:\d+/)?task:(\d+)", message)}
     lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
     cause = next((ln.split("aborted by:")[-1] for ln in lines if "aborted by:" in ln),
                  lines[0] if lines else "")
-    return (f"{who} stopped answering in a training collective ({type(err).__name__}: "
-            f"{cause.strip().rstrip('.:')}), so worker {worker} stopped too; expected every "
-            "worker running: restart them all and resume from the last checkpoint "
-            "(Trainer.load).")
+    return lost_worker_sentence(f"{type(err).__name__}: {cause.strip()}", worker, processes,
+                                named)
 
 
 def traced(fn: Any, xla: bool) -> Any:

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 
 from gometal_keras.engines.base import Engine, Placement
+from gometal_keras.engines.jax.program import lost_workers_named
 from gometal_keras.engines.placement import rebuilt_in
 
 
@@ -37,4 +38,5 @@ class JaxDataParallel(Placement):
         axes: list[str | None] = [None] * array.ndim
         axes[batch_axis] = self.distribution.batch_dim_name
         layout = keras.distribution.TensorLayout(axes, self.distribution.device_mesh)
-        return keras.distribution.distribute_tensor(array, layout)
+        with lost_workers_named(self.worker, self.processes):  # laying out gathers from all
+            return keras.distribution.distribute_tensor(array, layout)

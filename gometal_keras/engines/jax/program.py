@@ -6,6 +6,9 @@ model; `engines.jax` is the engine that builds it.
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -16,6 +19,7 @@ from gometal_keras.core import pixels
 from gometal_keras.engines.base import Objective, Placement, Program
 from gometal_keras.engines.commit import select
 from gometal_keras.engines.late_checks import LateCall, LateChecks
+from gometal_keras.engines.placement import lost_worker
 
 #: The largest state (model variables, bytes) an optimistic call keeps until the next call.
 KEEP_BYTES = 64 * 2**20
@@ -34,6 +38,7 @@ class JaxProgram(Program):
         self, model: keras.Model, objective: Objective, optimizer: Any, placement: Placement
     ) -> None:
         plan = self.plan
+        self._workers = (placement.worker, placement.processes)
         # The variables in the order the compiled calls take their values (fixed once built).
         self._variables = (
             tuple(model.trainable_variables),
@@ -137,12 +142,17 @@ class JaxProgram(Program):
                 variable.assign(value)
 
     def step(self, x: Any, y: Any) -> Any:
-        state, values, going = self._step(self._state(), x, y, self._start())
-        self._write_back(state)
-        self._hold(going)
-        return values
+        with lost_workers_named(*self._workers):
+            state, values, going = self._step(self._state(), x, y, self._start())
+            self._write_back(state)
+            self._hold(going)
+            return values
 
     def epoch(self, xs: Any, ys: Any, going: Any = True, read_late: bool = False) -> Any:
+        with lost_workers_named(*self._workers):
+            return self._run_epoch(xs, ys, going, read_late)
+
+    def _run_epoch(self, xs: Any, ys: Any, going: Any, read_late: bool) -> Any:
         going = self._start(going)
         if not self._optimistic:
             values, after, _ = self._again(xs, ys, going)
@@ -180,7 +190,41 @@ class JaxProgram(Program):
         return values, after, state
 
     def confirm(self, values: Any) -> Any:
-        return self._late.confirm(values)
+        with lost_workers_named(*self._workers):
+            return self._late.confirm(values)
 
     def settle(self) -> None:
-        self._late.settle()
+        with lost_workers_named(*self._workers):
+            self._late.settle()
+
+
+#: What JAX's CPU collectives (gloo) and its distributed service say when a peer is gone:
+#: its connection closed or reset, or its heartbeats missed.
+_LOST_PEER = re.compile(
+    r"Gloo .*failed|Connection (closed|reset) by peer|Broken pipe|heartbeat|"
+    r"UNAVAILABLE|DEADLINE_EXCEEDED", re.IGNORECASE
+)
+
+
+@contextlib.contextmanager
+def lost_workers_named(worker: int, processes: int) -> Iterator[None]:
+    """Run a call; where several workers train and a peer is gone, say so in one sentence.
+
+    Args:
+        worker: This process' worker index.
+        processes: Workers in the run (1: errors pass as raised).
+
+    Example:
+        >>> with lost_workers_named(0, 2):  # doctest: +ELLIPSIS
+        ...     raise RuntimeError("Gloo all-reduce failed: Connection closed by peer [::1]:9")
+        Traceback (most recent call last):
+        RuntimeError: Worker 1 of 2 stopped answering in a training collective (Runtim...
+    """
+    try:
+        yield
+    except Exception as err:  # JAX raises JaxRuntimeError (a RuntimeError) for these
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        if processes < 2 or not lines or not _LOST_PEER.search(" ".join(lines)):
+            raise
+        raise RuntimeError(lost_worker(f"{type(err).__name__}: {lines[0][:300]}", worker,
+                                       processes)) from None
