@@ -231,12 +231,12 @@ def test_demo_tokens_lean_on_their_class_band(samples, tokens, classes, spare, s
 
 
 def test_the_transformer_demo_trains_both_phases_on_token_sequences():
-    settings = DemoSettings(model="transformer", tokens=8, vocab=100, samples=96,
-                            batch_size=32, epochs=3, precision="mixed_bfloat16", rounds=2,
+    settings = DemoSettings(model="transformer", tokens=8, vocab=100, samples=64,
+                            batch_size=32, epochs=3, precision="mixed_bfloat16", rounds=0,
                             early_stop_loss=0)
     assert demo_settings(_parse("--model", "transformer", "--tokens", "8", "--vocab", "100",
-                                "--samples", "96", "--batch-size", "32", "--epochs", "3",
-                                "--precision", "mixed_bfloat16", "--rounds", "2",
+                                "--samples", "64", "--batch-size", "32", "--epochs", "3",
+                                "--precision", "mixed_bfloat16", "--rounds", "0",
                                 "--early-stop", "0")) == settings
     result = run_demo(settings)
     assert result.mixed.precision is Precision.MIXED_BFLOAT16

@@ -342,54 +342,124 @@ def test_a_killed_worker_is_named_by_the_other(tf_workers):
     assert error.count(". ") == 0, error  # one sentence
 
 
-JAX_LOSES_A_WORKER = textwrap.dedent("""
-    import json, os, sys
-    role, port = int(sys.argv[1]), sys.argv[2]
+# --- JAX workers (gloo CPU collectives): the defaults, a stream, checkpoints across worker
+# counts, a lost worker. Two workers and a one-process oracle run side by side; the
+# checkpoints cross between them through files, each side waiting (bounded) for the other's.
+
+JAX_PREAMBLE = textwrap.dedent("""
+    import json, os, sys, time
+    role, port, folder = sys.argv[1], sys.argv[2], sys.argv[3]
     os.environ["KERAS_BACKEND"] = "jax"
-    import jax
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2,
-                               process_id=role)
-    import numpy as np
-    from gometal_keras import ModelBuilder, Trainer, TrainerConfig
-    builder = ModelBuilder([16, 20]).add_dense(32).add_relu().add_dense(4)
-    trainer = Trainer(builder, TrainerConfig(batch_size=16, seed=3, distribution="multi_worker"))
-    rng = np.random.default_rng(0)
-    x, y = rng.standard_normal((64, 20)).astype("float32"), rng.integers(0, 4, 64)
+    if role != "oracle":
+        import jax
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2,
+                                   process_id=int(role))
+
+    def wait_for(name):
+        path = os.path.join(folder, name)
+        for _ in range(1200):
+            if os.path.exists(path + ".done"):
+                return path
+            time.sleep(0.1)
+        raise TimeoutError(path)
+
+    def saved(trainer, name):
+        trainer.save(os.path.join(folder, name))
+        open(os.path.join(folder, name + ".done"), "w").close()
+""") + COMMON + textwrap.dedent("""
+    from gometal_keras import Trainer
+    weights = lambda t: [w.tolist() for w in t.model.get_weights()]
+    out = {}
+    if role == "oracle":  # the workers' plan (XLA, fused) in one process
+        config = config.replace(distribution=None, jit_compile=True, loop="fused")
+    trainer = Trainer(builder, config)
     trainer.fit(x, y, epochs=1)
-    if role == 1:
+    if role in ("oracle", "0"):
+        saved(trainer, "one.gmk" if role == "oracle" else "two.gmk")
+    trainer.fit(x, y, epochs=1)
+    out["arrays"] = weights(trainer)
+    streamed = Trainer(builder, config)
+    streamed.fit(Stream(), epochs=2)
+    out["stream"] = weights(streamed)
+    other = wait_for("two.gmk" if role == "oracle" else "one.gmk")
+    resumed = Trainer.load(other, distribution=None if role == "oracle" else "multi_worker")
+    resumed.fit(x, y, epochs=1)
+    out["resumed"], out["plan"] = weights(resumed), trainer.plan.to_dict()
+    out["reason"] = trainer.decision.reason if trainer.decision else ""
+    print("RESULT " + json.dumps(out), flush=True)
+    if role == "1":
         os._exit(3)  # dies between two fits: worker 0's next collective finds it gone
-    try:
-        trainer.fit(x, y, epochs=1)
-        error = None
-    except Exception as err:
-        error = f"{type(err).__name__}: {err}"
-    print("STOPPED " + json.dumps({"error": error, "epoch": trainer.epoch}), flush=True)
+    if role == "0":
+        try:
+            trainer.fit(x, y, epochs=1)
+            error = None
+        except Exception as err:
+            error = f"{type(err).__name__}: {err}"
+        print("STOPPED " + json.dumps({"error": error, "epoch": trainer.epoch}), flush=True)
     os._exit(0)  # not jax.distributed's shutdown, which waits for the dead worker's heartbeat
 """)
 
 
-def test_a_lost_jax_worker_is_named_by_the_other():
-    """JAX with gloo: worker 1 gone, worker 0's next collective (laying out the data, or a
-    training call) stops with the same one sentence as on TensorFlow, its epoch kept."""
+@pytest.fixture(scope="module")
+def jax_workers(tmp_path_factory) -> dict:
+    """Two JAX workers and the one-process oracle through `JAX_PREAMBLE`'s script."""
     pytest.importorskip("jax")
+    folder = tmp_path_factory.mktemp("jax-workers")
     (port,) = free_ports(1)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    procs = [subprocess.Popen([sys.executable, "-c", JAX_LOSES_A_WORKER, str(i), str(port)],
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", GOMETAL_KERAS_CACHE_DIR=str(folder))
+    roles = ["0", "1", "oracle"]
+    procs = [subprocess.Popen([sys.executable, "-c", JAX_PREAMBLE, role, str(port), str(folder)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for i in range(2)]
+             for role in roles]
+    outputs = {}
     try:
-        out, err = procs[0].communicate(timeout=180)
+        for role, proc in zip(roles, procs, strict=True):
+            outputs[role] = proc.communicate(timeout=240)
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-            proc.communicate()
-    lines = [ln for ln in out.splitlines() if ln.startswith("STOPPED ")]
-    assert lines, err[-3000:]
-    stopped = json.loads(lines[-1][len("STOPPED "):])
+                proc.communicate()
+
+    def line(role: str, prefix: str) -> dict:
+        out, err = outputs[role]
+        found = [ln for ln in out.splitlines() if ln.startswith(prefix)]
+        assert found, f"{role} printed no {prefix!r}: {err[-3000:]}"
+        return json.loads(found[-1][len(prefix):])
+
+    return {"results": [line(r, "RESULT ") for r in roles], "stopped": line("0", "STOPPED ")}
+
+
+def test_jax_workers_under_the_defaults_match_one_process(jax_workers):
+    zero, one, oracle = jax_workers["results"]
+    assert zero["plan"] == one["plan"] and "worker 0 of 2" in zero["reason"], zero["reason"]
+    assert zero["plan"]["precision"] == oracle["plan"]["precision"]
+    assert_same([zero["arrays"], one["arrays"]], [np.asarray(w) for w in oracle["arrays"]])
+
+
+def test_a_stream_on_two_jax_workers_matches_one_process(jax_workers):
+    zero, one, oracle = jax_workers["results"]
+    assert_same([zero["stream"], one["stream"]], [np.asarray(w) for w in oracle["stream"]])
+
+
+def test_jax_checkpoints_resume_across_worker_counts(jax_workers):
+    """The oracle's one-epoch checkpoint resumed on two workers, the workers' resumed in one
+    process: after one more epoch each, the weights of an unbroken two-epoch run."""
+    zero, one, oracle = jax_workers["results"]
+    unbroken = [np.asarray(w) for w in oracle["arrays"]]
+    assert_same([zero["resumed"], one["resumed"]], unbroken)
+    for a, ref in zip(oracle["resumed"], unbroken, strict=True):
+        np.testing.assert_allclose(np.asarray(a), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_a_lost_jax_worker_is_named_by_the_other(jax_workers):
+    """Worker 1 gone: worker 0's next collective (laying out the data, or a training call)
+    stops with the same one sentence as on TensorFlow, its completed epochs kept."""
+    stopped = jax_workers["stopped"]
     error = stopped["error"]
     assert error and error.startswith("RuntimeError: Worker 1 of 2 stopped answering in a "
                                       "training collective ("), error
     assert "Gloo" in error and error.endswith("(Trainer.load).") and "\n" not in error
-    assert stopped["epoch"] == 1
+    assert stopped["epoch"] == 2
+
