@@ -7,16 +7,25 @@ the same values, and hand on a Python int.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from imagefolders import write_folder
 
 from gometal_keras import TrainerConfig
 from gometal_keras.core.integers import count, is_int
 from gometal_keras.data.synthetic import demo_dataset
 from gometal_keras.shipping.predictor import Predictor
+from gometal_keras.vision import DataLoader, ImageFolderDataset
 from gometal_keras.vision.cache import ImageCache
+
+#: A two-class folder of 2 images each, for the loader's counts.
+FOLDER = ImageFolderDataset(str(write_folder(Path(tempfile.mkdtemp()), per_class=2,
+                                             classes=2)))
 
 INT_TYPES = [int, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
              np.uint64]
@@ -42,6 +51,8 @@ ENTRY_POINTS = {
     "demo_dataset samples": (1, lambda n: len(demo_dataset(samples=n, features=2)[1])),
     "ImageCache max_size": (0, lambda n: ImageCache(max_size=n).max_size),
     "TrainerConfig batch_size": (1, lambda n: TrainerConfig(batch_size=n).batch_size),
+    "DataLoader batch_size": (1, lambda n: DataLoader(FOLDER, batch_size=n).batch_size),
+    "DataLoader image_size": (1, lambda n: DataLoader(FOLDER, image_size=n).image_size),
 }
 
 

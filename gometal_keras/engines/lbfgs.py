@@ -20,6 +20,8 @@ from typing import Any
 
 import keras
 
+from gometal_keras.core.integers import count
+
 
 def require_jax(what: str = "L-BFGS") -> None:
     """Raise one ValueError sentence unless Keras runs on JAX with optax installed.
@@ -70,8 +72,7 @@ class LBFGS(keras.optimizers.Optimizer):
         self, learning_rate: float = 1.0, memory_size: int = 10, name: str = "lbfgs", **kwargs: Any
     ) -> None:
         require_jax()
-        if isinstance(memory_size, bool) or not isinstance(memory_size, int) or memory_size < 1:
-            raise ValueError(f"memory_size is {memory_size!r}; expected a positive int.")
+        memory_size = count("memory_size", memory_size)
         unused = sorted(
             k for k in ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm",
                         "use_ema", "gradient_accumulation_steps") if kwargs.get(k)

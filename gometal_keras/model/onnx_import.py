@@ -30,6 +30,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from gometal_keras.core.integers import is_int
 from gometal_keras.model.builder import ModelBuilder, PolicyLike
 from gometal_keras.model.onnx_export import require_onnx
 
@@ -345,10 +346,9 @@ def import_onnx(path: str | os.PathLike[str], batch_size: int | None = None) -> 
         >>> imported.batch_size, Trainer(imported, config).model.count_params()
         (None, 8)
     """
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
+    if batch_size is not None and not (is_int(batch_size) and batch_size >= 1):
         raise ValueError(f"batch_size is {batch_size!r}; expected None or a positive int.")
+    batch_size = None if batch_size is None else int(batch_size)
     proto = read_onnx(path)
     _check_declared(proto, path)
     chain = _Chain(proto)

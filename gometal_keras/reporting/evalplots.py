@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from gometal_keras.core.integers import count
 from gometal_keras.reporting.plot import require_matplotlib
 from gometal_keras.reporting.plotdata import (
     PlotConfig,
@@ -96,9 +97,9 @@ def _classification(report: EvaluationReport) -> dict[str, Any]:
     matrix = np.array(report.confusion)
     image = ax.imshow(matrix, cmap="Blues")
     fig.colorbar(image, ax=ax, shrink=0.8)
-    for (i, j), count in np.ndenumerate(matrix):
-        dark = count > matrix.max() / 2
-        ax.text(j, i, str(count), ha="center", va="center", color="white" if dark else "black")
+    for (i, j), cell in np.ndenumerate(matrix):
+        dark = cell > matrix.max() / 2
+        ax.text(j, i, str(cell), ha="center", va="center", color="white" if dark else "black")
     ticks = np.arange(len(names))
     ax.set(
         xticks=ticks,
@@ -221,8 +222,7 @@ def _histograms(
     """A histogram series per array of `values` and its statistics (Go-Metal's
     ``ParameterStats`` / ``GradientStats`` / ``ActivationStats`` figures)."""
 
-    if not isinstance(bins, int) or isinstance(bins, bool) or bins < 1:
-        raise ValueError(f"bins is {bins!r}; expected an int of at least 1.")
+    bins = count("bins", bins)
     series, stats = [], {}
     for name, array in values.items():
         flat = np.asarray(array, dtype=np.float64).reshape(-1)

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from gometal_keras.core import pixels
+from gometal_keras.core.integers import count
 from gometal_keras.data.validation import warn_caller
 from gometal_keras.vision.augment import Augmentation
 from gometal_keras.vision.cache import CacheStats, ImageCache
@@ -110,9 +111,7 @@ class DataLoader:
         cache: ImageCache | None = None,
         augment: Augmentation | None = None,
     ):
-        for name, value in (("batch_size", batch_size), ("image_size", image_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} is {value!r}; expected an int of at least 1.")
+        batch_size, image_size = count("batch_size", batch_size), count("image_size", image_size)
         if on_error not in POLICIES:
             raise ValueError(f"on_error is {on_error!r}; expected one of {POLICIES}.")
         if channels not in (1, 3):
