@@ -1,6 +1,7 @@
 """Tests of `gometal_keras.bench`: work counts, the roofline floor, the plan, the
 measurement through the runner registry, the derived figures, and the CLI end to end."""
 
+import argparse
 import contextlib
 import dataclasses
 import io
@@ -415,7 +416,8 @@ class CliTest(tf.test.TestCase):
         ):
             bench_main.parse_args(["--config", "huge"])
         self.assertIn(
-            "expected some of seed,wide,wide-4096,cnn,transformer,streaming,apple-guards",
+            "expected some of seed,wide,wide-4096,cnn,transformer,streaming,apple-guards,"
+            "first-step",
             err.getvalue(),
         )
 
@@ -447,3 +449,38 @@ def test_roofline_skips_what_the_device_cannot_run_and_compiles_without_xla_wher
     assert rates.flops["float32"] == 1e12 and math.isnan(rates.flops["mixed_float16"])
     assert [xla for _, xla in asked] == [False, False]
     assert copy.call_args.kwargs["xla"] is False
+
+
+class FirstStepTest(tf.test.TestCase):
+    """The ``first-step`` configuration's schedule, its runs faked (each would be a fresh
+    process): every variant once per round in a rotating order; each cold run with a
+    decision cache of its own, never seen before; every cached run with the one cache an
+    earlier run filled."""
+
+    def test_rounds_rotate_and_only_cached_runs_share_a_cache(self):
+        from gometal_keras.bench import first_step
+
+        seen = []
+
+        def fake(variant, cache):
+            seen.append((variant, cache))
+            return {"import": 1.0, "first_step": 2.0, "trials": 0.0}
+
+        args = argparse.Namespace(quick=True)
+        with mock.patch.object(first_step, "one_run", side_effect=fake), \
+                contextlib.redirect_stdout(io.StringIO()) as out:
+            result = first_step.run_all(args, log=lambda m: None)
+        warm, runs = seen[0], seen[1:]
+        self.assertEqual(warm[0], "trainer-cached")
+        orders = [[v for v, _ in runs[i:i + 3]] for i in range(0, len(runs), 3)]
+        self.assertLen(orders, 3)
+        for order in orders:
+            self.assertCountEqual(order, first_step.VARIANTS)
+        self.assertLen({tuple(o) for o in orders}, 3)  # rotated, not repeated
+        cold = [c for v, c in runs if v != "trainer-cached"]
+        self.assertLen(set(cold), len(cold))
+        self.assertNotIn(warm[1], cold)
+        self.assertEqual({c for v, c in runs if v == "trainer-cached"}, {warm[1]})
+        self.assertEqual({k: len(v) for k, v in result["runs"].items()},
+                         dict.fromkeys(first_step.VARIANTS, 3))
+        self.assertIn("trainer-cold", out.getvalue())

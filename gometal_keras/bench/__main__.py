@@ -24,10 +24,11 @@ from gometal_keras.core.plan import Precision
 from gometal_keras.reporting import environment
 
 SCHEMA = "gometal_keras.bench/2"
-#: The named configurations: the models timed through ``fit``, ``streaming``, and
-#: ``apple-guards`` (what the Apple-GPU protections cost, `gometal_keras.bench.guards`).
+#: The named configurations: the models timed through ``fit``, ``streaming``,
+#: ``apple-guards`` (what the Apple-GPU protections cost, `gometal_keras.bench.guards`) and
+#: ``first-step`` (time to first step in fresh processes, `gometal_keras.bench.first_step`).
 TRAINED = tuple(cfgs.configs())
-CONFIGS = (*TRAINED, "streaming", "apple-guards")
+CONFIGS = (*TRAINED, "streaming", "apple-guards", "first-step")
 
 
 def _csv(valid: tuple[str, ...]):
@@ -52,7 +53,8 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
         f"{','.join(cfgs.DEFAULT)}; streaming: a CNN trained from a folder of PNGs, "
         "gometal_keras.bench.streaming; apple-guards: a trial's first run in a child process "
         "and the periodic CPU agreement check against their costs without, "
-        "gometal_keras.bench.guards)",
+        "gometal_keras.bench.guards; first-step: time to first step in fresh processes "
+        "against Keras fit, gometal_keras.bench.first_step)",
     )
     p.add_argument(
         "--precisions",
@@ -248,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         from gometal_keras.bench import guards
 
         out["apple-guards"] = guards.run_all(args, log)
+    if "first-step" in args.configs:
+        from gometal_keras.bench import first_step
+
+        out["first-step"] = first_step.run_all(args, log)
     _write(args.json, out)
     return 0
 
