@@ -175,7 +175,7 @@ def test_every_kind_draws_its_series(tmp_path):
     importance = evalplots.draw(plots[3]).axes[0]
     assert {t.get_text() for t in importance.get_yticklabels()} == {"a", "b", "c"}
     assert len(evalplots.draw(plots[0]).axes[0].patches) == len(trainer.model.trainable_weights)
-    with pytest.raises(ValueError, match=r"^bins is 0; expected an int of at least 1\.$"):
+    with pytest.raises(ValueError, match=r"^bins is 0; expected a positive int\.$"):
         evalplots.parameter_distribution(trainer, bins=0)
     with pytest.raises(ValueError, match=r"^2 feature names were given for 3 features"):
         evalplots.feature_correlation(x, ["a", "b"])
