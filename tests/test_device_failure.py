@@ -63,7 +63,7 @@ def test_a_kernel_missing_only_in_fit_is_one_sentence_and_loses_no_epoch(done, w
             np.testing.assert_array_equal(got, want)
         return
     missing = tf.errors.NotFoundError(None, None, MISSING_KERNEL)
-    with (mock.patch.object(trainer.model, "predict", side_effect=missing),
+    with (mock.patch.object(trainer.model, "predict_on_batch", side_effect=missing),
           pytest.raises(RuntimeError) as failed):
         trainer.fit(x, y, epochs=1, validation_data=(x, y))
     assert_one_sentence(str(failed.value), f"the validation after epoch {done + 1}")
@@ -77,7 +77,7 @@ def test_predict_and_evaluate_name_a_missing_kernel_in_one_sentence(method):
     x, y = classification_data()
     before = state(trainer)
     missing = tf.errors.NotFoundError(None, None, MISSING_KERNEL)
-    with (mock.patch.object(trainer.model, "predict", side_effect=missing),
+    with (mock.patch.object(trainer.model, "predict_on_batch", side_effect=missing),
           pytest.raises(RuntimeError) as failed):
         trainer.predict(x) if method == "predict" else trainer.evaluate(x, y)
     assert_one_sentence(str(failed.value), method)
@@ -88,6 +88,6 @@ def test_predict_and_evaluate_name_a_missing_kernel_in_one_sentence(method):
 def test_off_a_device_with_known_faults_the_error_is_as_raised():
     trainer = Trainer(tiny_builder(), float32_config(precision="float32", jit_compile=False))
     missing = tf.errors.NotFoundError(None, None, MISSING_KERNEL)
-    with (mock.patch.object(trainer.model, "predict", side_effect=missing),
+    with (mock.patch.object(trainer.model, "predict_on_batch", side_effect=missing),
           pytest.raises(tf.errors.NotFoundError)):
         trainer.predict(classification_data()[0])

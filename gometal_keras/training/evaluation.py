@@ -400,17 +400,11 @@ def outputs_and_labels(trainer: Any, x: Any, y: Any = None) -> tuple[np.ndarray,
     return trainer.predict(x), y, []
 
 
-#: Rows per ``predict_on_batch`` call of `predict_rows`.
-ROWS = 1024
-
-
 def predict_rows(trainer: Any, x: Any) -> np.ndarray:
-    """The `trainer`'s float32 outputs on array samples `x`, ``ROWS`` rows per call.
-
-    The numbers of ``trainer.predict(x)``, through ``predict_on_batch`` on chunks (the
-    stream reader's path), without ``Model.predict``'s set-up on every call: for what
-    predicts the same model many times (the metric history each epoch, permutation
-    importance and partial dependence for every shuffle and grid value).
+    """The `trainer`'s float32 outputs on array samples `x`: ``trainer.predict(x)``, as a
+    plain array, for what predicts the same model many times (the metric history each
+    epoch, permutation importance and partial dependence for every shuffle and grid value;
+    `inference.predict_array` keeps each call cheap).
 
     Example:
         >>> from gometal_keras import ModelBuilder, Trainer, TrainerConfig
@@ -420,7 +414,4 @@ def predict_rows(trainer: Any, x: Any) -> np.ndarray:
         >>> np.allclose(predict_rows(t, x), t.predict(x))
         True
     """
-    from gometal_keras.training.inference import read_stream
-
-    xa = np.asarray(x)
-    return read_stream(trainer.model, (xa[i : i + ROWS] for i in range(0, len(xa), ROWS))).outputs
+    return np.asarray(trainer.predict(np.asarray(x)), dtype=np.float32)
