@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from gometal_keras.engines.base import Engine, Placement
-from gometal_keras.engines.jax.program import lost_workers_named
+from gometal_keras.engines.jax.program import LostWorkers
 from gometal_keras.engines.placement import rebuilt_in
 
 
@@ -27,6 +27,7 @@ class JaxDataParallel(Placement):
         import jax
 
         self.processes, self.worker = jax.process_count(), jax.process_index()
+        self._lost = LostWorkers(self.worker, self.processes)
 
     def scope(self) -> Any:
         return self.distribution.scope()
@@ -38,5 +39,5 @@ class JaxDataParallel(Placement):
         axes: list[str | None] = [None] * array.ndim
         axes[batch_axis] = self.distribution.batch_dim_name
         layout = keras.distribution.TensorLayout(axes, self.distribution.device_mesh)
-        with lost_workers_named(self.worker, self.processes):  # laying out gathers from all
+        with self._lost:  # laying a batch out gathers from every process
             return keras.distribution.distribute_tensor(array, layout)

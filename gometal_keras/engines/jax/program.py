@@ -6,9 +6,7 @@ model; `engines.jax` is the engine that builds it.
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -38,7 +36,7 @@ class JaxProgram(Program):
         self, model: keras.Model, objective: Objective, optimizer: Any, placement: Placement
     ) -> None:
         plan = self.plan
-        self._workers = (placement.worker, placement.processes)
+        self._lost = LostWorkers(placement.worker, placement.processes)
         # The variables in the order the compiled calls take their values (fixed once built).
         self._variables = (
             tuple(model.trainable_variables),
@@ -142,14 +140,14 @@ class JaxProgram(Program):
                 variable.assign(value)
 
     def step(self, x: Any, y: Any) -> Any:
-        with lost_workers_named(*self._workers):
+        with self._lost:
             state, values, going = self._step(self._state(), x, y, self._start())
             self._write_back(state)
             self._hold(going)
             return values
 
     def epoch(self, xs: Any, ys: Any, going: Any = True, read_late: bool = False) -> Any:
-        with lost_workers_named(*self._workers):
+        with self._lost:
             return self._run_epoch(xs, ys, going, read_late)
 
     def _run_epoch(self, xs: Any, ys: Any, going: Any, read_late: bool) -> Any:
@@ -190,11 +188,11 @@ class JaxProgram(Program):
         return values, after, state
 
     def confirm(self, values: Any) -> Any:
-        with lost_workers_named(*self._workers):
+        with self._lost:
             return self._late.confirm(values)
 
     def settle(self) -> None:
-        with lost_workers_named(*self._workers):
+        with self._lost:
             self._late.settle()
 
 
@@ -206,25 +204,33 @@ _LOST_PEER = re.compile(
 )
 
 
-@contextlib.contextmanager
-def lost_workers_named(worker: int, processes: int) -> Iterator[None]:
-    """Run a call; where several workers train and a peer is gone, say so in one sentence.
+class LostWorkers:
+    """Around a call: where several workers train and a peer is gone, say so in one
+    sentence (`placement.lost_worker`). One object per program, entered on every call
+    (nothing is built per call); with one process it lets every error pass as raised.
 
     Args:
         worker: This process' worker index.
-        processes: Workers in the run (1: errors pass as raised).
+        processes: Workers in the run.
 
     Example:
-        >>> with lost_workers_named(0, 2):  # doctest: +ELLIPSIS
+        >>> with LostWorkers(0, 2):  # doctest: +ELLIPSIS
         ...     raise RuntimeError("Gloo all-reduce failed: Connection closed by peer [::1]:9")
         Traceback (most recent call last):
         RuntimeError: Worker 1 of 2 stopped answering in a training collective (Runtim...
     """
-    try:
-        yield
-    except Exception as err:  # JAX raises JaxRuntimeError (a RuntimeError) for these
+
+    def __init__(self, worker: int, processes: int):
+        self.worker, self.processes = worker, processes
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, err: Any, trace: Any) -> bool:
+        if self.processes < 2 or not isinstance(err, Exception):
+            return False  # JAX raises JaxRuntimeError (a RuntimeError) for these
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        if processes < 2 or not lines or not _LOST_PEER.search(" ".join(lines)):
-            raise
-        raise RuntimeError(lost_worker(f"{type(err).__name__}: {lines[0][:300]}", worker,
-                                       processes)) from None
+        if not lines or not _LOST_PEER.search(" ".join(lines)):
+            return False
+        raise RuntimeError(lost_worker(f"{type(err).__name__}: {lines[0][:300]}", self.worker,
+                                       self.processes)) from None
