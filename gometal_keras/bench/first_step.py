@@ -38,7 +38,8 @@ RUN = textwrap.dedent("""
     start = time.perf_counter()
     import keras
     import numpy as np
-    from gometal_keras import ModelBuilder, Trainer, TrainerConfig
+    from gometal_keras import Trainer, TrainerConfig
+    from gometal_keras.bench.configs import configs
     imported = time.perf_counter()
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((64, 784)).astype("float32"), rng.integers(0, 10, 64)
@@ -52,8 +53,7 @@ RUN = textwrap.dedent("""
         model.fit(x, y, batch_size=64, epochs=1, verbose=0)
         trials = 0.0
     else:
-        builder = (ModelBuilder([64, 784]).add_dense(512).add_relu().add_dropout(0.2)
-                   .add_dense(256).add_relu().add_dropout(0.2).add_dense(10))
+        builder = configs()["seed"].make(64)  # the Keras model above, as a builder chain
         trainer = Trainer(builder, TrainerConfig(batch_size=64, precision="float32", seed=0))
         trainer.fit(x, y, epochs=1)
         trials = trainer.decision.trial_seconds if trainer.decision else 0.0

@@ -24,7 +24,7 @@ import statistics
 import time
 from typing import Any
 
-from gometal_keras.bench.configs import mlp
+from gometal_keras.bench.configs import configs
 from gometal_keras.core.config import TrainerConfig
 from gometal_keras.core.plan import Loop, Precision, RunPlan
 from gometal_keras.data.synthetic import demo_dataset
@@ -37,8 +37,8 @@ from gometal_keras.training.trainer import Trainer
 
 #: Interleaved rounds of each pair (``--quick``: 2).
 ROUNDS = 5
-#: Go-Metal's seed MLP (784-512-256-10 with dropout), as the ``seed`` configuration has it.
-seed_mlp = mlp((784, 512, 256, 10), 0.2)
+#: Go-Metal's seed MLP (784-512-256-10 with dropout): the ``seed`` configuration's model.
+seed_mlp = configs()["seed"].make
 
 
 def first_runs(rounds: int, batch: int) -> dict[str, list[float]]:
