@@ -11,15 +11,19 @@ here; every process is bounded in time and killed if it overstays.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -75,7 +79,28 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+@contextlib.contextmanager
+def one_cluster_at_a_time() -> Iterator[None]:
+    """Hold a lock shared by every test process on this machine while a cluster runs.
+
+    pytest-xdist's workers would otherwise start two clusters at once (5-7 processes on a
+    2-core machine): a worker starved of the CPU misses TensorFlow's coordination-service
+    heartbeats and its peers abort the run as if it had crashed.
+    """
+    with open(Path(tempfile.gettempdir()) / "gometal-keras-multi-worker.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def run_processes(roles: list[str], backend: str, precision: str, tmp_path) -> list[dict]:
+    with one_cluster_at_a_time():
+        return _run_processes(roles, backend, precision, tmp_path)
+
+
+def _run_processes(roles: list[str], backend: str, precision: str, tmp_path) -> list[dict]:
     ports = ",".join(map(str, free_ports(2)))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", GOMETAL_KERAS_CACHE_DIR=str(tmp_path))
     env.pop("TF_CONFIG", None)
@@ -283,7 +308,7 @@ def tf_workers(tmp_path_factory) -> dict:
         one.save(str(tmp / "one.gmk"))  # resumed by the two workers
         for index in range(2):
             (tmp / f"host{index}").mkdir()
-        with TFWorkers(SCENARIO, [str(tmp), recipe()], tmp) as workers:
+        with one_cluster_at_a_time(), TFWorkers(SCENARIO, [str(tmp), recipe()], tmp) as workers:
             results = [json.loads(workers.line(i, "RESULT ")) for i in range(2)]
             workers.line(1, "STALLED")
             workers.procs[1].kill()  # dies while worker 0 is in the epoch's first all-reduce
@@ -401,14 +426,8 @@ JAX_PREAMBLE = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="module")
-def jax_workers(tmp_path_factory) -> dict:
-    """Two JAX workers and the one-process oracle through `JAX_PREAMBLE`'s script."""
-    pytest.importorskip("jax")
-    folder = tmp_path_factory.mktemp("jax-workers")
-    (port,) = free_ports(1)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", GOMETAL_KERAS_CACHE_DIR=str(folder))
-    roles = ["0", "1", "oracle"]
+def _run_jax_scenario(roles: list[str], port: int, folder: Path, env: dict) -> dict:
+    """Each role of `JAX_PREAMBLE`'s script in its own process; their (stdout, stderr)."""
     procs = [subprocess.Popen([sys.executable, "-c", JAX_PREAMBLE, role, str(port), str(folder)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for role in roles]
@@ -421,6 +440,19 @@ def jax_workers(tmp_path_factory) -> dict:
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def jax_workers(tmp_path_factory) -> dict:
+    """Two JAX workers and the one-process oracle through `JAX_PREAMBLE`'s script."""
+    pytest.importorskip("jax")
+    folder = tmp_path_factory.mktemp("jax-workers")
+    (port,) = free_ports(1)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", GOMETAL_KERAS_CACHE_DIR=str(folder))
+    roles = ["0", "1", "oracle"]
+    with one_cluster_at_a_time():
+        outputs = _run_jax_scenario(roles, port, folder, env)
 
     def line(role: str, prefix: str) -> dict:
         out, err = outputs[role]
